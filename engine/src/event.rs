@@ -1,0 +1,506 @@
+//! Gameplay events: parsing and validation of hostile input into typed events.
+//!
+//! Validation is total: every malformed input becomes a [`ValidationError`] naming the
+//! offending field with a stable `code`; nothing here panics on input. Unknown payload
+//! fields are ignored, as the contract says, so clients can send extra context.
+
+use serde_json::{Map, Value};
+
+/// Largest `deltaXp` or `points` one event may carry: bounds XP growth per event so a
+/// single forged event cannot overflow counters or dwarf a season.
+pub const SCORE_PER_EVENT_MAX: u64 = 1_000_000;
+/// Largest number of events in one `POST /events` batch.
+pub const BATCH_EVENTS_MAX: usize = 1000;
+/// Bounds for the free-text identifiers (`bossId`, `dropId`, `source`, `activity`), in chars.
+pub const LABEL_CHARS_MAX: usize = 64;
+/// Bounds for `playerId`, in ASCII chars.
+pub const PLAYER_ID_CHARS_MIN: usize = 3;
+pub const PLAYER_ID_CHARS_MAX: usize = 50;
+
+/// One validated gameplay event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub player_id: String,
+    /// When it happened on the client, unix seconds. Informational only: windows are
+    /// assigned by the engine's clock so nobody can backdate into a closed window.
+    pub ts: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Progression {
+        delta_xp: u64,
+        activity: Option<String>,
+    },
+    BossKill {
+        boss_id: String,
+        tier: u64,
+        points: u64,
+    },
+    DropClaimed {
+        drop_id: String,
+        weight: Option<f64>,
+        source: Option<String>,
+    },
+}
+
+impl EventKind {
+    /// The wire name of the event type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::Progression { .. } => "progression",
+            EventKind::BossKill { .. } => "boss_kill",
+            EventKind::DropClaimed { .. } => "drop_claimed",
+        }
+    }
+
+    /// XP this event adds, which is also its leaderboard score.
+    pub fn score(&self) -> u64 {
+        match self {
+            EventKind::Progression { delta_xp, .. } => *delta_xp,
+            EventKind::BossKill { points, .. } => *points,
+            EventKind::DropClaimed { .. } => 0,
+        }
+    }
+}
+
+/// Why an input was refused; `code` is stable and part of the wire contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub code: &'static str,
+    pub message: String,
+    /// Dotted path of the offending field (`payload.deltaXp`), when one applies.
+    pub field: Option<String>,
+}
+
+impl ValidationError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        ValidationError {
+            code,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn missing(field: &str) -> Self {
+        Self::field("missing_field", field, format!("{field} is required"))
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::field("invalid_field", field, message)
+    }
+}
+
+/// Time bounds on the client's `ts`, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TsPolicy {
+    /// How far in the future (engine clock) a `ts` may be, seconds.
+    pub skew_s: u64,
+    /// How old a `ts` may be, seconds; `None` accepts any age (offline play).
+    pub max_age_s: Option<u64>,
+}
+
+/// A request body: one event or a batch, each entry validated on its own so that one
+/// bad event never blocks the others.
+#[derive(Debug)]
+pub enum Body {
+    Single(Result<Event, ValidationError>),
+    Batch(Vec<Result<Event, ValidationError>>),
+}
+
+/// Parses a `POST /events` body. The outer error means the request as a whole is
+/// refused (not JSON, wrong top-level shape, empty or oversized batch).
+pub fn parse_body(bytes: &[u8], now_s: u64, ts: TsPolicy) -> Result<Body, ValidationError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ValidationError::new("invalid_json", format!("body is not valid JSON: {e}"))
+    })?;
+    match value {
+        Value::Object(map) => Ok(Body::Single(validate_event(&map, now_s, ts))),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ValidationError::new("empty_batch", "batch has no events"));
+            }
+            if items.len() > BATCH_EVENTS_MAX {
+                return Err(ValidationError::new(
+                    "batch_too_large",
+                    format!(
+                        "batch has {} events; at most {BATCH_EVENTS_MAX} allowed",
+                        items.len()
+                    ),
+                ));
+            }
+            let events = items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(map) => validate_event(map, now_s, ts),
+                    _ => Err(ValidationError::new(
+                        "invalid_json",
+                        "each batch entry must be a JSON object",
+                    )),
+                })
+                .collect();
+            Ok(Body::Batch(events))
+        }
+        _ => Err(ValidationError::new(
+            "invalid_json",
+            "body must be an event object or an array of events",
+        )),
+    }
+}
+
+/// Validates one event object.
+pub fn validate_event(
+    map: &Map<String, Value>,
+    now_s: u64,
+    ts_policy: TsPolicy,
+) -> Result<Event, ValidationError> {
+    let player_id = player_id_field(map, "playerId")?;
+    let type_name = match map.get("type") {
+        None | Some(Value::Null) => return Err(ValidationError::missing("type")),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(ValidationError::invalid("type", "type must be a string")),
+    };
+    let ts = u64_field(map, "ts", "ts", u64::MAX)?.ok_or_else(|| ValidationError::missing("ts"))?;
+    if ts > now_s.saturating_add(ts_policy.skew_s) {
+        return Err(ValidationError::field(
+            "ts_in_future",
+            "ts",
+            format!(
+                "ts {ts} is more than {}s ahead of the server clock ({now_s})",
+                ts_policy.skew_s
+            ),
+        ));
+    }
+    if let Some(max_age_s) = ts_policy.max_age_s {
+        if ts < now_s.saturating_sub(max_age_s) {
+            return Err(ValidationError::field(
+                "ts_too_old",
+                "ts",
+                format!("ts {ts} is more than {max_age_s}s old"),
+            ));
+        }
+    }
+    let payload = match map.get("payload") {
+        None | Some(Value::Null) => return Err(ValidationError::missing("payload")),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return Err(ValidationError::invalid(
+                "payload",
+                "payload must be an object",
+            ))
+        }
+    };
+    let kind = match type_name {
+        "progression" => EventKind::Progression {
+            delta_xp: required(score_field(payload, "deltaXp")?, "payload.deltaXp")?,
+            activity: label_field(payload, "activity")?,
+        },
+        "boss_kill" => EventKind::BossKill {
+            boss_id: required(label_field(payload, "bossId")?, "payload.bossId")?,
+            tier: u64_field(payload, "tier", "payload.tier", u64::MAX)?.unwrap_or(0),
+            points: required(score_field(payload, "points")?, "payload.points")?,
+        },
+        "drop_claimed" => EventKind::DropClaimed {
+            drop_id: required(label_field(payload, "dropId")?, "payload.dropId")?,
+            weight: weight_field(payload)?,
+            source: label_field(payload, "source")?,
+        },
+        other => {
+            return Err(ValidationError::invalid(
+                "type",
+                format!(
+                    "unknown event type {:?}; expected progression, boss_kill or drop_claimed",
+                    truncate_for_message(other)
+                ),
+            ))
+        }
+    };
+    Ok(Event {
+        player_id,
+        ts,
+        kind,
+    })
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, ValidationError> {
+    value.ok_or_else(|| ValidationError::missing(field))
+}
+
+/// Reads a required `playerId`-shaped field: `^[A-Za-z0-9_]{3,50}$`.
+pub fn player_id_field(map: &Map<String, Value>, key: &str) -> Result<String, ValidationError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Err(ValidationError::missing(key)),
+        Some(Value::String(s)) => {
+            check_player_id(s).map_err(|message| ValidationError::invalid(key, message))?;
+            Ok(s.clone())
+        }
+        Some(_) => Err(ValidationError::invalid(
+            key,
+            format!("{key} must be a string"),
+        )),
+    }
+}
+
+/// Checks a player id against `^[A-Za-z0-9_]{3,50}$`; the error is a message.
+pub fn check_player_id(s: &str) -> Result<(), String> {
+    let len_ok = (PLAYER_ID_CHARS_MIN..=PLAYER_ID_CHARS_MAX).contains(&s.len());
+    if len_ok && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "playerId must match ^[A-Za-z0-9_]{{{PLAYER_ID_CHARS_MIN},{PLAYER_ID_CHARS_MAX}}}$"
+        ))
+    }
+}
+
+/// Checks a free-text label: 1..=64 chars, none of them a control character.
+pub fn check_label(s: &str) -> Result<(), String> {
+    let chars = s.chars().count();
+    if chars == 0 || chars > LABEL_CHARS_MAX {
+        return Err(format!("must be 1 to {LABEL_CHARS_MAX} characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must contain printable characters only".to_owned());
+    }
+    Ok(())
+}
+
+fn label_field(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ValidationError> {
+    let path = format!("payload.{key}");
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            check_label(s).map_err(|m| ValidationError::invalid(&path, format!("{path} {m}")))?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(ValidationError::invalid(
+            &path,
+            format!("{path} must be a string"),
+        )),
+    }
+}
+
+fn score_field(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, ValidationError> {
+    u64_field(map, key, &format!("payload.{key}"), SCORE_PER_EVENT_MAX)
+}
+
+/// Reads an optional non-negative integer no larger than `max`. Floats with a fractional
+/// part and negative numbers are refused rather than rounded: a score is a count.
+fn u64_field(
+    map: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    max: u64,
+) -> Result<Option<u64>, ValidationError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= max => Ok(Some(v)),
+            Some(_) => Err(ValidationError::invalid(
+                path,
+                format!("{path} must be at most {max}"),
+            )),
+            None => Err(ValidationError::invalid(
+                path,
+                format!("{path} must be a non-negative integer"),
+            )),
+        },
+        Some(_) => Err(ValidationError::invalid(
+            path,
+            format!("{path} must be an integer"),
+        )),
+    }
+}
+
+fn weight_field(map: &Map<String, Value>) -> Result<Option<f64>, ValidationError> {
+    const PATH: &str = "payload.weight";
+    match map.get("weight") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(w) if w > 0.0 && w <= 1.0 => Ok(Some(w)),
+            _ => Err(ValidationError::invalid(
+                PATH,
+                "payload.weight must be a number in (0, 1]",
+            )),
+        },
+        Some(_) => Err(ValidationError::invalid(
+            PATH,
+            "payload.weight must be a number",
+        )),
+    }
+}
+
+/// Keeps echoed client text short in error messages.
+fn truncate_for_message(s: &str) -> String {
+    s.chars().take(LABEL_CHARS_MAX).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_S: u64 = 1_764_000_000;
+    const TS: TsPolicy = TsPolicy {
+        skew_s: 300,
+        max_age_s: None,
+    };
+
+    fn one(body: &str) -> Result<Event, ValidationError> {
+        match parse_body(body.as_bytes(), NOW_S, TS).expect("top level parses") {
+            Body::Single(result) => result,
+            Body::Batch(_) => panic!("expected a single event"),
+        }
+    }
+
+    fn field_of(body: &str) -> (String, &'static str) {
+        let err = one(body).expect_err("should be refused");
+        (err.field.unwrap_or_default(), err.code)
+    }
+
+    #[test]
+    fn parses_the_three_contract_events() {
+        let p = one(r#"{"type":"progression","playerId":"p1x","ts":1730560000,"payload":{"deltaXp":10,"activity":"quest"}}"#).unwrap();
+        assert_eq!(p.kind.score(), 10);
+        let b = one(r#"{"type":"boss_kill","playerId":"p1x","ts":1730560000,"payload":{"bossId":"dragon_lord","tier":5,"points":2500}}"#).unwrap();
+        assert_eq!(
+            b.kind,
+            EventKind::BossKill {
+                boss_id: "dragon_lord".into(),
+                tier: 5,
+                points: 2500
+            }
+        );
+        let d = one(r#"{"type":"drop_claimed","playerId":"p1x","ts":1730560000,"payload":{"dropId":"epic_sword_001","weight":0.05,"source":"raid_chest","extra":[1]}}"#).unwrap();
+        assert_eq!(d.kind.score(), 0);
+        assert_eq!(d.kind.type_name(), "drop_claimed");
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        let base = |payload: &str| {
+            format!(r#"{{"type":"progression","playerId":"abc","ts":1,"payload":{payload}}}"#)
+        };
+        assert_eq!(
+            field_of(&base(r#"{"deltaXp":-1}"#)),
+            ("payload.deltaXp".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(&base(r#"{"deltaXp":1.5}"#)),
+            ("payload.deltaXp".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(&base(r#"{"deltaXp":"10"}"#)),
+            ("payload.deltaXp".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(&base(r#"{"deltaXp":1000001}"#)),
+            ("payload.deltaXp".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(&base(r#"{}"#)),
+            ("payload.deltaXp".into(), "missing_field")
+        );
+        assert!(one(&base(r#"{"deltaXp":1000000}"#)).is_ok());
+        assert_eq!(
+            field_of(&base(r#"{"deltaXp":1,"activity":""}"#)),
+            ("payload.activity".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(
+                r#"{"type":"boss_kill","playerId":"abc","ts":1,"payload":{"bossId":"x","points":1,"tier":-2}}"#
+            ),
+            ("payload.tier".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(
+                r#"{"type":"drop_claimed","playerId":"abc","ts":1,"payload":{"dropId":"x","weight":0}}"#
+            ),
+            ("payload.weight".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(
+                r#"{"type":"drop_claimed","playerId":"abc","ts":1,"payload":{"dropId":"a\u0007b"}}"#
+            ),
+            ("payload.dropId".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(r#"{"type":"nope","playerId":"abc","ts":1,"payload":{}}"#),
+            ("type".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(r#"{"type":"progression","playerId":"a-b","ts":1,"payload":{"deltaXp":1}}"#),
+            ("playerId".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(r#"{"type":"progression","playerId":"ab","ts":1,"payload":{"deltaXp":1}}"#),
+            ("playerId".into(), "invalid_field")
+        );
+        assert_eq!(
+            field_of(r#"{"type":"progression","playerId":"abc","payload":{"deltaXp":1}}"#),
+            ("ts".into(), "missing_field")
+        );
+        assert_eq!(
+            field_of(r#"{"type":"progression","playerId":"abc","ts":1,"payload":[]}"#),
+            ("payload".into(), "invalid_field")
+        );
+    }
+
+    #[test]
+    fn labels_count_characters_not_bytes() {
+        let label = "é".repeat(LABEL_CHARS_MAX);
+        assert!(check_label(&label).is_ok());
+        assert!(check_label(&format!("{label}x")).is_err());
+    }
+
+    #[test]
+    fn ts_bounds() {
+        let at = |ts: u64, policy: TsPolicy| {
+            let body = format!(
+                r#"{{"type":"progression","playerId":"abc","ts":{ts},"payload":{{"deltaXp":1}}}}"#
+            );
+            match parse_body(body.as_bytes(), NOW_S, policy).unwrap() {
+                Body::Single(r) => r.map(|_| ()).map_err(|e| e.code),
+                Body::Batch(_) => unreachable!(),
+            }
+        };
+        assert_eq!(at(NOW_S + 300, TS), Ok(()));
+        assert_eq!(at(NOW_S + 301, TS), Err("ts_in_future"));
+        assert_eq!(at(0, TS), Ok(()));
+        let aged = TsPolicy {
+            skew_s: 300,
+            max_age_s: Some(3600),
+        };
+        assert_eq!(at(NOW_S - 3600, aged), Ok(()));
+        assert_eq!(at(NOW_S - 3601, aged), Err("ts_too_old"));
+    }
+
+    #[test]
+    fn batches_validate_each_entry() {
+        let body = r#"[{"type":"progression","playerId":"abc","ts":1,"payload":{"deltaXp":1}}, 5, {"type":"progression","playerId":"abc","ts":1,"payload":{}}]"#;
+        let Body::Batch(items) = parse_body(body.as_bytes(), NOW_S, TS).unwrap() else {
+            panic!("expected a batch")
+        };
+        assert!(items[0].is_ok());
+        assert_eq!(items[1].as_ref().unwrap_err().code, "invalid_json");
+        assert_eq!(items[2].as_ref().unwrap_err().code, "missing_field");
+    }
+
+    #[test]
+    fn refuses_bad_top_levels() {
+        let code = |b: &str| parse_body(b.as_bytes(), NOW_S, TS).unwrap_err().code;
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(code("42"), "invalid_json");
+        assert_eq!(code("[]"), "empty_batch");
+        let big = format!("[{}]", vec!["{}"; BATCH_EVENTS_MAX + 1].join(","));
+        assert_eq!(code(&big), "batch_too_large");
+    }
+}

@@ -1,0 +1,78 @@
+//! The knobs of the domain, resolved from configuration by the binary.
+//!
+//! Every limit the shard enforces lives here, so tests can shrink them and operators
+//! find them in one place.
+
+use crate::event::TsPolicy;
+use crate::window::WindowKind;
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Season id, names the seasonal window's period.
+    pub season: String,
+    /// Leaderboard windows kept (`LB_WINDOWS`).
+    pub windows: Vec<WindowKind>,
+    /// Client timestamp bounds (`TS_SKEW`, `TS_MAX_AGE`).
+    pub ts: TsPolicy,
+    /// Sustained events per second per player (`RATE_LIMIT_MAX`); also the burst size.
+    pub rate_limit_per_s: u32,
+    /// Consecutive seconds a player must be rate limited in before the guard calls it a
+    /// flood and blocks; a single burst over the limit only earns 429s.
+    pub flood_block_after_s: u32,
+    /// How long a fairness block lasts (`BLOCK_SEC`), ms.
+    pub block_ms: u64,
+    /// z-score beyond which a score jump is flagged (`ANOMALY_Z`); twice it is treated as
+    /// clear cheating and blocks.
+    pub anomaly_z: f64,
+    /// Accepted scored events a shard must have seen before it judges jumps: with fewer,
+    /// the population estimate is noise.
+    pub anomaly_min_samples: u64,
+    /// How long an idempotency key is remembered (`IDEMP_TTL`), ms.
+    pub idempotency_ttl_ms: u64,
+    /// Idempotency keys one shard remembers at most; past it, keyed requests get 503
+    /// rather than the engine forgetting a key early and applying a duplicate.
+    pub idempotency_keys_max: usize,
+    /// Bytes of remembered responses one shard keeps at most, same reasoning.
+    pub idempotency_bytes_max: usize,
+    /// Players one shard holds at most; past it, events of new players get 503.
+    pub players_max: usize,
+    /// Distinct bosses tracked per player.
+    pub boss_kinds_per_player_max: usize,
+    /// Drops held per player (claimed or not).
+    pub drops_per_player_max: usize,
+    /// Closed periods kept per window (`LB_HISTORY_PERIODS`).
+    pub history_periods_max: usize,
+    /// Entries kept per closed period per shard: enough to answer any page a reader may
+    /// ask of a closed board (offset + limit ≤ this).
+    pub history_entries_max: usize,
+    /// Audit records kept in memory per shard for the fairness API (older ones live on
+    /// stdout and in the mirrors).
+    pub audit_records_max: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            season: "1".to_owned(),
+            windows: WindowKind::ALL.to_vec(),
+            ts: TsPolicy {
+                skew_s: 300,
+                max_age_s: None,
+            },
+            rate_limit_per_s: 50,
+            flood_block_after_s: 3,
+            block_ms: 60_000,
+            anomaly_z: 3.5,
+            anomaly_min_samples: 100,
+            idempotency_ttl_ms: 300_000,
+            idempotency_keys_max: 1_000_000,
+            idempotency_bytes_max: 256 << 20,
+            players_max: 10_000_000,
+            boss_kinds_per_player_max: 256,
+            drops_per_player_max: 1024,
+            history_periods_max: 8,
+            history_entries_max: 11_000,
+            audit_records_max: 10_000,
+        }
+    }
+}

@@ -1,0 +1,1105 @@
+//! A shard: the complete state of the players it owns, and the only code that changes it.
+//!
+//! Requests are *decided* against the current state (validation already done, then
+//! blocks, rate limits, the score model, limits), and every durable change a decision
+//! makes is expressed as a [`Record`] passed to [`Shard::apply`]. `apply` is the single
+//! mutation path for hard state, deterministic given the record, so the same records
+//! replayed from a log rebuild the same shard. Soft state (rate buckets, flood strikes,
+//! the drop-audit throttle) is changed by decisions only and forgiven by a restart.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::board::Board;
+use crate::event::{Event, EventKind};
+use crate::fairness::{
+    Assessment, AuditKind, AuditLog, AuditRecord, Block, BlockedBy, FlagKind, PlayerGuard,
+    RateDecision, ScoreModel,
+};
+use crate::idempotency::{IdempotencyStore, Reserve, StoredResponse};
+use crate::policy::Policy;
+use crate::signing::{Receipt, ReceiptSigner};
+use crate::window::{Period, WindowKind};
+
+/// XP per level: level = xp / 1000 + 1.
+pub const XP_PER_LEVEL: u64 = 1000;
+
+pub fn level_of(xp: u64) -> u64 {
+    xp / XP_PER_LEVEL + 1
+}
+
+/// A durable state change. Everything that must survive a restart is one of these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    EventAccepted {
+        player: String,
+        event: EventKind,
+        ts: u64,
+        at_ms: u64,
+        /// Shard-local sequence: orders equal scores reached in the same millisecond.
+        seq: u64,
+        /// Set when the guard flagged the score: it stays off the leaderboards.
+        flag: Option<FlagKind>,
+        /// The z-score the guard saw, for the audit trail.
+        z: f64,
+    },
+    Blocked {
+        player: String,
+        until_ms: u64,
+        reason: String,
+        by: BlockedBy,
+        at_ms: u64,
+    },
+    Unblocked {
+        player: String,
+        reason: String,
+        at_ms: u64,
+    },
+    RewardClaimed {
+        player: String,
+        item: String,
+        receipt_id: String,
+        timestamp: u64,
+    },
+    WindowClosed {
+        window: WindowKind,
+        next: Period,
+        at_ms: u64,
+    },
+    IdempotencyCompleted {
+        key: String,
+        fingerprint: [u8; 32],
+        response: StoredResponse,
+        expires_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drop {
+    pub drop_id: String,
+    pub source: Option<String>,
+    /// The receipt id once claimed.
+    pub claimed: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Player {
+    pub id: Arc<str>,
+    pub xp: u64,
+    pub boss_kills: BTreeMap<String, u64>,
+    pub drops: Vec<Drop>,
+    pub updated_ms: u64,
+    pub guard: PlayerGuard,
+}
+
+impl Player {
+    fn new(id: Arc<str>) -> Self {
+        Player {
+            id,
+            xp: 0,
+            boss_kills: BTreeMap::new(),
+            drops: Vec::new(),
+            updated_ms: 0,
+            guard: PlayerGuard::default(),
+        }
+    }
+}
+
+/// What happened to one submitted event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventOutcome {
+    Accepted {
+        xp: u64,
+        level: u64,
+        flag: Option<FlagKind>,
+    },
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// The player is blocked; `new_flag` is set when this very event caused the block.
+    Blocked {
+        until_ms: u64,
+        reason: String,
+        new_flag: Option<FlagKind>,
+    },
+    RateLimited {
+        retry_after_ms: u64,
+    },
+    /// The shard holds `players_max` players already.
+    PlayersFull,
+    /// A per-player limit (distinct bosses, drops) is reached; names the field.
+    PlayerLimit {
+        field: &'static str,
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimError {
+    NotEarned,
+    AlreadyClaimed { receipt_id: String },
+    Blocked { until_ms: u64, reason: String },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressView {
+    pub player_id: String,
+    pub season: String,
+    pub xp: u64,
+    pub level: u64,
+    pub boss_kills: BTreeMap<String, u64>,
+    pub drops: Vec<DropView>,
+    /// Unix seconds.
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropView {
+    pub drop_id: String,
+    pub source: Option<String>,
+    pub claimed: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardView {
+    pub player_id: String,
+    pub blocked: bool,
+    pub blocked_until: Option<u64>,
+    pub reason: Option<String>,
+    pub by: Option<BlockedBy>,
+    pub flags: u64,
+    pub rate_limited: u64,
+    pub recent_audit: Vec<AuditRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedView {
+    pub player_id: String,
+    /// Unix seconds.
+    pub until: u64,
+    pub until_ms: u64,
+    pub reason: String,
+    pub by: BlockedBy,
+}
+
+/// Audit records shown per player in the fairness view.
+const PLAYER_AUDIT_RECENT_MAX: usize = 20;
+
+pub struct Shard {
+    policy: Policy,
+    receipts: ReceiptSigner,
+    players: HashMap<Arc<str>, Player>,
+    /// One board per configured window, in `policy.windows` order.
+    boards: Vec<Board>,
+    /// Players with a block, active or not yet expired by `tick`.
+    blocked: BTreeSet<Arc<str>>,
+    scores: ScoreModel,
+    audit: AuditLog,
+    idempotency: IdempotencyStore,
+    next_seq: u64,
+    /// Records applied since the last `take_journal`: what the caller must make durable
+    /// before acknowledging.
+    journal: Vec<Record>,
+}
+
+impl Shard {
+    pub fn new(policy: Policy, receipts: ReceiptSigner, now_ms: u64) -> Self {
+        let boards = policy
+            .windows
+            .iter()
+            .map(|&kind| Board::new(kind, kind.period_at(now_ms, &policy.season)))
+            .collect();
+        Shard {
+            policy,
+            receipts,
+            players: HashMap::new(),
+            boards,
+            blocked: BTreeSet::new(),
+            scores: ScoreModel::default(),
+            audit: AuditLog::default(),
+            idempotency: IdempotencyStore::default(),
+            next_seq: 1,
+            journal: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn players_len(&self) -> usize {
+        self.players.len()
+    }
+
+    /// Decides one validated event.
+    pub fn submit_event(&mut self, event: Event, now_ms: u64) -> EventOutcome {
+        self.roll_windows(now_ms);
+        let id = self.player_entry(&event.player_id);
+        let Some(id) = id else {
+            return EventOutcome::Rejected(Rejection::PlayersFull);
+        };
+        if let Some(rejection) = self.guard_admission(&id, now_ms) {
+            return EventOutcome::Rejected(rejection);
+        }
+        let player = &self.players[&id];
+        if let Some(rejection) = self.check_player_limits(player, &event.kind) {
+            return EventOutcome::Rejected(rejection);
+        }
+        let score = event.kind.score();
+        let (flag, z) = match self.scores.assess(
+            score,
+            self.policy.anomaly_z,
+            self.policy.anomaly_min_samples,
+        ) {
+            Assessment::Normal => (None, 0.0),
+            Assessment::Flag { z } => (Some(FlagKind::ScoreJump), z),
+            Assessment::Block { z } => {
+                let reason = format!("impossible score jump: {score} (z={z:.1})");
+                let until_ms = now_ms.saturating_add(self.policy.block_ms);
+                self.record(Record::Blocked {
+                    player: id.to_string(),
+                    until_ms,
+                    reason: reason.clone(),
+                    by: BlockedBy::Fairness,
+                    at_ms: now_ms,
+                });
+                return EventOutcome::Rejected(Rejection::Blocked {
+                    until_ms,
+                    reason,
+                    new_flag: Some(FlagKind::ImpossibleScore),
+                });
+            }
+        };
+        let seq = self.next_seq;
+        self.record(Record::EventAccepted {
+            player: event.player_id,
+            event: event.kind,
+            ts: event.ts,
+            at_ms: now_ms,
+            seq,
+            flag,
+            z,
+        });
+        let player = &self.players[&id];
+        EventOutcome::Accepted {
+            xp: player.xp,
+            level: level_of(player.xp),
+            flag,
+        }
+    }
+
+    /// Finds or admits the player, within `players_max`.
+    fn player_entry(&mut self, player_id: &str) -> Option<Arc<str>> {
+        if let Some((id, _)) = self.players.get_key_value(player_id) {
+            return Some(id.clone());
+        }
+        if self.players.len() >= self.policy.players_max {
+            return None;
+        }
+        let id: Arc<str> = Arc::from(player_id);
+        self.players.insert(id.clone(), Player::new(id.clone()));
+        Some(id)
+    }
+
+    /// Finds or inserts the player regardless of `players_max`: `apply` must not fail,
+    /// the limit was enforced when the record was decided.
+    fn ensure_player(&mut self, player_id: &str) -> Arc<str> {
+        if let Some((id, _)) = self.players.get_key_value(player_id) {
+            return id.clone();
+        }
+        let id: Arc<str> = Arc::from(player_id);
+        self.players.insert(id.clone(), Player::new(id.clone()));
+        id
+    }
+
+    /// Blocks and rate limits: the fairness guard's say before an event is looked at.
+    fn guard_admission(&mut self, id: &Arc<str>, now_ms: u64) -> Option<Rejection> {
+        self.expire_block(id, now_ms);
+        let policy = &self.policy;
+        let guard = &mut self.players.get_mut(id).expect("admitted player").guard;
+        if let Some(block) = guard.active_block(now_ms).cloned() {
+            let drops = guard.note_drop(now_ms);
+            self.audit_drop(id, now_ms, drops, "blocked");
+            return Some(Rejection::Blocked {
+                until_ms: block.until_ms,
+                reason: block.reason,
+                new_flag: None,
+            });
+        }
+        match guard.take_token(now_ms, policy.rate_limit_per_s, policy.flood_block_after_s) {
+            RateDecision::Allowed => None,
+            RateDecision::Limited { flood: true, .. } => {
+                let until_ms = now_ms.saturating_add(policy.block_ms);
+                let reason = format!(
+                    "flooding: over {} events/s for {} consecutive seconds",
+                    policy.rate_limit_per_s, policy.flood_block_after_s
+                );
+                self.record(Record::Blocked {
+                    player: id.to_string(),
+                    until_ms,
+                    reason: reason.clone(),
+                    by: BlockedBy::Fairness,
+                    at_ms: now_ms,
+                });
+                Some(Rejection::Blocked {
+                    until_ms,
+                    reason,
+                    new_flag: Some(FlagKind::Flood),
+                })
+            }
+            RateDecision::Limited { retry_after_ms, .. } => {
+                let drops = guard.note_drop(now_ms);
+                self.audit_drop(id, now_ms, drops, "rate_limited");
+                Some(Rejection::RateLimited { retry_after_ms })
+            }
+        }
+    }
+
+    fn check_player_limits(&self, player: &Player, kind: &EventKind) -> Option<Rejection> {
+        match kind {
+            EventKind::BossKill { boss_id, .. }
+                if !player.boss_kills.contains_key(boss_id)
+                    && player.boss_kills.len() >= self.policy.boss_kinds_per_player_max =>
+            {
+                Some(Rejection::PlayerLimit {
+                    field: "payload.bossId",
+                    limit: self.policy.boss_kinds_per_player_max,
+                })
+            }
+            EventKind::DropClaimed { drop_id, .. }
+                if !player.drops.iter().any(|d| &d.drop_id == drop_id)
+                    && player.drops.len() >= self.policy.drops_per_player_max =>
+            {
+                Some(Rejection::PlayerLimit {
+                    field: "payload.dropId",
+                    limit: self.policy.drops_per_player_max,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn audit_drop(&mut self, id: &Arc<str>, now_ms: u64, drops: Option<u64>, cause: &str) {
+        if let Some(count) = drops {
+            self.audit.push(
+                AuditRecord {
+                    at: now_ms / 1000,
+                    at_ms: now_ms,
+                    kind: AuditKind::Drop,
+                    player_id: id.to_string(),
+                    reason: cause.to_owned(),
+                    detail: json!({ "count": count }),
+                },
+                self.policy.audit_records_max,
+            );
+        }
+    }
+
+    /// Lifts a block whose time is up, through the log.
+    fn expire_block(&mut self, id: &Arc<str>, now_ms: u64) {
+        let expired = self
+            .players
+            .get(id)
+            .and_then(|p| p.guard.block.as_ref())
+            .is_some_and(|b| b.until_ms <= now_ms);
+        if expired {
+            self.record(Record::Unblocked {
+                player: id.to_string(),
+                reason: "expired".to_owned(),
+                at_ms: now_ms,
+            });
+        }
+    }
+
+    /// Claims an earned drop, minting its receipt.
+    pub fn claim(
+        &mut self,
+        player_id: &str,
+        item: &str,
+        now_ms: u64,
+    ) -> Result<Receipt, ClaimError> {
+        let Some((id, _)) = self.players.get_key_value(player_id) else {
+            return Err(ClaimError::NotEarned);
+        };
+        let id = id.clone();
+        self.expire_block(&id, now_ms);
+        let player = &self.players[&id];
+        if let Some(block) = player.guard.active_block(now_ms) {
+            return Err(ClaimError::Blocked {
+                until_ms: block.until_ms,
+                reason: block.reason.clone(),
+            });
+        }
+        let drop = player
+            .drops
+            .iter()
+            .find(|d| d.drop_id == item)
+            .ok_or(ClaimError::NotEarned)?;
+        if let Some(receipt_id) = &drop.claimed {
+            return Err(ClaimError::AlreadyClaimed {
+                receipt_id: receipt_id.clone(),
+            });
+        }
+        let receipt_id = self
+            .receipts
+            .receipt_id(&self.policy.season, player_id, item);
+        let timestamp = now_ms / 1000;
+        self.record(Record::RewardClaimed {
+            player: player_id.to_owned(),
+            item: item.to_owned(),
+            receipt_id: receipt_id.clone(),
+            timestamp,
+        });
+        Ok(self.receipts.sign(receipt_id, player_id, item, timestamp))
+    }
+
+    /// An operator's block. Blocking a player never seen is allowed (a pre-emptive ban).
+    pub fn admin_block(
+        &mut self,
+        player_id: &str,
+        duration_ms: u64,
+        reason: String,
+        now_ms: u64,
+    ) -> Option<Block> {
+        self.player_entry(player_id)?;
+        let until_ms = now_ms.saturating_add(duration_ms);
+        self.record(Record::Blocked {
+            player: player_id.to_owned(),
+            until_ms,
+            reason: reason.clone(),
+            by: BlockedBy::Admin,
+            at_ms: now_ms,
+        });
+        Some(Block {
+            until_ms,
+            reason,
+            by: BlockedBy::Admin,
+        })
+    }
+
+    /// An operator's unblock; false when the player has no active block.
+    pub fn admin_unblock(&mut self, player_id: &str, now_ms: u64) -> bool {
+        let active = self
+            .players
+            .get(player_id)
+            .is_some_and(|p| p.guard.active_block(now_ms).is_some());
+        if active {
+            self.record(Record::Unblocked {
+                player: player_id.to_owned(),
+                reason: "admin".to_owned(),
+                at_ms: now_ms,
+            });
+        }
+        active
+    }
+
+    /// Closes every window whose period ended by `now_ms`.
+    pub fn roll_windows(&mut self, now_ms: u64) {
+        for i in 0..self.boards.len() {
+            let board = &self.boards[i];
+            if now_ms >= board.period.ends_ms {
+                let next = board.kind.period_at(now_ms, &self.policy.season);
+                self.record(Record::WindowClosed {
+                    window: board.kind,
+                    next,
+                    at_ms: now_ms,
+                });
+            }
+        }
+    }
+
+    /// Periodic housekeeping: window rollover, block expiry, idempotency expiry.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.roll_windows(now_ms);
+        let expired: Vec<Arc<str>> = self
+            .blocked
+            .iter()
+            .filter(|id| {
+                self.players[*id]
+                    .guard
+                    .block
+                    .as_ref()
+                    .is_some_and(|b| b.until_ms <= now_ms)
+            })
+            .cloned()
+            .collect();
+        for id in expired {
+            self.expire_block(&id, now_ms);
+        }
+        self.idempotency.expire(now_ms);
+    }
+
+    /// Records applied since the last call, oldest first.
+    pub fn take_journal(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// Applies a decided record and journals it.
+    fn record(&mut self, record: Record) {
+        self.apply(record.clone());
+        self.journal.push(record);
+    }
+
+    /// The single mutation path for durable state; also what replay calls.
+    pub fn apply(&mut self, record: Record) {
+        let audit_max = self.policy.audit_records_max;
+        match record {
+            Record::EventAccepted {
+                player,
+                event,
+                ts,
+                at_ms,
+                seq,
+                flag,
+                z,
+            } => {
+                let id = self.ensure_player(&player);
+                let p = self.players.get_mut(&id).expect("player just ensured");
+                let score = event.score();
+                p.xp = p.xp.saturating_add(score);
+                p.updated_ms = at_ms;
+                match &event {
+                    EventKind::Progression { .. } => {}
+                    EventKind::BossKill { boss_id, .. } => {
+                        *p.boss_kills.entry(boss_id.clone()).or_insert(0) += 1;
+                    }
+                    EventKind::DropClaimed {
+                        drop_id, source, ..
+                    } => {
+                        if !p.drops.iter().any(|d| &d.drop_id == drop_id) {
+                            p.drops.push(Drop {
+                                drop_id: drop_id.clone(),
+                                source: source.clone(),
+                                claimed: None,
+                            });
+                        }
+                    }
+                }
+                match flag {
+                    None if score > 0 => {
+                        for board in &mut self.boards {
+                            board.add(&id, score, at_ms, seq);
+                        }
+                        self.scores.learn(score);
+                    }
+                    None => {}
+                    Some(kind) => {
+                        p.guard.flags += 1;
+                        self.audit.push(
+                            AuditRecord {
+                                at: at_ms / 1000,
+                                at_ms,
+                                kind: AuditKind::Flag,
+                                player_id: player,
+                                reason: kind.as_str().to_owned(),
+                                detail: json!({ "type": event.type_name(), "score": score, "z": z, "ts": ts }),
+                            },
+                            audit_max,
+                        );
+                    }
+                }
+                self.next_seq = self.next_seq.max(seq + 1);
+            }
+            Record::Blocked {
+                player,
+                until_ms,
+                reason,
+                by,
+                at_ms,
+            } => {
+                let id = self.ensure_player(&player);
+                let p = self.players.get_mut(&id).expect("player just ensured");
+                p.guard.block = Some(Block {
+                    until_ms,
+                    reason: reason.clone(),
+                    by,
+                });
+                p.guard.reset_strikes();
+                self.blocked.insert(id);
+                self.audit.push(
+                    AuditRecord {
+                        at: at_ms / 1000,
+                        at_ms,
+                        kind: AuditKind::Block,
+                        player_id: player,
+                        reason,
+                        detail: json!({ "until": until_ms / 1000, "untilMs": until_ms, "by": by.as_str() }),
+                    },
+                    audit_max,
+                );
+            }
+            Record::Unblocked {
+                player,
+                reason,
+                at_ms,
+            } => {
+                if let Some(p) = self.players.get_mut(player.as_str()) {
+                    p.guard.block = None;
+                    p.guard.reset_strikes();
+                }
+                self.blocked.remove(player.as_str());
+                self.audit.push(
+                    AuditRecord {
+                        at: at_ms / 1000,
+                        at_ms,
+                        kind: AuditKind::Unblock,
+                        player_id: player,
+                        reason,
+                        detail: serde_json::Value::Null,
+                    },
+                    audit_max,
+                );
+            }
+            Record::RewardClaimed {
+                player,
+                item,
+                receipt_id,
+                ..
+            } => {
+                let drop = self
+                    .players
+                    .get_mut(player.as_str())
+                    .and_then(|p| p.drops.iter_mut().find(|d| d.drop_id == item));
+                debug_assert!(drop.is_some(), "claims are decided against an earned drop");
+                if let Some(drop) = drop {
+                    drop.claimed = Some(receipt_id);
+                }
+            }
+            Record::WindowClosed {
+                window,
+                next,
+                at_ms,
+            } => {
+                let (entries_max, periods_max) = (
+                    self.policy.history_entries_max,
+                    self.policy.history_periods_max,
+                );
+                if let Some(board) = self.boards.iter_mut().find(|b| b.kind == window) {
+                    board.close(next, at_ms, entries_max, periods_max);
+                }
+            }
+            Record::IdempotencyCompleted {
+                key,
+                fingerprint,
+                response,
+                expires_ms,
+            } => self
+                .idempotency
+                .complete(&key, fingerprint, response, expires_ms),
+        }
+    }
+
+    // --- idempotency (for keys homed on this shard) ---
+
+    pub fn reserve_key(&mut self, key: &str, fingerprint: [u8; 32], now_ms: u64) -> Reserve {
+        self.idempotency.reserve(
+            key,
+            fingerprint,
+            now_ms,
+            self.policy.idempotency_keys_max,
+            self.policy.idempotency_bytes_max,
+        )
+    }
+
+    pub fn complete_key(
+        &mut self,
+        key: String,
+        fingerprint: [u8; 32],
+        response: StoredResponse,
+        now_ms: u64,
+    ) {
+        let expires_ms = now_ms.saturating_add(self.policy.idempotency_ttl_ms);
+        self.record(Record::IdempotencyCompleted {
+            key,
+            fingerprint,
+            response,
+            expires_ms,
+        });
+    }
+
+    pub fn release_key(&mut self, key: &str) {
+        self.idempotency.release(key);
+    }
+
+    pub fn idempotency_keys(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    // --- reads ---
+
+    pub fn board(&self, window: WindowKind) -> Option<&Board> {
+        self.boards.iter().find(|b| b.kind == window)
+    }
+
+    pub fn progress(&self, player_id: &str) -> Option<ProgressView> {
+        let p = self.players.get(player_id)?;
+        Some(ProgressView {
+            player_id: p.id.to_string(),
+            season: self.policy.season.clone(),
+            xp: p.xp,
+            level: level_of(p.xp),
+            boss_kills: p.boss_kills.clone(),
+            drops: p
+                .drops
+                .iter()
+                .map(|d| DropView {
+                    drop_id: d.drop_id.clone(),
+                    source: d.source.clone(),
+                    claimed: d.claimed.is_some(),
+                })
+                .collect(),
+            updated_at: p.updated_ms / 1000,
+        })
+    }
+
+    pub fn guard_view(&self, player_id: &str, now_ms: u64) -> Option<GuardView> {
+        let p = self.players.get(player_id)?;
+        let block = p.guard.active_block(now_ms);
+        Some(GuardView {
+            player_id: p.id.to_string(),
+            blocked: block.is_some(),
+            blocked_until: block.map(|b| b.until_ms / 1000),
+            reason: block.map(|b| b.reason.clone()),
+            by: block.map(|b| b.by),
+            flags: p.guard.flags,
+            rate_limited: p.guard.rate_limited,
+            recent_audit: self
+                .audit
+                .newest(|r| r.player_id == player_id)
+                .take(PLAYER_AUDIT_RECENT_MAX)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    pub fn blocked(&self, now_ms: u64) -> Vec<BlockedView> {
+        self.blocked
+            .iter()
+            .filter_map(|id| {
+                let block = self.players[id].guard.active_block(now_ms)?;
+                Some(BlockedView {
+                    player_id: id.to_string(),
+                    until: block.until_ms / 1000,
+                    until_ms: block.until_ms,
+                    reason: block.reason.clone(),
+                    by: block.by,
+                })
+            })
+            .collect()
+    }
+
+    /// Newest audit records first, optionally for one player and/or one kind.
+    pub fn audit(
+        &self,
+        player: Option<&str>,
+        kind: Option<AuditKind>,
+        limit: usize,
+    ) -> Vec<AuditRecord> {
+        self.audit
+            .newest(|r| player.is_none_or(|p| r.player_id == p) && kind.is_none_or(|k| r.kind == k))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Audit records written since the last call, for stdout.
+    pub fn take_audit_outbox(&mut self) -> Vec<AuditRecord> {
+        self.audit.take_outbox()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::TsPolicy;
+
+    const T0: u64 = 1_795_521_600_000; // Tue 2026-11-24 12:00 UTC
+
+    fn policy() -> Policy {
+        Policy {
+            rate_limit_per_s: 5,
+            anomaly_min_samples: 10,
+            ts: TsPolicy {
+                skew_s: 300,
+                max_age_s: None,
+            },
+            ..Policy::default()
+        }
+    }
+
+    fn shard() -> Shard {
+        Shard::new(policy(), ReceiptSigner::new(&[7u8; 32]), T0)
+    }
+
+    fn progression(player: &str, xp: u64) -> Event {
+        Event {
+            player_id: player.into(),
+            ts: T0 / 1000,
+            kind: EventKind::Progression {
+                delta_xp: xp,
+                activity: None,
+            },
+        }
+    }
+
+    fn drop(player: &str, id: &str) -> Event {
+        Event {
+            player_id: player.into(),
+            ts: T0 / 1000,
+            kind: EventKind::DropClaimed {
+                drop_id: id.into(),
+                weight: Some(0.5),
+                source: Some("chest".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn xp_levels_and_boards() {
+        let mut s = shard();
+        assert_eq!(
+            s.submit_event(progression("ann", 1500), T0),
+            EventOutcome::Accepted {
+                xp: 1500,
+                level: 2,
+                flag: None
+            }
+        );
+        s.submit_event(progression("bob", 1500), T0 + 1);
+        let board = s.board(WindowKind::Weekly).unwrap();
+        let top: Vec<String> = board.top(10).iter().map(|k| k.player.to_string()).collect();
+        assert_eq!(
+            top,
+            vec!["ann", "bob"],
+            "equal scores: who reached it first"
+        );
+        let progress = s.progress("ann").unwrap();
+        assert_eq!((progress.xp, progress.level), (1500, 2));
+        assert!(s.progress("nobody").is_none());
+    }
+
+    #[test]
+    fn rate_limit_then_flood_block() {
+        let mut s = shard();
+        let mut statuses = Vec::new();
+        for i in 0..400u64 {
+            statuses.push(match s.submit_event(progression("fld", 1), T0 + i * 10) {
+                EventOutcome::Accepted { .. } => "ok",
+                EventOutcome::Rejected(Rejection::RateLimited { .. }) => "429",
+                EventOutcome::Rejected(Rejection::Blocked { new_flag, .. }) => {
+                    if new_flag == Some(FlagKind::Flood) {
+                        "flood"
+                    } else {
+                        "403"
+                    }
+                }
+                other => panic!("{other:?}"),
+            });
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == "flood").count(), 1);
+        assert!(statuses.contains(&"429"));
+        assert_eq!(*statuses.last().unwrap(), "403");
+        assert_eq!(s.blocked(T0 + 4000).len(), 1);
+        // The block expires after BLOCK_SEC and is audited.
+        s.tick(T0 + 4000 + 60_000);
+        assert!(s.blocked(T0 + 64_000).is_empty());
+        let kinds: Vec<AuditKind> = s
+            .audit(Some("fld"), None, 100)
+            .iter()
+            .map(|r| r.kind)
+            .collect();
+        assert!(
+            kinds.contains(&AuditKind::Block)
+                && kinds.contains(&AuditKind::Unblock)
+                && kinds.contains(&AuditKind::Drop)
+        );
+    }
+
+    #[test]
+    fn score_jumps_are_flagged_and_kept_off_boards_and_impossible_ones_block() {
+        let mut s = shard();
+        for i in 0..20u64 {
+            s.submit_event(progression(&format!("warm{i}"), 10), T0 + i);
+        }
+        let outcome = s.submit_event(progression("jmp", 2_000), T0 + 100);
+        assert!(matches!(
+            outcome,
+            EventOutcome::Accepted {
+                flag: Some(FlagKind::ScoreJump),
+                xp: 2000,
+                ..
+            }
+        ));
+        assert!(s.board(WindowKind::Daily).unwrap().key_of("jmp").is_none());
+        let outcome = s.submit_event(progression("che", 1_000_000), T0 + 200);
+        assert!(matches!(
+            outcome,
+            EventOutcome::Rejected(Rejection::Blocked {
+                new_flag: Some(FlagKind::ImpossibleScore),
+                ..
+            })
+        ));
+        assert_eq!(s.progress("che").unwrap().xp, 0);
+        assert_eq!(s.audit(None, Some(AuditKind::Flag), 10).len(), 1);
+    }
+
+    #[test]
+    fn claims_once_with_a_verifiable_receipt() {
+        let mut s = shard();
+        assert_eq!(s.claim("ann", "sword", T0), Err(ClaimError::NotEarned));
+        s.submit_event(drop("ann", "sword"), T0);
+        s.submit_event(drop("ann", "sword"), T0 + 1); // earning it again changes nothing
+        assert_eq!(s.progress("ann").unwrap().drops.len(), 1);
+        assert_eq!(s.claim("ann", "shield", T0), Err(ClaimError::NotEarned));
+        let receipt = s.claim("ann", "sword", T0 + 5).unwrap();
+        assert!(ReceiptSigner::new(&[7u8; 32]).verify(&receipt));
+        assert_eq!(
+            s.claim("ann", "sword", T0 + 6),
+            Err(ClaimError::AlreadyClaimed {
+                receipt_id: receipt.receipt_id
+            })
+        );
+        assert!(s.progress("ann").unwrap().drops[0].claimed);
+    }
+
+    #[test]
+    fn admin_block_and_unblock() {
+        let mut s = shard();
+        let block = s
+            .admin_block("bad", 10_000, "chargeback".into(), T0)
+            .unwrap();
+        assert_eq!(block.until_ms, T0 + 10_000);
+        assert!(matches!(
+            s.submit_event(progression("bad", 1), T0 + 1),
+            EventOutcome::Rejected(Rejection::Blocked { .. })
+        ));
+        assert!(s.admin_unblock("bad", T0 + 2));
+        assert!(!s.admin_unblock("bad", T0 + 3));
+        assert!(matches!(
+            s.submit_event(progression("bad", 1), T0 + 4),
+            EventOutcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn windows_roll_on_the_engine_clock_and_keep_history() {
+        let mut s = shard();
+        s.submit_event(progression("ann", 10), T0);
+        let tomorrow = T0 + 86_400_000;
+        s.submit_event(progression("bob", 5), tomorrow);
+        let daily = s.board(WindowKind::Daily).unwrap();
+        assert_eq!(daily.period.name, "2026-11-25");
+        let top: Vec<String> = daily.top(10).iter().map(|k| k.player.to_string()).collect();
+        assert_eq!(top, vec!["bob"]);
+        let closed = daily.closed("2026-11-24").unwrap();
+        assert_eq!(closed.entries[0].score(), 10);
+        // The weekly window has not rolled: both are in it.
+        assert_eq!(s.board(WindowKind::Weekly).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn limits_per_player() {
+        let mut s = Shard::new(
+            Policy {
+                drops_per_player_max: 2,
+                players_max: 2,
+                ..policy()
+            },
+            ReceiptSigner::new(&[7u8; 32]),
+            T0,
+        );
+        s.submit_event(drop("ann", "a"), T0);
+        s.submit_event(drop("ann", "b"), T0);
+        assert_eq!(
+            s.submit_event(drop("ann", "c"), T0),
+            EventOutcome::Rejected(Rejection::PlayerLimit {
+                field: "payload.dropId",
+                limit: 2
+            })
+        );
+        s.submit_event(progression("bob", 1), T0);
+        assert_eq!(
+            s.submit_event(progression("cat", 1), T0),
+            EventOutcome::Rejected(Rejection::PlayersFull)
+        );
+    }
+
+    #[test]
+    fn replaying_the_journal_rebuilds_the_same_state() {
+        let mut live = shard();
+        for i in 0..40u64 {
+            live.submit_event(progression(&format!("warm{i}"), 10), T0 + i);
+        }
+        for i in 0..2000u64 {
+            let player = format!("p{:02}", i % 7);
+            let at = T0 + i * 3_600_000 / 7; // crosses several days
+            match i % 5 {
+                0 => live.submit_event(drop(&player, &format!("d{}", i % 3)), at),
+                1 => live.submit_event(progression(&player, 5_000), at),
+                _ => live.submit_event(progression(&player, 1 + i % 13), at),
+            };
+            if i % 11 == 0 {
+                let _ = live.claim(&player, &format!("d{}", i % 3), at);
+            }
+            if i % 97 == 0 {
+                live.admin_block(&player, 1_000, "test".into(), at);
+            }
+            live.tick(at);
+        }
+        let mut replayed = shard();
+        for record in live.take_journal() {
+            replayed.apply(record);
+        }
+        for kind in WindowKind::ALL {
+            let ranks = |s: &Shard| -> Vec<(String, u64)> {
+                s.board(kind)
+                    .unwrap()
+                    .top(100)
+                    .iter()
+                    .map(|k| (k.player.to_string(), k.score()))
+                    .collect()
+            };
+            assert_eq!(ranks(&live), ranks(&replayed), "{kind}");
+            let history = |s: &Shard| -> Vec<String> {
+                s.board(kind)
+                    .unwrap()
+                    .history()
+                    .map(|c| c.name.clone())
+                    .collect()
+            };
+            assert_eq!(history(&live), history(&replayed));
+        }
+        for i in 0..7 {
+            let player = format!("p{i:02}");
+            let (a, b) = (
+                live.progress(&player).unwrap(),
+                replayed.progress(&player).unwrap(),
+            );
+            assert_eq!((a.xp, &a.boss_kills), (b.xp, &b.boss_kills));
+            let claims = |v: &ProgressView| {
+                v.drops
+                    .iter()
+                    .map(|d| (d.drop_id.clone(), d.claimed))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(claims(&a), claims(&b));
+        }
+        // Drop records are soft state (a throttled trail of refusals), not replayed.
+        let hard = |s: &Shard| -> Vec<AuditRecord> {
+            s.audit(None, None, 10_000)
+                .into_iter()
+                .filter(|r| r.kind != AuditKind::Drop)
+                .collect()
+        };
+        assert_eq!(hard(&live), hard(&replayed));
+    }
+}
