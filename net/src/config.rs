@@ -1,0 +1,534 @@
+//! Configuration from the environment and an optional `.env` file.
+//!
+//! Every key is validated at start; each problem becomes one line naming the key and
+//! what is wrong, and the binary exits with code 2. The environment wins over `.env`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use liveops_engine::event::TsPolicy;
+use liveops_engine::policy::Policy;
+use liveops_engine::window::WindowKind;
+
+/// Shortest accepted HMAC and receipt secret: 256 bits, the HMAC-SHA256 block strength.
+pub const SECRET_BYTES_MIN: usize = 32;
+/// Largest `LB_TOPN`: the leaderboard's page limit.
+pub const LEADERBOARD_PAGE_MAX: usize = 1000;
+/// Most shards: far more than any machine's cores, small enough to catch a typo.
+const SHARDS_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    Dev,
+    Staging,
+    Prod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the data reached the disk (`fdatasync`).
+    Fsync,
+    /// Acknowledge after the write; sync on an interval.
+    Batch,
+}
+
+/// The four services and their ports, in a fixed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Gateway,
+    Fairness,
+    Leaderboard,
+    Progression,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Gateway,
+        Service::Fairness,
+        Service::Leaderboard,
+        Service::Progression,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Fairness => "fairness",
+            Service::Leaderboard => "leaderboard",
+            Service::Progression => "progression",
+        }
+    }
+
+    fn port_key(self) -> &'static str {
+        match self {
+            Service::Gateway => "PORT",
+            Service::Fairness => "FAIRNESS_PORT",
+            Service::Leaderboard => "LEADERBOARD_PORT",
+            Service::Progression => "PROGRESSION_PORT",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Service::Gateway => 8080,
+            Service::Fairness => 8081,
+            Service::Leaderboard => 8082,
+            Service::Progression => 8083,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub env: Env,
+    pub cloud: Option<String>,
+    pub bind_addr: IpAddr,
+    /// Port per service, in [`Service::ALL`] order; 0 lets the OS choose.
+    pub ports: [u16; 4],
+    pub hmac_secret: Vec<u8>,
+    pub receipt_secret: Vec<u8>,
+    /// `None` disables the admin routes (they answer 401 saying so).
+    pub admin_token: Option<String>,
+    pub db_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub bus_kind: String,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    /// Jobs one shard's inbox holds before requests for it get 503 (`SHARD_INBOX_MAX`).
+    pub shard_inbox_max: usize,
+    /// Default page size of `GET /leaderboard` (`LB_TOPN`).
+    pub lb_topn: usize,
+    pub snapshot_cron: String,
+    pub durability: Durability,
+    pub policy: Policy,
+    /// Secrets generated for this run (dev only), to warn about once.
+    pub generated_secrets: Vec<&'static str>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets stay out of logs.
+        f.debug_struct("Config")
+            .field("env", &self.env)
+            .field("bind_addr", &self.bind_addr)
+            .field("ports", &self.ports)
+            .field("shards", &self.shards)
+            .field("data_dir", &self.data_dir)
+            .field("season", &self.policy.season)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error: {}: {}", self.key, self.message)
+    }
+}
+
+/// Reads the process environment, with `.env` in the working directory under it.
+pub fn from_process() -> Result<Config, Vec<ConfigProblem>> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    match dotenvy::from_path_iter(".env") {
+        Ok(iter) => {
+            for item in iter {
+                match item {
+                    Ok((k, v)) => {
+                        vars.insert(k, v);
+                    }
+                    Err(e) => {
+                        return Err(vec![ConfigProblem {
+                            key: ".env",
+                            message: format!("cannot parse: {e}"),
+                        }])
+                    }
+                }
+            }
+        }
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            return Err(vec![ConfigProblem {
+                key: ".env",
+                message: format!("cannot read: {e}"),
+            }])
+        }
+    }
+    vars.extend(std::env::vars());
+    from_vars(&vars, random_secret)
+}
+
+fn random_secret() -> Vec<u8> {
+    let mut bytes = [0u8; 32];
+    let mut file = std::fs::File::open("/dev/urandom").expect("/dev/urandom is readable");
+    std::io::Read::read_exact(&mut file, &mut bytes).expect("/dev/urandom yields bytes");
+    hex::encode(bytes).into_bytes()
+}
+
+/// Parses and validates; collects every problem rather than stopping at the first.
+pub fn from_vars(
+    vars: &HashMap<String, String>,
+    generate_secret: fn() -> Vec<u8>,
+) -> Result<Config, Vec<ConfigProblem>> {
+    let mut p = Parser {
+        vars,
+        problems: Vec::new(),
+    };
+    let env = p.parse("ENV", "dev", |s| match s {
+        "dev" => Ok(Env::Dev),
+        "staging" => Ok(Env::Staging),
+        "prod" => Ok(Env::Prod),
+        _ => Err("must be dev, staging or prod".into()),
+    });
+    let bind_addr = p.parse("BIND_ADDR", "0.0.0.0", |s| {
+        s.parse::<IpAddr>()
+            .map_err(|e| format!("not an IP address: {e}"))
+    });
+    let mut ports = [0u16; 4];
+    for (i, service) in Service::ALL.iter().enumerate() {
+        ports[i] = p
+            .parse(
+                service.port_key(),
+                &service.default_port().to_string(),
+                |s| {
+                    s.parse::<u16>()
+                        .map_err(|_| "must be a port number 0..=65535".into())
+                },
+            )
+            .unwrap_or(0);
+    }
+    for i in 0..4 {
+        for j in i + 1..4 {
+            if ports[i] != 0 && ports[i] == ports[j] {
+                p.problem(
+                    Service::ALL[j].port_key(),
+                    format!("port {} is also {}", ports[j], Service::ALL[i].port_key()),
+                );
+            }
+        }
+    }
+    let mut generated_secrets = Vec::new();
+    let mut secret = |p: &mut Parser, key: &'static str| -> Vec<u8> {
+        match p.get(key) {
+            Some(s) if s.len() >= SECRET_BYTES_MIN => s.as_bytes().to_vec(),
+            Some(s) => {
+                p.problem(
+                    key,
+                    format!("must be at least {SECRET_BYTES_MIN} bytes, got {}", s.len()),
+                );
+                Vec::new()
+            }
+            None if env == Some(Env::Dev) => {
+                generated_secrets.push(key);
+                generate_secret()
+            }
+            None => {
+                p.problem(key, "is required outside ENV=dev".into());
+                Vec::new()
+            }
+        }
+    };
+    let hmac_secret = secret(&mut p, "HMAC_SECRET");
+    let receipt_secret = secret(&mut p, "RECEIPT_SECRET");
+    let admin_token = match p.get("ADMIN_TOKEN") {
+        Some(t) if t.len() < 16 => {
+            p.problem("ADMIN_TOKEN", "must be at least 16 characters".into());
+            None
+        }
+        other => other.map(str::to_owned),
+    };
+    let db_url = p.get("DB_URL").map(str::to_owned);
+    if let Some(url) = &db_url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            p.problem(
+                "DB_URL",
+                "must start with postgres:// or postgresql://".into(),
+            );
+        }
+    }
+    let redis_url = p.get("REDIS_URL").map(str::to_owned);
+    if let Some(url) = &redis_url {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            p.problem("REDIS_URL", "must start with redis:// or rediss://".into());
+        }
+    }
+    let bus_kind = p.parse("BUS_KIND", "inmem", |s| match s {
+        "inmem" => Ok(s.to_owned()),
+        _ => Err("only inmem is supported: the engine is one process, its shards talk over in-memory queues".into()),
+    });
+    let data_dir = PathBuf::from(p.get("DATA_DIR").unwrap_or("./data"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = p.parse("SHARDS", &cores.to_string(), |s| match s.parse::<usize>() {
+        Ok(n) if (1..=SHARDS_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number 1..={SHARDS_MAX}")),
+    });
+    let shard_inbox_max = p.parse("SHARD_INBOX_MAX", "65536", |s| match s.parse::<usize>() {
+        Ok(n) if (1..=1 << 24).contains(&n) => Ok(n),
+        _ => Err("must be a whole number 1..=16777216".into()),
+    });
+    let season = p.parse("SEASON", "1", |s| {
+        let ok = (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(s.to_owned())
+        } else {
+            Err("must match ^[A-Za-z0-9_-]{1,32}$".into())
+        }
+    });
+    let windows = p.parse("LB_WINDOWS", "daily,weekly,seasonal", |s| {
+        let mut kinds = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let kind: WindowKind = part.parse()?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        if kinds.is_empty() {
+            Err("must name at least one window".into())
+        } else {
+            Ok(kinds)
+        }
+    });
+    let lb_topn = p.parse("LB_TOPN", "100", |s| match s.parse::<usize>() {
+        Ok(n) if (1..=LEADERBOARD_PAGE_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number 1..={LEADERBOARD_PAGE_MAX}")),
+    });
+    let snapshot_cron = p.parse("SNAPSHOT_CRON", "0 */15 * * * *", |s| {
+        if s.split_whitespace().count() == 6 {
+            Ok(s.to_owned())
+        } else {
+            Err("must be a 6-field cron expression (with seconds)".into())
+        }
+    });
+    let anomaly_z = p.parse("ANOMALY_Z", "3.5", |s| match s.parse::<f64>() {
+        Ok(z) if z.is_finite() && z > 0.0 && z <= 100.0 => Ok(z),
+        _ => Err("must be a number in (0, 100]".into()),
+    });
+    let anomaly_min_samples = p.parse("ANOMALY_MIN_SAMPLES", "100", |s| {
+        s.parse::<u64>()
+            .map_err(|_| "must be a whole number".into())
+    });
+    let block_s = p.parse("BLOCK_SEC", "60", |s| match s.parse::<u64>() {
+        Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),
+        _ => Err("must be whole seconds 1..=31536000".into()),
+    });
+    let rate = p.parse("RATE_LIMIT_MAX", "50", |s| match s.parse::<u32>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("must be events per second 1..=1000000".into()),
+    });
+    let idem_ttl = p.parse("IDEMP_TTL", "300s", |s| {
+        parse_duration(s)
+            .filter(|d| !d.is_zero() && d.as_secs() <= 7 * 86_400)
+            .ok_or_else(|| "must be a duration like 300s, 5m or 1h (at most 7 days)".into())
+    });
+    let skew = p.parse("TS_SKEW", "300s", |s| {
+        parse_duration(s).ok_or_else(|| "must be a duration like 300s or 5m".into())
+    });
+    let max_age = match p.get("TS_MAX_AGE") {
+        None | Some("") | Some("none") => Some(None),
+        Some(s) => match parse_duration(s) {
+            Some(d) if !d.is_zero() => Some(Some(d)),
+            _ => {
+                p.problem("TS_MAX_AGE", "must be a duration like 24h, or none".into());
+                None
+            }
+        },
+    };
+    let durability = p.parse("DURABILITY", "fsync", |s| match s {
+        "fsync" => Ok(Durability::Fsync),
+        "batch" => Ok(Durability::Batch),
+        _ => Err("must be fsync or batch".into()),
+    });
+    let cloud = p.get("CLOUD").map(str::to_owned);
+
+    if !p.problems.is_empty() {
+        return Err(p.problems);
+    }
+    let defaults = Policy::default();
+    let shards = shards.expect("no problems");
+    let policy = Policy {
+        season: season.expect("no problems"),
+        windows: windows.expect("no problems"),
+        ts: TsPolicy {
+            skew_s: skew.expect("no problems").as_secs(),
+            max_age_s: max_age.expect("no problems").map(|d| d.as_secs()),
+        },
+        rate_limit_per_s: rate.expect("no problems"),
+        block_ms: block_s.expect("no problems") * 1000,
+        anomaly_z: anomaly_z.expect("no problems"),
+        anomaly_min_samples: anomaly_min_samples.expect("no problems"),
+        idempotency_ttl_ms: idem_ttl.expect("no problems").as_millis() as u64,
+        // Engine-wide budgets, split across shards.
+        idempotency_keys_max: defaults.idempotency_keys_max.div_ceil(shards),
+        idempotency_bytes_max: defaults.idempotency_bytes_max.div_ceil(shards),
+        players_max: defaults.players_max.div_ceil(shards),
+        ..defaults
+    };
+    Ok(Config {
+        env: env.expect("no problems"),
+        cloud,
+        bind_addr: bind_addr.expect("no problems"),
+        ports,
+        hmac_secret,
+        receipt_secret,
+        admin_token,
+        db_url,
+        redis_url,
+        bus_kind: bus_kind.expect("no problems"),
+        data_dir,
+        shards,
+        shard_inbox_max: shard_inbox_max.expect("no problems"),
+        lb_topn: lb_topn.expect("no problems"),
+        snapshot_cron: snapshot_cron.expect("no problems"),
+        durability: durability.expect("no problems"),
+        policy,
+        generated_secrets,
+    })
+}
+
+/// `300s`, `5m`, `1h`, `2d`, `250ms`, or bare seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+struct Parser<'a> {
+    vars: &'a HashMap<String, String>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Parser<'_> {
+    /// A set, non-empty value.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn problem(&mut self, key: &'static str, message: String) {
+        self.problems.push(ConfigProblem { key, message });
+    }
+
+    fn parse<T>(
+        &mut self,
+        key: &'static str,
+        default: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.get(key).unwrap_or(default).to_owned();
+        match f(&raw) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.problem(key, format!("{message} (got {raw:?})"));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn fixed_secret() -> Vec<u8> {
+        vec![b'g'; 64]
+    }
+
+    #[test]
+    fn defaults_in_dev_generate_secrets() {
+        let config = from_vars(&vars(&[]), fixed_secret).unwrap();
+        assert_eq!(config.ports, [8080, 8081, 8082, 8083]);
+        assert_eq!(
+            config.generated_secrets,
+            vec!["HMAC_SECRET", "RECEIPT_SECRET"]
+        );
+        assert_eq!(config.policy.rate_limit_per_s, 50);
+        assert_eq!(config.policy.idempotency_ttl_ms, 300_000);
+        assert_eq!(config.policy.windows.len(), 3);
+        assert_eq!(config.lb_topn, 100);
+        assert!(config.admin_token.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let problems = from_vars(
+            &vars(&[
+                ("ENV", "prod"),
+                ("PORT", "99999"),
+                ("SEASON", "bad season"),
+                ("LB_WINDOWS", "daily,monthly"),
+                ("HMAC_SECRET", "short"),
+                ("IDEMP_TTL", "soon"),
+                ("REDIS_URL", "http://x"),
+            ]),
+            fixed_secret,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key).collect();
+        for key in [
+            "PORT",
+            "SEASON",
+            "LB_WINDOWS",
+            "HMAC_SECRET",
+            "RECEIPT_SECRET",
+            "IDEMP_TTL",
+            "REDIS_URL",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let line = problems[0].to_string();
+        assert!(line.starts_with("config error: "), "{line}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5w"), None);
+    }
+
+    #[test]
+    fn duplicate_ports_are_refused_but_zero_is_free() {
+        assert!(from_vars(
+            &vars(&[("PORT", "0"), ("FAIRNESS_PORT", "0")]),
+            fixed_secret
+        )
+        .is_ok());
+        let problems = from_vars(
+            &vars(&[("PORT", "9000"), ("FAIRNESS_PORT", "9000")]),
+            fixed_secret,
+        )
+        .unwrap_err();
+        assert_eq!(problems[0].key, "FAIRNESS_PORT");
+    }
+}

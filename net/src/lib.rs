@@ -1,0 +1,20 @@
+//! # liveops-net
+//!
+//! The serving side of LiveOps Guard: a thread-per-core runtime that runs one shard of
+//! [`liveops_engine`] per pinned thread and serves the four HTTP services from every
+//! thread through SO_REUSEPORT.
+//!
+//! * [`config`] reads and validates the environment (and `.env`).
+//! * [`runtime`] spawns pinned current-thread runtimes and serves HTTP/1.1 with
+//!   graceful shutdown; the bench's baseline server reuses it.
+//! * [`mesh`] carries work to the shard owning it over bounded lock-free queues.
+//! * [`routes`] maps requests to shard work; [`http`] has the response and error shapes.
+//! * [`server`] assembles it all; [`metrics`] is the Prometheus registry.
+
+pub mod config;
+pub mod http;
+pub mod mesh;
+pub mod metrics;
+pub mod routes;
+pub mod runtime;
+pub mod server;

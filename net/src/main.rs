@@ -1,0 +1,124 @@
+//! The `liveops` binary: `liveops` or `liveops serve` runs the engine.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use liveops_net::config::{self, Env};
+use liveops_net::server::Server;
+
+/// From the signal to exit, the contract allows 2 s; leave room for the process exit.
+const SHUTDOWN_DEADLINE_MS: u64 = 1_900;
+
+const USAGE: &str =
+    "usage: liveops [serve]\n\nConfiguration comes from the environment and ./.env; see README.md.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["serve"] => serve(),
+        ["-h"] | ["--help"] | ["help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let config = match config::from_process() {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for key in &config.generated_secrets {
+        let value = match *key {
+            "HMAC_SECRET" => &config.hmac_secret,
+            _ => &config.receipt_secret,
+        };
+        tracing::warn!(
+            "{key} is not set; generated for this run (ENV=dev only): {}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    if config.env != Env::Dev && config.admin_token.is_none() {
+        tracing::warn!("ADMIN_TOKEN is not set: admin routes are disabled");
+    }
+    if config.db_url.is_some() || config.redis_url.is_some() {
+        tracing::warn!("DB_URL/REDIS_URL are set, but this build has no Redis or Postgres mirror yet; serving from the engine alone");
+    }
+    tracing::info!(?config, "starting");
+    // Handlers first: a signal during start-up must shut down cleanly, not kill.
+    let signals = Signals::install();
+    let server = match Server::start(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    for (service, addr) in &server.addrs {
+        tracing::info!("listening service={} addr={addr}", service.as_str());
+    }
+    let signal = signals.wait();
+    tracing::info!(signal, "shutting down");
+    if server.shutdown(Duration::from_millis(SHUTDOWN_DEADLINE_MS)) {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!("shards still busy at the shutdown deadline; exiting");
+    }
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        let (term, int) = runtime.block_on(async {
+            (
+                signal(SignalKind::terminate()).expect("SIGTERM handler installs"),
+                signal(SignalKind::interrupt()).expect("SIGINT handler installs"),
+            )
+        });
+        Signals { runtime, term, int }
+    }
+
+    /// Blocks until SIGTERM or SIGINT; returns its name.
+    fn wait(mut self) -> &'static str {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! Prometheus metrics. No metric has a per-player label: cardinality stays bounded by
+//! the number of services, routes, statuses and reasons, all fixed sets.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by service, route template and status code.
+    pub requests: IntCounterVec,
+    /// Request latency by service and route template, seconds.
+    pub latency: HistogramVec,
+    /// Events refused, by reason (the seed's name).
+    pub dropped_events: IntCounterVec,
+    /// Fairness flags, by kind (the seed's name).
+    pub anomaly_flags: IntCounterVec,
+    /// Events accepted.
+    pub events_accepted: prometheus::IntCounter,
+    /// State-change records applied by the shards.
+    pub records_applied: prometheus::IntCounter,
+    /// Cross-shard jobs refused because the target queue was full.
+    pub queue_full: prometheus::IntCounter,
+    /// Players held, per shard.
+    pub players: IntGaugeVec,
+    /// Live idempotency keys, per shard.
+    pub idempotency_keys: IntGaugeVec,
+    /// 1 once the engine accepts traffic.
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "liveops_http_requests_total",
+                "HTTP requests by service, route and status.",
+            ),
+            &["service", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "liveops_http_request_duration_seconds",
+                "HTTP request latency by service and route.",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                1.0,
+            ]),
+            &["service", "route"],
+        )
+        .expect("valid metric");
+        let dropped_events = IntCounterVec::new(
+            Opts::new("dropped_events_total", "Events refused, by reason."),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let anomaly_flags = IntCounterVec::new(
+            Opts::new("anomaly_flags_total", "Fairness flags raised, by kind."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let events_accepted =
+            prometheus::IntCounter::new("liveops_events_accepted_total", "Events accepted.")
+                .expect("valid metric");
+        let records_applied = prometheus::IntCounter::new(
+            "liveops_records_applied_total",
+            "State-change records applied by the shards.",
+        )
+        .expect("valid metric");
+        let queue_full = prometheus::IntCounter::new(
+            "liveops_shard_queue_full_total",
+            "Cross-shard jobs refused because the target shard's queue was full.",
+        )
+        .expect("valid metric");
+        let players = IntGaugeVec::new(
+            Opts::new("liveops_players", "Players held, per shard."),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let idempotency_keys = IntGaugeVec::new(
+            Opts::new(
+                "liveops_idempotency_keys",
+                "Live idempotency keys, per shard.",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let ready = IntGauge::new(
+            "liveops_ready",
+            "1 once recovery finished and traffic is accepted.",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(dropped_events.clone()),
+            Box::new(anomaly_flags.clone()),
+            Box::new(events_accepted.clone()),
+            Box::new(records_applied.clone()),
+            Box::new(queue_full.clone()),
+            Box::new(players.clone()),
+            Box::new(idempotency_keys.clone()),
+            Box::new(ready.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            dropped_events,
+            anomaly_flags,
+            events_accepted,
+            records_applied,
+            queue_full,
+            players,
+            idempotency_keys,
+            ready,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,306 @@
+//! The fairness API: a player's standing, blocks, flags, the audit trail, and the
+//! operators' block and unblock (behind `ADMIN_TOKEN`).
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::{mesh_error, method_not_allowed, only, player_id, unknown_route, App, Outcome};
+use crate::http::{json_response, read_body, ApiError, Query};
+use liveops_engine::fairness::{AuditKind, AuditRecord};
+use liveops_engine::shard_of;
+
+/// Largest admin request body.
+const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Most records one audit or flags page returns.
+const AUDIT_PAGE_MAX: usize = 1000;
+/// Longest admin block, seconds (a year).
+const ADMIN_BLOCK_S_MAX: u64 = 31_536_000;
+/// Longest admin block reason, chars.
+const ADMIN_REASON_CHARS_MAX: usize = 200;
+
+pub(super) async fn route(
+    app: &Arc<App>,
+    segments: &[&str],
+    req: Request<Incoming>,
+) -> (&'static str, Outcome) {
+    match segments {
+        ["fairness", "players", id] => (
+            "/fairness/players/{playerId}",
+            async {
+                only(req.method(), Method::GET)?;
+                player_view(app, id).await
+            }
+            .await,
+        ),
+        ["fairness", "players", id, "block"] => (
+            "/fairness/players/{playerId}/block",
+            block_route(app, id, req).await,
+        ),
+        ["fairness", "blocked"] => (
+            "/fairness/blocked",
+            async {
+                only(req.method(), Method::GET)?;
+                blocked(app).await
+            }
+            .await,
+        ),
+        ["fairness", "flags"] => (
+            "/fairness/flags",
+            async {
+                only(req.method(), Method::GET)?;
+                let query = Query::parse(req.uri().query());
+                let limit = query.int("limit", 100, 1..=AUDIT_PAGE_MAX)?;
+                let records = audit_records(app, None, Some(AuditKind::Flag), limit).await?;
+                Ok(json_response(StatusCode::OK, &json!({ "flags": records })))
+            }
+            .await,
+        ),
+        ["fairness", "audit"] => (
+            "/fairness/audit",
+            async {
+                only(req.method(), Method::GET)?;
+                let query = Query::parse(req.uri().query());
+                let limit = query.int("limit", 100, 1..=AUDIT_PAGE_MAX)?;
+                let player = query
+                    .get("playerId")
+                    .map(|p| player_id(p, "playerId"))
+                    .transpose()?;
+                let records = audit_records(app, player, None, limit).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "records": records }),
+                ))
+            }
+            .await,
+        ),
+        _ => unknown_route(),
+    }
+}
+
+async fn player_view(app: &App, raw_id: &str) -> Outcome {
+    let id = player_id(raw_id, "playerId")?;
+    let shard = shard_of(&id, app.mesh.shards());
+    let view = app
+        .mesh
+        .call(shard, move |s, now_ms| s.guard_view(&id, now_ms))
+        .await
+        .map_err(mesh_error)?
+        .ok_or_else(|| ApiError::not_found("player_not_found", "no such player"))?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+async fn blocked(app: &App) -> Outcome {
+    let mut all: Vec<_> = app
+        .mesh
+        .call_all(|s, now_ms| s.blocked(now_ms))
+        .await
+        .map_err(mesh_error)?
+        .into_iter()
+        .flatten()
+        .collect();
+    all.sort_by(|a, b| {
+        a.until_ms
+            .cmp(&b.until_ms)
+            .then_with(|| a.player_id.cmp(&b.player_id))
+    });
+    Ok(json_response(StatusCode::OK, &json!({ "blocked": all })))
+}
+
+/// Newest first across shards, or from the player's shard alone.
+async fn audit_records(
+    app: &App,
+    player: Option<String>,
+    kind: Option<AuditKind>,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, ApiError> {
+    let mut records: Vec<AuditRecord> = match player {
+        Some(id) => {
+            let shard = shard_of(&id, app.mesh.shards());
+            app.mesh
+                .call(shard, move |s, _| s.audit(Some(&id), kind, limit))
+                .await
+                .map_err(mesh_error)?
+        }
+        None => app
+            .mesh
+            .call_all(move |s, _| s.audit(None, kind, limit))
+            .await
+            .map_err(mesh_error)?
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    records.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
+    records.truncate(limit);
+    Ok(records)
+}
+
+async fn block_route(app: &App, raw_id: &str, req: Request<Incoming>) -> Outcome {
+    let method = req.method().clone();
+    if method != Method::POST && method != Method::DELETE {
+        return Err(method_not_allowed(&[Method::POST, Method::DELETE]));
+    }
+    authorize(app, req.headers())?;
+    app.refuse_if_not_serving()?;
+    let id = player_id(raw_id, "playerId")?;
+    let shard = shard_of(&id, app.mesh.shards());
+    if method == Method::DELETE {
+        let owned = id.clone();
+        let lifted = app
+            .mesh
+            .call(shard, move |s, now_ms| s.admin_unblock(&owned, now_ms))
+            .await
+            .map_err(mesh_error)?;
+        if !lifted {
+            return Err(ApiError::not_found(
+                "player_not_found",
+                "the player has no active block",
+            ));
+        }
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "playerId": id, "blocked": false }),
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, ADMIN_BODY_BYTES_MAX).await?;
+    let (seconds, reason) = block_request(&bytes, app.policy.block_ms / 1000)?;
+    let owned = id.clone();
+    let block = app
+        .mesh
+        .call(shard, move |s, now_ms| {
+            s.admin_block(&owned, seconds * 1000, reason, now_ms)
+        })
+        .await
+        .map_err(mesh_error)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "players_full",
+                "the engine holds its maximum number of players",
+            )
+            .retry_after(60)
+        })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "playerId": id, "blocked": true, "until": block.until_ms / 1000, "reason": block.reason, "by": block.by }),
+    ))
+}
+
+/// Parses the optional `{"seconds","reason"}` body of an admin block.
+fn block_request(bytes: &[u8], default_s: u64) -> Result<(u64, String), ApiError> {
+    let invalid = |field: &str, message: &str| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", message).with_field(field)
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((default_s, "admin".to_owned()));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "body must be a JSON object",
+        ));
+    };
+    let seconds = match map.get("seconds") {
+        None | Some(Value::Null) => default_s,
+        Some(v) => v
+            .as_u64()
+            .filter(|s| (1..=ADMIN_BLOCK_S_MAX).contains(s))
+            .ok_or_else(|| invalid("seconds", "seconds must be a whole number 1..=31536000"))?,
+    };
+    let reason = match map.get("reason") {
+        None | Some(Value::Null) => "admin".to_owned(),
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.chars().count() <= ADMIN_REASON_CHARS_MAX
+                && !s.chars().any(char::is_control) =>
+        {
+            s.clone()
+        }
+        Some(_) => {
+            return Err(invalid(
+                "reason",
+                "reason must be 1 to 200 printable characters",
+            ))
+        }
+    };
+    Ok((seconds, reason))
+}
+
+/// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &app.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_disabled",
+            "admin routes are disabled: set ADMIN_TOKEN to enable them",
+        ));
+    };
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or(b"");
+    if constant_time_eq(presented, expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authorization: Bearer <ADMIN_TOKEN> is required",
+        ))
+    }
+}
+
+/// Equality whose time does not depend on where the inputs differ (only on length,
+/// which a token's length does not make secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_bodies() {
+        assert_eq!(block_request(b"", 60).unwrap(), (60, "admin".to_owned()));
+        assert_eq!(
+            block_request(br#"{"seconds":5,"reason":"chargeback"}"#, 60).unwrap(),
+            (5, "chargeback".to_owned())
+        );
+        assert_eq!(
+            block_request(br#"{"seconds":0}"#, 60)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("seconds")
+        );
+        assert_eq!(
+            block_request(br#"{"reason":""}"#, 60)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("reason")
+        );
+        assert_eq!(block_request(b"[1]", 60).unwrap_err().code, "invalid_json");
+    }
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokex"));
+        assert!(!constant_time_eq(b"token", b"token2"));
+    }
+}

@@ -1,0 +1,430 @@
+//! `POST /events`: size limit, signature, idempotency, validation, then each event on
+//! the shard that owns its player.
+//!
+//! Order of checks: 413 → 401 → 400 (whole body) → idempotency (208/409/422) → per event
+//! 400/403/429/409/503 or 202. Once an idempotency key is reserved, the rest runs in
+//! its own task: a client hanging up must not leave a key in flight or half a batch
+//! unrecorded.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::{mesh_error, only, unknown_route, App, Outcome};
+use crate::http::{bytes_response, read_body, retry_after_s, set_retry_after, ApiError};
+use crate::mesh::{unix_now_ms, MeshError};
+use liveops_engine::event::{parse_body, Body, Event, ValidationError};
+use liveops_engine::fairness::FlagKind;
+use liveops_engine::idempotency::{Reserve, StoredResponse};
+use liveops_engine::shard::{EventOutcome, Rejection};
+use liveops_engine::shard_of;
+use liveops_engine::signing::{fingerprint, SignatureError};
+
+/// Largest `POST /events` body (the contract's 1 MiB).
+pub const EVENTS_BODY_BYTES_MAX: usize = 1 << 20;
+/// Longest `Idempotency-Key`.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+pub(super) async fn route(
+    app: &Arc<App>,
+    segments: &[&str],
+    req: Request<Incoming>,
+) -> (&'static str, Outcome) {
+    match segments {
+        ["events"] => ("/events", post_events(app, req).await),
+        _ => unknown_route(),
+    }
+}
+
+async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
+    only(req.method(), Method::POST)?;
+    app.refuse_if_not_serving()?;
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, EVENTS_BODY_BYTES_MAX).await?;
+    verify_signature(app, &parts.headers, &bytes)?;
+    let key = idempotency_key(&parts.headers)?;
+    let now_s = unix_now_ms() / 1000;
+    let body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
+        app.metrics
+            .dropped_events
+            .with_label_values(&["invalid"])
+            .inc();
+        ApiError::bad_request(e)
+    })?;
+    if let Body::Single(Err(e)) = body {
+        // Nothing to apply: answer before touching any key.
+        app.metrics
+            .dropped_events
+            .with_label_values(&["invalid"])
+            .inc();
+        return Err(ApiError::bad_request(e));
+    }
+    let app = app.clone();
+    let request_fingerprint = fingerprint(&bytes);
+    tokio::task::spawn_local(
+        async move { apply_events(&app, body, key, request_fingerprint).await },
+    )
+    .await
+    .unwrap_or_else(|_| Err(ApiError::overloaded()))
+}
+
+pub(super) fn verify_signature(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let header = headers.get("x-signature").map(HeaderValue::as_bytes);
+    app.signer.verify_header(header, body).map_err(|e| match e {
+        SignatureError::Missing => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_signature",
+            "X-Signature header is required: sha256=<hex HMAC-SHA256 of the body>",
+        ),
+        SignatureError::Mismatch => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "X-Signature does not match the body",
+        ),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = raw.as_bytes();
+    let printable = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
+    if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_BYTES_MAX || !printable {
+        return Err(ApiError::bad_request(ValidationError::field(
+            "invalid_idempotency_key",
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} printable ASCII characters"),
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+async fn apply_events(
+    app: &App,
+    body: Body,
+    key: Option<String>,
+    request_fingerprint: [u8; 32],
+) -> Outcome {
+    if let Some(key) = &key {
+        let home = shard_of(key, app.mesh.shards());
+        let owned = key.clone();
+        let reserved = app
+            .mesh
+            .call(home, move |shard, now_ms| {
+                shard.reserve_key(&owned, request_fingerprint, now_ms)
+            })
+            .await
+            .map_err(mesh_error)?;
+        match reserved {
+            Reserve::Reserved => {}
+            Reserve::Replay(stored) => {
+                let mut response = bytes_response(
+                    StatusCode::ALREADY_REPORTED,
+                    stored.body.into(),
+                    "application/json",
+                );
+                response
+                    .headers_mut()
+                    .insert("idempotency-replayed", HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+            Reserve::InFlight => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_in_flight",
+                    "a request with this Idempotency-Key is still being processed",
+                ))
+            }
+            Reserve::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different body",
+                ))
+            }
+            Reserve::Full => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "idempotency_store_full",
+                    "too many live idempotency keys; retry later",
+                )
+                .retry_after(1))
+            }
+        }
+    }
+    let (status, value, retry_after, applied) = match body {
+        Body::Single(Ok(event)) => single(app, event).await,
+        Body::Single(Err(_)) => unreachable!("refused before reserving"),
+        Body::Batch(items) => batch(app, items).await,
+    };
+    let body = serde_json::to_vec(&value).expect("JSON values serialize");
+    if let Some(key) = key {
+        let home = shard_of(&key, app.mesh.shards());
+        let stored = StoredResponse {
+            status,
+            body: body.clone(),
+        };
+        // The key must leave the in-flight state whatever happens, so this waits for
+        // room in the inbox rather than failing.
+        let _ = app
+            .mesh
+            .call_until_done(home, move |shard, now_ms| {
+                if applied {
+                    shard.complete_key(key, request_fingerprint, stored, now_ms);
+                } else {
+                    shard.release_key(&key);
+                }
+            })
+            .await;
+    }
+    let status = StatusCode::from_u16(status).expect("statuses we produce are valid");
+    let mut response = bytes_response(status, body.into(), "application/json");
+    if let Some(seconds) = retry_after {
+        set_retry_after(&mut response, seconds);
+    }
+    Ok(response)
+}
+
+/// (status, body, Retry-After seconds, whether anything was applied)
+type Answer = (u16, Value, Option<u64>, bool);
+
+async fn single(app: &App, event: Event) -> Answer {
+    let player = event.player_id.clone();
+    let type_name = event.kind.type_name();
+    let shard = shard_of(&player, app.mesh.shards());
+    let outcome = app
+        .mesh
+        .call(shard, move |s, now_ms| s.submit_event(event, now_ms))
+        .await;
+    let result = event_result(app, outcome, &player, type_name);
+    match result {
+        Ok(value) => (202, value, None, true),
+        Err(e) => (
+            e.status.as_u16(),
+            json!({ "error": e.body() }),
+            e.retry_after_s,
+            false,
+        ),
+    }
+}
+
+async fn batch(app: &App, items: Vec<Result<Event, ValidationError>>) -> Answer {
+    let shards = app.mesh.shards();
+    let mut results: Vec<Option<Result<Value, ApiError>>> = vec![None; items.len()];
+    let mut groups: Vec<Vec<(usize, Event)>> = (0..shards).map(|_| Vec::new()).collect();
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(event) => groups[shard_of(&event.player_id, shards)].push((index, event)),
+            Err(e) => {
+                app.metrics
+                    .dropped_events
+                    .with_label_values(&["invalid"])
+                    .inc();
+                results[index] = Some(Err(ApiError::bad_request(e)));
+            }
+        }
+    }
+    // Fan out to every shard first, then collect: the shards work in parallel.
+    let mut pending = Vec::new();
+    for (shard, group) in groups.into_iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let described: Vec<(usize, String, &'static str)> = group
+            .iter()
+            .map(|(i, e)| (*i, e.player_id.clone(), e.kind.type_name()))
+            .collect();
+        let started = app.mesh.start(shard, move |s, now_ms| {
+            group
+                .into_iter()
+                .map(|(_, event)| s.submit_event(event, now_ms))
+                .collect::<Vec<_>>()
+        });
+        pending.push((described, started));
+    }
+    for (described, started) in pending {
+        let outcomes: Result<Vec<EventOutcome>, MeshError> = match started {
+            Ok(rx) => rx.await.map_err(|_| MeshError::Stopped),
+            Err(e) => Err(e),
+        };
+        match outcomes {
+            Ok(outcomes) => {
+                for ((index, player, type_name), outcome) in described.into_iter().zip(outcomes) {
+                    results[index] = Some(event_result(app, Ok(outcome), &player, type_name));
+                }
+            }
+            Err(e) => {
+                for (index, player, type_name) in described {
+                    results[index] = Some(event_result(app, Err(e), &player, type_name));
+                }
+            }
+        }
+    }
+    let (mut accepted, mut rejected, mut retry_after) = (0u64, 0u64, None::<u64>);
+    let items: Vec<Value> = results
+        .into_iter()
+        .enumerate()
+        .map(
+            |(index, result)| match result.expect("every event has a result") {
+                Ok(mut value) => {
+                    accepted += 1;
+                    value["index"] = json!(index);
+                    value["status"] = json!(202);
+                    value
+                }
+                Err(e) => {
+                    rejected += 1;
+                    if let Some(s) = e.retry_after_s {
+                        retry_after = Some(retry_after.map_or(s, |r: u64| r.max(s)));
+                    }
+                    json!({ "index": index, "status": e.status.as_u16(), "error": e.body() })
+                }
+            },
+        )
+        .collect();
+    let body = json!({ "accepted": accepted, "rejected": rejected, "results": items });
+    (202, body, retry_after, accepted > 0)
+}
+
+/// One event's result as the accepted JSON or the refusal, counting metrics.
+fn event_result(
+    app: &App,
+    outcome: Result<EventOutcome, MeshError>,
+    player: &str,
+    type_name: &'static str,
+) -> Result<Value, ApiError> {
+    let metrics = &app.metrics;
+    let outcome = outcome.map_err(|e| {
+        metrics.queue_full.inc();
+        metrics
+            .dropped_events
+            .with_label_values(&["overloaded"])
+            .inc();
+        mesh_error(e)
+    })?;
+    match outcome {
+        EventOutcome::Accepted { xp, level, flag } => {
+            metrics.events_accepted.inc();
+            let mut value = json!({
+                "status": "accepted", "playerId": player, "type": type_name,
+                "xp": xp, "level": level, "flagged": flag.is_some(),
+            });
+            if let Some(flag) = flag {
+                metrics
+                    .anomaly_flags
+                    .with_label_values(&[flag.as_str()])
+                    .inc();
+                value["flag"] = json!(flag.as_str());
+            }
+            Ok(value)
+        }
+        EventOutcome::Rejected(rejection) => Err(rejection_error(app, rejection)),
+    }
+}
+
+fn rejection_error(app: &App, rejection: Rejection) -> ApiError {
+    let metrics = &app.metrics;
+    match rejection {
+        Rejection::Blocked {
+            until_ms,
+            reason,
+            new_flag,
+        } => {
+            metrics.dropped_events.with_label_values(&["blocked"]).inc();
+            if let Some(flag) = new_flag {
+                metrics
+                    .anomaly_flags
+                    .with_label_values(&[flag.as_str()])
+                    .inc();
+            }
+            blocked_error(until_ms, &reason, new_flag)
+        }
+        Rejection::RateLimited { retry_after_ms } => {
+            metrics
+                .dropped_events
+                .with_label_values(&["rate_limited"])
+                .inc();
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "over {} events per second for this player",
+                    app.policy.rate_limit_per_s
+                ),
+            )
+            .retry_after(retry_after_s(retry_after_ms))
+        }
+        Rejection::PlayersFull => {
+            metrics
+                .dropped_events
+                .with_label_values(&["players_full"])
+                .inc();
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "players_full",
+                "the engine holds its maximum number of players",
+            )
+            .retry_after(60)
+        }
+        Rejection::PlayerLimit { field, limit } => {
+            metrics
+                .dropped_events
+                .with_label_values(&["player_limit"])
+                .inc();
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "player_limit_reached",
+                format!("this player already holds {limit}; the limit is reached"),
+            )
+            .with_field(field)
+        }
+    }
+}
+
+pub(super) fn blocked_error(until_ms: u64, reason: &str, new_flag: Option<FlagKind>) -> ApiError {
+    let message = match new_flag {
+        Some(flag) => format!(
+            "player blocked by the fairness guard ({}) until {}",
+            flag.as_str(),
+            until_ms / 1000
+        ),
+        None => format!("player is blocked until {}", until_ms / 1000),
+    };
+    ApiError::new(StatusCode::FORBIDDEN, "player_blocked", message)
+        .with_extra("blockedUntil", json!(until_ms / 1000))
+        .with_extra("reason", json!(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_key_bounds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(idempotency_key(&headers).unwrap(), None);
+        headers.insert("idempotency-key", HeaderValue::from_static("demo-1"));
+        assert_eq!(
+            idempotency_key(&headers).unwrap().as_deref(),
+            Some("demo-1")
+        );
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+        );
+        assert_eq!(
+            idempotency_key(&headers).unwrap_err().code,
+            "invalid_idempotency_key"
+        );
+        headers.insert("idempotency-key", HeaderValue::from_static(""));
+        assert!(idempotency_key(&headers).is_err());
+    }
+}

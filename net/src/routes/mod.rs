@@ -1,0 +1,172 @@
+//! Request routing for the four services, plus `/healthz`, `/readyz` and `/metrics` on
+//! every port. Each route has a fixed label for metrics (never a player id).
+
+mod fairness;
+mod gateway;
+mod leaderboard;
+mod progression;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+use crate::config::Service;
+use crate::http::{bytes_response, json_response, ApiError};
+use crate::mesh::{Mesh, MeshError};
+use crate::metrics::Metrics;
+use crate::runtime::HttpResponse;
+use liveops_engine::event::check_player_id;
+use liveops_engine::policy::Policy;
+use liveops_engine::signing::{ReceiptSigner, Signer};
+
+/// Everything a request handler needs; shared by all threads.
+pub struct App {
+    pub mesh: Arc<Mesh>,
+    pub metrics: Arc<Metrics>,
+    /// Verifies `X-Signature` with `HMAC_SECRET`.
+    pub signer: Signer,
+    /// Verifies receipts with `RECEIPT_SECRET` (claims are minted on the shards).
+    pub receipts: ReceiptSigner,
+    pub policy: Policy,
+    /// Default leaderboard page size (`LB_TOPN`).
+    pub lb_topn: usize,
+    /// `None`: admin routes are disabled.
+    pub admin_token: Option<String>,
+    /// Recovery finished and every shard is serving.
+    pub ready: AtomicBool,
+    /// A shutdown signal arrived: new work is refused with 503.
+    pub shutting_down: AtomicBool,
+}
+
+impl App {
+    fn refuse_if_not_serving(&self) -> Result<(), ApiError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(ApiError::shutting_down());
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the engine is still starting",
+            )
+            .retry_after(1));
+        }
+        Ok(())
+    }
+}
+
+type Outcome = Result<HttpResponse, ApiError>;
+
+/// Serves one request on `service`'s port.
+pub async fn handle(app: Arc<App>, service: Service, req: Request<Incoming>) -> HttpResponse {
+    let started = Instant::now();
+    let (route, outcome) = route(&app, service, req).await;
+    let response = outcome.unwrap_or_else(ApiError::into_response);
+    let status = response.status();
+    app.metrics
+        .requests
+        .with_label_values(&[service.as_str(), route, status.as_str()])
+        .inc();
+    app.metrics
+        .latency
+        .with_label_values(&[service.as_str(), route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn route(
+    app: &Arc<App>,
+    service: Service,
+    req: Request<Incoming>,
+) -> (&'static str, Outcome) {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match segments.as_slice() {
+        ["healthz"] => (
+            "/healthz",
+            only(&method, Method::GET)
+                .map(|_| json_response(StatusCode::OK, &json!({"status":"ok"}))),
+        ),
+        ["readyz"] => (
+            "/readyz",
+            only(&method, Method::GET).and_then(|_| readyz(app)),
+        ),
+        ["metrics"] => (
+            "/metrics",
+            only(&method, Method::GET).map(|_| {
+                bytes_response(
+                    StatusCode::OK,
+                    Bytes::from(app.metrics.render()),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            }),
+        ),
+        _ => match service {
+            Service::Gateway => gateway::route(app, &segments, req).await,
+            Service::Fairness => fairness::route(app, &segments, req).await,
+            Service::Leaderboard => leaderboard::route(app, &segments, req).await,
+            Service::Progression => progression::route(app, &segments, req).await,
+        },
+    }
+}
+
+fn readyz(app: &App) -> Outcome {
+    app.refuse_if_not_serving()?;
+    Ok(json_response(StatusCode::OK, &json!({"status":"ready"})))
+}
+
+/// The route label and 404 for paths no route of this port matches.
+fn unknown_route() -> (&'static str, Outcome) {
+    (
+        "unknown",
+        Err(ApiError::not_found(
+            "not_found",
+            "no such route on this port",
+        )),
+    )
+}
+
+/// Refuses methods other than `allowed` with 405 and an `Allow` header.
+fn only(method: &Method, allowed: Method) -> Result<(), ApiError> {
+    if *method == allowed {
+        Ok(())
+    } else {
+        Err(method_not_allowed(&[allowed]))
+    }
+}
+
+fn method_not_allowed(allowed: &[Method]) -> ApiError {
+    let list = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("allowed: {list}"),
+    );
+    e.allow = Some(list);
+    e
+}
+
+/// Validates a player id taken from a path or body field.
+fn player_id(raw: &str, field: &str) -> Result<String, ApiError> {
+    check_player_id(raw).map_err(|m| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", m).with_field(field)
+    })?;
+    Ok(raw.to_owned())
+}
+
+fn mesh_error(e: MeshError) -> ApiError {
+    match e {
+        MeshError::Overloaded => ApiError::overloaded(),
+        MeshError::Stopped => ApiError::shutting_down(),
+    }
+}

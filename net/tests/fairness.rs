@@ -1,0 +1,261 @@
+//! The fairness guard over HTTP: score jumps, impossible scores, floods, admin blocks,
+//! the audit trail (API and stdout) and the seed's metric names.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn metric(engine: &Engine, prefix: &str) -> u64 {
+    let text = String::from_utf8(engine.get("fairness", "/metrics").body).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_whitespace().last())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// Enough ordinary events on every shard for the score model to judge.
+fn warm_up(engine: &Engine) {
+    let batch: Vec<String> = (0..200)
+        .map(|i| progression(&format!("warm_{i:03}"), 10 + i % 20))
+        .collect();
+    let r = engine.post_events(&format!("[{}]", batch.join(",")), None);
+    assert_eq!(r.json()["accepted"], 200);
+}
+
+#[test]
+fn score_jumps_are_flagged_off_the_boards_and_impossible_scores_block() {
+    let engine = Engine::start_with(&[("ANOMALY_MIN_SAMPLES", "50")]);
+    warm_up(&engine);
+
+    let r = engine.post_events(&progression("jumper", 2_000), None);
+    assert_eq!(r.status, 202);
+    let json = r.json();
+    assert_eq!(
+        (json["flagged"].as_bool(), json["flag"].as_str()),
+        (Some(true), Some("score_jump"))
+    );
+    assert_eq!(json["xp"], 2000, "progression keeps the XP");
+    let board = engine
+        .get("leaderboard", "/leaderboard?window=weekly&limit=1000")
+        .json();
+    let on_board = board["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["playerId"] == "jumper");
+    assert!(!on_board, "a flagged score stays off the leaderboards");
+    assert_eq!(
+        engine
+            .get("leaderboard", "/leaderboard/players/jumper")
+            .status,
+        404
+    );
+
+    let r = engine.post_events(&progression("cheater", 1_000_000), None);
+    assert_eq!((r.status, r.error_code()), (403, "player_blocked".into()));
+    let error = &r.json()["error"];
+    assert!(error["blockedUntil"].as_u64().unwrap() > now_s());
+    assert!(error["reason"]
+        .as_str()
+        .unwrap()
+        .contains("impossible score"));
+    assert_eq!(
+        engine
+            .get("progression", "/players/cheater/progress")
+            .json()["xp"],
+        0
+    );
+    assert_eq!(
+        engine.post_events(&progression("cheater", 1), None).status,
+        403
+    );
+
+    let flags = engine.get("fairness", "/fairness/flags").json();
+    let flagged: Vec<&str> = flags["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["playerId"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged, vec!["jumper"]);
+    let blocked = engine.get("fairness", "/fairness/blocked").json();
+    assert_eq!(blocked["blocked"][0]["playerId"], "cheater");
+    assert_eq!(blocked["blocked"][0]["by"], "fairness");
+    let view = engine.get("fairness", "/fairness/players/cheater").json();
+    assert_eq!(view["blocked"], true);
+    assert_eq!(
+        engine.get("fairness", "/fairness/players/jumper").json()["flags"],
+        1
+    );
+
+    assert_eq!(
+        metric(&engine, "anomaly_flags_total{kind=\"score_jump\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&engine, "anomaly_flags_total{kind=\"impossible_score\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&engine, "dropped_events_total{reason=\"blocked\"}"),
+        2
+    );
+}
+
+#[test]
+fn sustained_flooding_blocks_for_block_sec() {
+    let engine = Engine::start_with(&[("RATE_LIMIT_MAX", "5"), ("BLOCK_SEC", "2")]);
+    let started = Instant::now();
+    let mut blocked = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        let r = engine.post_events(&progression("flooder", 1), None);
+        assert!([202, 429, 403].contains(&r.status));
+        if r.status == 403 {
+            blocked = Some(r.json());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let blocked = blocked.expect("flooding for three seconds blocks");
+    assert_eq!(blocked["error"]["code"], "player_blocked");
+    assert!(blocked["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("flooding"));
+    assert!(metric(&engine, "dropped_events_total{reason=\"rate_limited\"}") > 0);
+    assert_eq!(metric(&engine, "anomaly_flags_total{kind=\"flood\"}"), 1);
+    // The block lifts after BLOCK_SEC, with an audit record.
+    std::thread::sleep(Duration::from_millis(2_600));
+    assert_eq!(
+        engine.post_events(&progression("flooder", 1), None).status,
+        202
+    );
+    let audit = engine
+        .get("fairness", "/fairness/audit?playerId=flooder")
+        .json();
+    let kinds: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["drop", "block", "unblock"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    // The same records went to stdout as JSON lines.
+    std::thread::sleep(Duration::from_millis(100));
+    let lines = engine.audit_lines();
+    let printed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["playerId"] == "flooder")
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["drop", "block", "unblock"] {
+        assert!(
+            printed.contains(&kind),
+            "{kind} missing from stdout {printed:?}"
+        );
+    }
+}
+
+#[test]
+fn admin_block_and_unblock_need_the_token() {
+    let engine = Engine::start();
+    let r = engine.request(
+        "fairness",
+        "POST",
+        "/fairness/players/badguy/block",
+        &[],
+        b"",
+    );
+    assert_eq!((r.status, r.error_code()), (401, "unauthorized".into()));
+    let r = engine.request(
+        "fairness",
+        "POST",
+        "/fairness/players/badguy/block",
+        &[("Authorization", "Bearer wrong-token-000000000")],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+
+    let r = engine.admin(
+        "POST",
+        "/fairness/players/badguy/block",
+        r#"{"seconds":3600,"reason":"chargeback"}"#,
+    );
+    assert_eq!(r.status, 200);
+    let json = r.json();
+    assert_eq!(
+        (
+            json["blocked"].as_bool(),
+            json["reason"].as_str(),
+            json["by"].as_str()
+        ),
+        (Some(true), Some("chargeback"), Some("admin"))
+    );
+    let r = engine.post_events(&progression("badguy", 5), None);
+    assert_eq!((r.status, r.error_code()), (403, "player_blocked".into()));
+    assert_eq!(r.json()["error"]["reason"], "chargeback");
+    assert_eq!(
+        engine.get("fairness", "/fairness/blocked").json()["blocked"][0]["by"],
+        "admin"
+    );
+
+    let r = engine.admin("POST", "/fairness/players/badguy/block", r#"{"seconds":0}"#);
+    assert_eq!((r.status, r.error_code()), (400, "invalid_field".into()));
+    let r = engine.admin("DELETE", "/fairness/players/badguy/block", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["blocked"], false);
+    assert_eq!(
+        engine.post_events(&progression("badguy", 5), None).status,
+        202
+    );
+    assert_eq!(
+        engine
+            .admin("DELETE", "/fairness/players/badguy/block", "")
+            .status,
+        404
+    );
+    let r = engine.admin("GET", "/fairness/players/badguy/block", "");
+    assert_eq!(r.status, 405);
+
+    let audit = engine.get("fairness", "/fairness/audit?limit=10").json();
+    let kinds: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[0], "unblock", "newest first");
+    assert!(
+        kinds.contains(&"block") && kinds.contains(&"drop"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn admin_routes_say_when_disabled() {
+    let engine = Engine::start_with(&[("ADMIN_TOKEN", "")]);
+    let r = engine.admin("POST", "/fairness/players/someone/block", "");
+    assert_eq!((r.status, r.error_code()), (401, "admin_disabled".into()));
+}
+
+#[test]
+fn fairness_reads_validate_and_404() {
+    let engine = Engine::start();
+    assert_eq!(
+        engine
+            .get("fairness", "/fairness/players/nobody_here")
+            .status,
+        404
+    );
+    let r = engine.get("fairness", "/fairness/players/x!");
+    assert_eq!((r.status, r.error_code()), (400, "invalid_field".into()));
+    let r = engine.get("fairness", "/fairness/audit?limit=0");
+    assert_eq!((r.status, r.error_code()), (400, "invalid_query".into()));
+    let empty: Value = engine.get("fairness", "/fairness/blocked").json();
+    assert_eq!(empty["blocked"].as_array().unwrap().len(), 0);
+}

@@ -1,0 +1,172 @@
+//! Leaderboards over HTTP, checked against a model computed in the test: order across
+//! shards, ties, paging, windows, a player's rank and neighbours.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Posts scores so that several players tie; returns the expected order (best first).
+fn seed_scores(engine: &Engine) -> Vec<(String, u64)> {
+    let mut expected: Vec<(String, u64, u64)> = Vec::new();
+    for i in 0..60u64 {
+        let player = format!("lb_{i:02}");
+        let score = (i * 37) % 11 * 100 + 100; // many ties
+        let r = engine.post_events(&progression(&player, score), None);
+        assert_eq!(r.status, 202);
+        expected.push((player, score, i));
+    }
+    // Equal scores: who reached it first ranks first.
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+    expected.into_iter().map(|(p, s, _)| (p, s)).collect()
+}
+
+fn entries(v: &Value) -> Vec<(String, u64, u64)> {
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["playerId"].as_str().unwrap().to_owned(),
+                e["score"].as_u64().unwrap(),
+                e["rank"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pages_merge_shards_in_global_order() {
+    let engine = Engine::start_with(&[("LB_TOPN", "25")]);
+    let expected = seed_scores(&engine);
+    for window in ["daily", "weekly", "seasonal"] {
+        let page = engine
+            .get(
+                "leaderboard",
+                &format!("/leaderboard?window={window}&limit=1000"),
+            )
+            .json();
+        let got = entries(&page);
+        assert_eq!(got.len(), expected.len());
+        for (i, ((p, s, rank), (ep, es))) in got.iter().zip(&expected).enumerate() {
+            assert_eq!((p, s, *rank), (ep, es, i as u64 + 1), "{window} at {i}");
+        }
+        assert_eq!(page["window"], window);
+        assert_eq!(page["season"], "1");
+        assert_eq!(page["closed"], false);
+        assert!(page["updatedAt"].as_u64().unwrap() >= now_s() - 60);
+    }
+    let weekly = engine.get("leaderboard", "/leaderboard").json();
+    assert_eq!(weekly["window"], "weekly", "weekly is the default window");
+    assert!(weekly["period"].as_str().unwrap().contains("-W"));
+    assert_eq!(entries(&weekly).len(), 25, "LB_TOPN is the default limit");
+    let daily = engine
+        .get(
+            "leaderboard",
+            "/leaderboard/?window=daily&limit=10&offset=20",
+        )
+        .json();
+    let got = entries(&daily);
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[0].2, 21);
+    assert_eq!((got[0].0.clone(), got[0].1), expected[20]);
+    let past_end = engine.get("leaderboard", "/leaderboard?offset=100").json();
+    assert!(entries(&past_end).is_empty());
+}
+
+#[test]
+fn reads_see_every_accepted_event() {
+    let engine = Engine::start();
+    for i in 1..=20u64 {
+        assert_eq!(
+            engine
+                .post_events(&progression("ryw_player", 10), None)
+                .status,
+            202
+        );
+        let rank = engine
+            .get(
+                "leaderboard",
+                "/leaderboard/players/ryw_player?window=daily",
+            )
+            .json();
+        assert_eq!(rank["score"], 10 * i);
+    }
+}
+
+#[test]
+fn player_rank_and_neighbours() {
+    let engine = Engine::start();
+    let expected = seed_scores(&engine);
+    for probe in [0usize, 1, 17, 30, expected.len() - 1] {
+        let (player, score) = &expected[probe];
+        let r = engine
+            .get(
+                "leaderboard",
+                &format!("/leaderboard/players/{player}?window=weekly&around=3"),
+            )
+            .json();
+        assert_eq!(r["rank"], probe as u64 + 1, "{player}");
+        assert_eq!(r["score"], *score);
+        let neighbours = r["neighbours"].as_array().unwrap();
+        let from = probe.saturating_sub(3);
+        let to = (probe + 4).min(expected.len());
+        let want: Vec<(&str, u64)> = expected[from..to]
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .zip(from as u64 + 1..)
+            .collect();
+        let got: Vec<(&str, u64)> = neighbours
+            .iter()
+            .map(|n| (n["playerId"].as_str().unwrap(), n["rank"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(got, want, "{player}");
+    }
+    assert_eq!(
+        engine
+            .get("leaderboard", "/leaderboard/players/lb_00")
+            .json()["neighbours"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = engine.get("leaderboard", "/leaderboard/players/never_seen");
+    assert_eq!((r.status, r.error_code()), (404, "player_not_found".into()));
+}
+
+#[test]
+fn bad_queries_are_refused() {
+    let engine = Engine::start_with(&[("LB_WINDOWS", "daily,weekly")]);
+    for (query, field) in [
+        ("window=monthly", "window"),
+        ("window=seasonal", "window"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=10001", "offset"),
+    ] {
+        let r = engine.get("leaderboard", &format!("/leaderboard?{query}"));
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "invalid_query".into()),
+            "{query}"
+        );
+        assert_eq!(r.json()["error"]["field"], field);
+    }
+    let r = engine.get("leaderboard", "/leaderboard/players/lb_01?around=51");
+    assert_eq!(r.status, 400);
+    let r = engine.get("leaderboard", "/leaderboard?window=daily&period=1999-01-01");
+    assert_eq!((r.status, r.error_code()), (404, "period_not_found".into()));
+    let history = engine
+        .get("leaderboard", "/leaderboard/history?window=daily")
+        .json();
+    assert_eq!(
+        history["periods"].as_array().unwrap().len(),
+        0,
+        "no period has closed yet"
+    );
+    let r = engine.request("leaderboard", "POST", "/leaderboard", &[], b"");
+    assert_eq!(r.status, 405);
+}
