@@ -159,6 +159,55 @@ impl Board {
         self.history.iter().rev().find(|p| p.name == name)
     }
 
+    /// Recovery: sets the live period as checkpointed (its entries follow).
+    pub fn restore_period(&mut self, period: Period, updated_ms: u64) {
+        self.period = period;
+        self.updated_ms = updated_ms;
+    }
+
+    /// Recovery: puts back one live entry as checkpointed.
+    pub fn restore_entry(&mut self, key: BoardKey) {
+        if let Some(old) = self.keys.insert(key.player.clone(), key.clone()) {
+            self.ranking.remove(&old);
+        }
+        self.ranking.insert(key, ());
+    }
+
+    /// Recovery: puts back a closed period's standings. Parts of the same period (from
+    /// shards merged after a change of shard count) are merged, best first.
+    pub fn restore_closed(
+        &mut self,
+        name: String,
+        closed_ms: u64,
+        entries: Vec<BoardKey>,
+        entries_max: usize,
+        periods_max: usize,
+    ) {
+        if let Some(existing) = self.history.iter_mut().find(|c| c.name == name) {
+            existing.entries.extend(entries);
+            existing.entries.sort_unstable();
+            existing.entries.truncate(entries_max);
+            existing.closed_ms = existing.closed_ms.min(closed_ms);
+            return;
+        }
+        if periods_max == 0 {
+            return;
+        }
+        if self.history.len() == periods_max {
+            self.history.pop_front();
+        }
+        self.history.push_back(ClosedPeriod {
+            name,
+            closed_ms,
+            entries,
+        });
+    }
+
+    /// Closed periods, oldest first (the order to restore them in).
+    pub fn history_oldest_first(&self) -> impl Iterator<Item = &ClosedPeriod> {
+        self.history.iter()
+    }
+
     /// Closed periods, newest first.
     pub fn history(&self) -> impl Iterator<Item = &ClosedPeriod> {
         self.history.iter().rev()

@@ -200,6 +200,20 @@ impl ScoreModel {
         }
     }
 
+    /// The estimate, for a checkpoint.
+    pub fn parts(&self) -> (f64, f64, u64) {
+        (self.mean, self.variance, self.samples)
+    }
+
+    /// Recovery: the estimate as checkpointed.
+    pub fn restore(mean: f64, variance: f64, samples: u64) -> Self {
+        ScoreModel {
+            mean,
+            variance,
+            samples,
+        }
+    }
+
     /// Learns from an accepted, unflagged scored event. Flagged ones are left out so a
     /// cheater cannot drag the population towards their scores.
     pub fn learn(&mut self, score: u64) {
@@ -261,6 +275,19 @@ impl AuditLog {
         }
         self.records.push_back(record.clone());
         self.outbox.push(record);
+    }
+
+    /// Recovery: puts back a kept record without printing it again.
+    pub fn restore(&mut self, record: AuditRecord, records_max: usize) {
+        if self.records.len() == records_max {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+    }
+
+    /// Kept records, oldest first (for checkpoints).
+    pub fn oldest_first(&self) -> impl Iterator<Item = &AuditRecord> {
+        self.records.iter()
     }
 
     /// Records written since the last call, for the output.

@@ -66,6 +66,10 @@ impl IdempotencyStore {
         self.keys.is_empty()
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
     pub fn reserve(
         &mut self,
         key: &str,

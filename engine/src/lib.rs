@@ -15,6 +15,7 @@
 //! * [`shard_of`] maps a player (or idempotency key) to its shard.
 
 pub mod board;
+pub mod codec;
 pub mod event;
 pub mod fairness;
 pub mod idempotency;

@@ -19,7 +19,7 @@ use crate::mesh::{unix_now_ms, MeshError};
 use liveops_engine::event::{parse_body, Body, Event, ValidationError};
 use liveops_engine::fairness::FlagKind;
 use liveops_engine::idempotency::{Reserve, StoredResponse};
-use liveops_engine::shard::{EventOutcome, Rejection};
+use liveops_engine::shard::{EventOutcome, KeyRef, Rejection};
 use liveops_engine::shard_of;
 use liveops_engine::signing::{fingerprint, SignatureError};
 
@@ -161,9 +161,9 @@ async fn apply_events(
         }
     }
     let (status, value, retry_after, applied) = match body {
-        Body::Single(Ok(event)) => single(app, event).await,
+        Body::Single(Ok(event)) => single(app, event, key_ref(&key, request_fingerprint, 0)).await,
         Body::Single(Err(_)) => unreachable!("refused before reserving"),
-        Body::Batch(items) => batch(app, items).await,
+        Body::Batch(items) => batch(app, items, &key, request_fingerprint).await,
     };
     let body = serde_json::to_vec(&value).expect("JSON values serialize");
     if let Some(key) = key {
@@ -193,16 +193,26 @@ async fn apply_events(
     Ok(response)
 }
 
+/// Ties an event to its request's idempotency key, so recovery can rebuild the key if a
+/// crash cuts off its completion.
+fn key_ref(key: &Option<String>, fingerprint: [u8; 32], index: usize) -> Option<KeyRef> {
+    key.as_ref().map(|key| KeyRef {
+        key: key.clone(),
+        fingerprint,
+        index: index as u32,
+    })
+}
+
 /// (status, body, Retry-After seconds, whether anything was applied)
 type Answer = (u16, Value, Option<u64>, bool);
 
-async fn single(app: &App, event: Event) -> Answer {
+async fn single(app: &App, event: Event, key: Option<KeyRef>) -> Answer {
     let player = event.player_id.clone();
     let type_name = event.kind.type_name();
     let shard = shard_of(&player, app.mesh.shards());
     let outcome = app
         .mesh
-        .call(shard, move |s, now_ms| s.submit_event(event, now_ms))
+        .call(shard, move |s, now_ms| s.submit_event(event, key, now_ms))
         .await;
     let result = event_result(app, outcome, &player, type_name);
     match result {
@@ -216,7 +226,12 @@ async fn single(app: &App, event: Event) -> Answer {
     }
 }
 
-async fn batch(app: &App, items: Vec<Result<Event, ValidationError>>) -> Answer {
+async fn batch(
+    app: &App,
+    items: Vec<Result<Event, ValidationError>>,
+    key: &Option<String>,
+    request_fingerprint: [u8; 32],
+) -> Answer {
     let shards = app.mesh.shards();
     let mut results: Vec<Option<Result<Value, ApiError>>> = vec![None; items.len()];
     let mut groups: Vec<Vec<(usize, Event)>> = (0..shards).map(|_| Vec::new()).collect();
@@ -242,10 +257,13 @@ async fn batch(app: &App, items: Vec<Result<Event, ValidationError>>) -> Answer 
             .iter()
             .map(|(i, e)| (*i, e.player_id.clone(), e.kind.type_name()))
             .collect();
+        let key = key.clone();
         let started = app.mesh.start(shard, move |s, now_ms| {
             group
                 .into_iter()
-                .map(|(_, event)| s.submit_event(event, now_ms))
+                .map(|(index, event)| {
+                    s.submit_event(event, key_ref(&key, request_fingerprint, index), now_ms)
+                })
                 .collect::<Vec<_>>()
         });
         pending.push((described, started));

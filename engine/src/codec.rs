@@ -1,0 +1,928 @@
+//! Binary encoding of [`Record`]s (WAL payloads) and primitives for checkpoints.
+//!
+//! The WAL frames each payload with its length, CRC32C, LSN and the record kind (see
+//! `liveops-storage`); this module defines the payload of each kind. Integers are LEB128
+//! varints, strings and byte strings a varint length then the bytes, `f64` 8 bytes LE,
+//! fixed arrays raw. Every decoded length is checked against a limit before anything is
+//! allocated, so a corrupt payload that passed its CRC still cannot make the decoder
+//! allocate or loop without bound.
+//!
+//! ```text
+//! kind 1 EventAccepted   player str | type u8 | type fields | ts v | at_ms v | seq v
+//!                        | flag u8 (0 none, 1 score_jump) | z f64
+//!                        | key? u8 (0/1) [key str | fingerprint [32] | index v]
+//!    type 1 progression  delta_xp v | activity? u8 [str]
+//!    type 2 boss_kill    boss_id str | tier v | points v
+//!    type 3 drop_claimed drop_id str | weight? u8 [f64] | source? u8 [str]
+//! kind 2 Blocked         player str | until_ms v | reason str | by u8 (1 fairness, 2 admin) | at_ms v
+//! kind 3 Unblocked       player str | reason str | at_ms v
+//! kind 4 RewardClaimed   player str | item str | receipt_id str | timestamp v | at_ms v
+//! kind 5 WindowClosed    window u8 (1 daily, 2 weekly, 3 seasonal) | next name str
+//!                        | next ends_ms v | at_ms v
+//! kind 6 KeyCompleted    key str | fingerprint [32] | status v | body bytes | expires_ms v | at_ms v
+//!
+//! Snapshot kinds (checkpoints only):
+//! kind 10 PlayerState    player str | xp v | n v × (boss str | kills v)
+//!                        | n v × (drop_id str | source? | receipt_id?) | updated_ms v
+//!                        | block? u8 [until_ms v | reason str | by u8] | flags v | rate_limited v
+//! kind 11 BoardPeriod    window u8 | name str | ends_ms v | updated_ms v
+//! kind 12 BoardEntry     window u8 | player str | score v | reached_ms v | seq v
+//! kind 13 ClosedPeriod   window u8 | name str | closed_ms v
+//!                        | n v × (player str | score v | reached_ms v | seq v)
+//! kind 14 ScoreModel     mean f64 | variance f64 | samples v
+//! kind 15 Audit          at_ms v | kind u8 (1 flag, 2 block, 3 unblock, 4 drop) | player str
+//!                        | reason str | detail (JSON text) str
+//! kind 16 NextSeq        seq v
+//! ```
+
+use crate::event::EventKind;
+use crate::fairness::{AuditKind, AuditRecord, Block, BlockedBy, FlagKind};
+use crate::idempotency::StoredResponse;
+use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record};
+use crate::window::{Period, WindowKind};
+
+/// Longest string field a record may hold (bytes): labels are 64 chars (≤ 256 bytes
+/// UTF-8), reasons 200 chars, keys 255; generous but bounded.
+pub const STRING_BYTES_MAX: usize = 4096;
+/// Longest byte field (a remembered response body).
+pub const BYTES_MAX: usize = 4 << 20;
+/// Most items in one collection field (drops, bosses, closed standings).
+pub const ITEMS_MAX: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload ends early")]
+    Truncated,
+    #[error("varint is too long")]
+    VarintOverflow,
+    #[error("length {0} exceeds its limit")]
+    TooLong(usize),
+    #[error("string is not UTF-8")]
+    NotUtf8,
+    #[error("unknown {what} tag {tag}")]
+    UnknownTag { what: &'static str, tag: u64 },
+    #[error("{0} bytes left over after the record")]
+    Trailing(usize),
+    #[error("audit detail is not JSON")]
+    BadJson,
+}
+
+/// Appends primitives to a buffer.
+pub struct Writer<'a>(pub &'a mut Vec<u8>);
+
+impl Writer<'_> {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+
+    pub fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    pub fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.varint(v.len() as u64);
+        self.0.extend_from_slice(v);
+    }
+
+    pub fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+
+    pub fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            None => self.u8(0),
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+        }
+    }
+
+    pub fn array32(&mut self, v: &[u8; 32]) {
+        self.0.extend_from_slice(v);
+    }
+}
+
+/// Reads primitives from a payload, each bounded.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::VarintOverflow)
+    }
+
+    /// A varint that must fit `usize` and `max`.
+    pub fn len(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| DecodeError::TooLong(usize::MAX))?;
+        if n > max {
+            return Err(DecodeError::TooLong(n));
+        }
+        Ok(n)
+    }
+
+    pub fn f64(&mut self) -> Result<f64, DecodeError> {
+        let bytes: [u8; 8] = self.take(8)?.try_into().expect("8 bytes taken");
+        Ok(f64::from_le_bytes(bytes))
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.len(BYTES_MAX)?;
+        self.take(n)
+    }
+
+    pub fn str(&mut self) -> Result<String, DecodeError> {
+        let n = self.len(STRING_BYTES_MAX)?;
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::NotUtf8)
+    }
+
+    pub fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.str().map(Some),
+            tag => Err(DecodeError::UnknownTag {
+                what: "option",
+                tag: u64::from(tag),
+            }),
+        }
+    }
+
+    pub fn array32(&mut self) -> Result<[u8; 32], DecodeError> {
+        Ok(self.take(32)?.try_into().expect("32 bytes taken"))
+    }
+
+    pub fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Trailing(self.buf.len()))
+        }
+    }
+}
+
+/// WAL record kinds.
+pub mod kind {
+    pub const EVENT_ACCEPTED: u8 = 1;
+    pub const BLOCKED: u8 = 2;
+    pub const UNBLOCKED: u8 = 3;
+    pub const REWARD_CLAIMED: u8 = 4;
+    pub const WINDOW_CLOSED: u8 = 5;
+    pub const KEY_COMPLETED: u8 = 6;
+    pub const PLAYER_STATE: u8 = 10;
+    pub const BOARD_PERIOD: u8 = 11;
+    pub const BOARD_ENTRY: u8 = 12;
+    pub const CLOSED_PERIOD: u8 = 13;
+    pub const SCORE_MODEL: u8 = 14;
+    pub const AUDIT: u8 = 15;
+    pub const NEXT_SEQ: u8 = 16;
+}
+
+fn audit_tag(kind: AuditKind) -> u8 {
+    match kind {
+        AuditKind::Flag => 1,
+        AuditKind::Block => 2,
+        AuditKind::Unblock => 3,
+        AuditKind::Drop => 4,
+    }
+}
+
+fn audit_from_tag(tag: u8) -> Result<AuditKind, DecodeError> {
+    match tag {
+        1 => Ok(AuditKind::Flag),
+        2 => Ok(AuditKind::Block),
+        3 => Ok(AuditKind::Unblock),
+        4 => Ok(AuditKind::Drop),
+        _ => Err(DecodeError::UnknownTag {
+            what: "audit kind",
+            tag: u64::from(tag),
+        }),
+    }
+}
+
+pub fn window_tag(w: WindowKind) -> u8 {
+    match w {
+        WindowKind::Daily => 1,
+        WindowKind::Weekly => 2,
+        WindowKind::Seasonal => 3,
+    }
+}
+
+pub fn window_from_tag(tag: u8) -> Result<WindowKind, DecodeError> {
+    match tag {
+        1 => Ok(WindowKind::Daily),
+        2 => Ok(WindowKind::Weekly),
+        3 => Ok(WindowKind::Seasonal),
+        _ => Err(DecodeError::UnknownTag {
+            what: "window",
+            tag: u64::from(tag),
+        }),
+    }
+}
+
+pub fn blocked_by_tag(by: BlockedBy) -> u8 {
+    match by {
+        BlockedBy::Fairness => 1,
+        BlockedBy::Admin => 2,
+    }
+}
+
+pub fn blocked_by_from_tag(tag: u8) -> Result<BlockedBy, DecodeError> {
+    match tag {
+        1 => Ok(BlockedBy::Fairness),
+        2 => Ok(BlockedBy::Admin),
+        _ => Err(DecodeError::UnknownTag {
+            what: "blocked-by",
+            tag: u64::from(tag),
+        }),
+    }
+}
+
+/// Encodes `record` into `buf` (appending) and returns its kind.
+pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
+    let mut w = Writer(buf);
+    match record {
+        Record::EventAccepted {
+            player,
+            event,
+            ts,
+            at_ms,
+            seq,
+            flag,
+            z,
+            key,
+        } => {
+            w.str(player);
+            match event {
+                EventKind::Progression { delta_xp, activity } => {
+                    w.u8(1);
+                    w.varint(*delta_xp);
+                    w.opt_str(activity.as_deref());
+                }
+                EventKind::BossKill {
+                    boss_id,
+                    tier,
+                    points,
+                } => {
+                    w.u8(2);
+                    w.str(boss_id);
+                    w.varint(*tier);
+                    w.varint(*points);
+                }
+                EventKind::DropClaimed {
+                    drop_id,
+                    weight,
+                    source,
+                } => {
+                    w.u8(3);
+                    w.str(drop_id);
+                    match weight {
+                        None => w.u8(0),
+                        Some(v) => {
+                            w.u8(1);
+                            w.f64(*v);
+                        }
+                    }
+                    w.opt_str(source.as_deref());
+                }
+            }
+            w.varint(*ts);
+            w.varint(*at_ms);
+            w.varint(*seq);
+            w.u8(match flag {
+                None => 0,
+                Some(_) => 1,
+            });
+            w.f64(*z);
+            match key {
+                None => w.u8(0),
+                Some(k) => {
+                    w.u8(1);
+                    w.str(&k.key);
+                    w.array32(&k.fingerprint);
+                    w.varint(u64::from(k.index));
+                }
+            }
+            kind::EVENT_ACCEPTED
+        }
+        Record::Blocked {
+            player,
+            until_ms,
+            reason,
+            by,
+            at_ms,
+        } => {
+            w.str(player);
+            w.varint(*until_ms);
+            w.str(reason);
+            w.u8(blocked_by_tag(*by));
+            w.varint(*at_ms);
+            kind::BLOCKED
+        }
+        Record::Unblocked {
+            player,
+            reason,
+            at_ms,
+        } => {
+            w.str(player);
+            w.str(reason);
+            w.varint(*at_ms);
+            kind::UNBLOCKED
+        }
+        Record::RewardClaimed {
+            player,
+            item,
+            receipt_id,
+            timestamp,
+            at_ms,
+        } => {
+            w.str(player);
+            w.str(item);
+            w.str(receipt_id);
+            w.varint(*timestamp);
+            w.varint(*at_ms);
+            kind::REWARD_CLAIMED
+        }
+        Record::WindowClosed {
+            window,
+            next,
+            at_ms,
+        } => {
+            w.u8(window_tag(*window));
+            w.str(&next.name);
+            w.varint(next.ends_ms);
+            w.varint(*at_ms);
+            kind::WINDOW_CLOSED
+        }
+        Record::KeyCompleted {
+            key,
+            fingerprint,
+            response,
+            expires_ms,
+            at_ms,
+        } => {
+            w.str(key);
+            w.array32(fingerprint);
+            w.varint(u64::from(response.status));
+            w.bytes(&response.body);
+            w.varint(*expires_ms);
+            w.varint(*at_ms);
+            kind::KEY_COMPLETED
+        }
+        Record::PlayerState(p) => {
+            w.str(&p.player);
+            w.varint(p.xp);
+            w.varint(p.boss_kills.len() as u64);
+            for (boss, kills) in &p.boss_kills {
+                w.str(boss);
+                w.varint(*kills);
+            }
+            w.varint(p.drops.len() as u64);
+            for drop in &p.drops {
+                w.str(&drop.drop_id);
+                w.opt_str(drop.source.as_deref());
+                w.opt_str(drop.claimed.as_deref());
+            }
+            w.varint(p.updated_ms);
+            match &p.block {
+                None => w.u8(0),
+                Some(b) => {
+                    w.u8(1);
+                    w.varint(b.until_ms);
+                    w.str(&b.reason);
+                    w.u8(blocked_by_tag(b.by));
+                }
+            }
+            w.varint(p.flags);
+            w.varint(p.rate_limited);
+            kind::PLAYER_STATE
+        }
+        Record::BoardPeriod {
+            window,
+            period,
+            updated_ms,
+        } => {
+            w.u8(window_tag(*window));
+            w.str(&period.name);
+            w.varint(period.ends_ms);
+            w.varint(*updated_ms);
+            kind::BOARD_PERIOD
+        }
+        Record::BoardEntry {
+            window,
+            player,
+            score,
+            reached_ms,
+            seq,
+        } => {
+            w.u8(window_tag(*window));
+            w.str(player);
+            w.varint(*score);
+            w.varint(*reached_ms);
+            w.varint(*seq);
+            kind::BOARD_ENTRY
+        }
+        Record::ClosedPeriod {
+            window,
+            name,
+            closed_ms,
+            entries,
+        } => {
+            w.u8(window_tag(*window));
+            w.str(name);
+            w.varint(*closed_ms);
+            w.varint(entries.len() as u64);
+            for (player, score, reached_ms, seq) in entries {
+                w.str(player);
+                w.varint(*score);
+                w.varint(*reached_ms);
+                w.varint(*seq);
+            }
+            kind::CLOSED_PERIOD
+        }
+        Record::ScoreModel {
+            mean,
+            variance,
+            samples,
+        } => {
+            w.f64(*mean);
+            w.f64(*variance);
+            w.varint(*samples);
+            kind::SCORE_MODEL
+        }
+        Record::Audit(a) => {
+            w.varint(a.at_ms);
+            w.u8(audit_tag(a.kind));
+            w.str(&a.player_id);
+            w.str(&a.reason);
+            w.str(&a.detail.to_string());
+            kind::AUDIT
+        }
+        Record::NextSeq(seq) => {
+            w.varint(*seq);
+            kind::NEXT_SEQ
+        }
+    }
+}
+
+/// Decodes a payload of `kind`.
+pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
+    let mut r = Reader::new(payload);
+    let record = match kind {
+        kind::EVENT_ACCEPTED => {
+            let player = r.str()?;
+            let event = match r.u8()? {
+                1 => EventKind::Progression {
+                    delta_xp: r.varint()?,
+                    activity: r.opt_str()?,
+                },
+                2 => EventKind::BossKill {
+                    boss_id: r.str()?,
+                    tier: r.varint()?,
+                    points: r.varint()?,
+                },
+                3 => {
+                    let drop_id = r.str()?;
+                    let weight = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.f64()?),
+                        tag => {
+                            return Err(DecodeError::UnknownTag {
+                                what: "option",
+                                tag: u64::from(tag),
+                            })
+                        }
+                    };
+                    EventKind::DropClaimed {
+                        drop_id,
+                        weight,
+                        source: r.opt_str()?,
+                    }
+                }
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "event type",
+                        tag: u64::from(tag),
+                    })
+                }
+            };
+            let ts = r.varint()?;
+            let at_ms = r.varint()?;
+            let seq = r.varint()?;
+            let flag = match r.u8()? {
+                0 => None,
+                1 => Some(FlagKind::ScoreJump),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "flag",
+                        tag: u64::from(tag),
+                    })
+                }
+            };
+            let z = r.f64()?;
+            let key = match r.u8()? {
+                0 => None,
+                1 => Some(KeyRef {
+                    key: r.str()?,
+                    fingerprint: r.array32()?,
+                    index: u32::try_from(r.varint()?)
+                        .map_err(|_| DecodeError::TooLong(usize::MAX))?,
+                }),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "option",
+                        tag: u64::from(tag),
+                    })
+                }
+            };
+            Record::EventAccepted {
+                player,
+                event,
+                ts,
+                at_ms,
+                seq,
+                flag,
+                z,
+                key,
+            }
+        }
+        kind::BLOCKED => Record::Blocked {
+            player: r.str()?,
+            until_ms: r.varint()?,
+            reason: r.str()?,
+            by: blocked_by_from_tag(r.u8()?)?,
+            at_ms: r.varint()?,
+        },
+        kind::UNBLOCKED => Record::Unblocked {
+            player: r.str()?,
+            reason: r.str()?,
+            at_ms: r.varint()?,
+        },
+        kind::REWARD_CLAIMED => Record::RewardClaimed {
+            player: r.str()?,
+            item: r.str()?,
+            receipt_id: r.str()?,
+            timestamp: r.varint()?,
+            at_ms: r.varint()?,
+        },
+        kind::WINDOW_CLOSED => Record::WindowClosed {
+            window: window_from_tag(r.u8()?)?,
+            next: Period {
+                name: r.str()?,
+                ends_ms: r.varint()?,
+            },
+            at_ms: r.varint()?,
+        },
+        kind::KEY_COMPLETED => Record::KeyCompleted {
+            key: r.str()?,
+            fingerprint: r.array32()?,
+            response: StoredResponse {
+                status: u16::try_from(r.varint()?).map_err(|_| DecodeError::TooLong(usize::MAX))?,
+                body: r.bytes()?.to_vec(),
+            },
+            expires_ms: r.varint()?,
+            at_ms: r.varint()?,
+        },
+        kind::PLAYER_STATE => {
+            let player = r.str()?;
+            let xp = r.varint()?;
+            let n = r.len(ITEMS_MAX)?;
+            let mut boss_kills = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                boss_kills.push((r.str()?, r.varint()?));
+            }
+            let n = r.len(ITEMS_MAX)?;
+            let mut drops = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                drops.push(Drop {
+                    drop_id: r.str()?,
+                    source: r.opt_str()?,
+                    claimed: r.opt_str()?,
+                });
+            }
+            let updated_ms = r.varint()?;
+            let block = match r.u8()? {
+                0 => None,
+                1 => Some(Block {
+                    until_ms: r.varint()?,
+                    reason: r.str()?,
+                    by: blocked_by_from_tag(r.u8()?)?,
+                }),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "option",
+                        tag: u64::from(tag),
+                    })
+                }
+            };
+            Record::PlayerState(Box::new(PlayerSnapshot {
+                player,
+                xp,
+                boss_kills,
+                drops,
+                updated_ms,
+                block,
+                flags: r.varint()?,
+                rate_limited: r.varint()?,
+            }))
+        }
+        kind::BOARD_PERIOD => Record::BoardPeriod {
+            window: window_from_tag(r.u8()?)?,
+            period: Period {
+                name: r.str()?,
+                ends_ms: r.varint()?,
+            },
+            updated_ms: r.varint()?,
+        },
+        kind::BOARD_ENTRY => Record::BoardEntry {
+            window: window_from_tag(r.u8()?)?,
+            player: r.str()?,
+            score: r.varint()?,
+            reached_ms: r.varint()?,
+            seq: r.varint()?,
+        },
+        kind::CLOSED_PERIOD => {
+            let window = window_from_tag(r.u8()?)?;
+            let name = r.str()?;
+            let closed_ms = r.varint()?;
+            let n = r.len(ITEMS_MAX)?;
+            let mut entries = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                entries.push((r.str()?, r.varint()?, r.varint()?, r.varint()?));
+            }
+            Record::ClosedPeriod {
+                window,
+                name,
+                closed_ms,
+                entries,
+            }
+        }
+        kind::SCORE_MODEL => Record::ScoreModel {
+            mean: r.f64()?,
+            variance: r.f64()?,
+            samples: r.varint()?,
+        },
+        kind::AUDIT => {
+            let at_ms = r.varint()?;
+            let kind = audit_from_tag(r.u8()?)?;
+            let player_id = r.str()?;
+            let reason = r.str()?;
+            let detail = serde_json::from_str(&r.str()?).map_err(|_| DecodeError::BadJson)?;
+            Record::Audit(Box::new(AuditRecord {
+                at: at_ms / 1000,
+                at_ms,
+                kind,
+                player_id,
+                reason,
+                detail,
+            }))
+        }
+        kind::NEXT_SEQ => Record::NextSeq(r.varint()?),
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "record kind",
+                tag: u64::from(tag),
+            })
+        }
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Record> {
+        let key = KeyRef {
+            key: "k-1".into(),
+            fingerprint: [9; 32],
+            index: 3,
+        };
+        vec![
+            Record::EventAccepted {
+                player: "p1x".into(),
+                event: EventKind::Progression {
+                    delta_xp: 10,
+                    activity: Some("quest".into()),
+                },
+                ts: 1_730_560_000,
+                at_ms: 1_795_521_600_000,
+                seq: 42,
+                flag: Some(FlagKind::ScoreJump),
+                z: 4.25,
+                key: Some(key),
+            },
+            Record::EventAccepted {
+                player: "p2x".into(),
+                event: EventKind::BossKill {
+                    boss_id: "dragon_lord".into(),
+                    tier: 5,
+                    points: 2500,
+                },
+                ts: 0,
+                at_ms: 1,
+                seq: 1,
+                flag: None,
+                z: 0.0,
+                key: None,
+            },
+            Record::EventAccepted {
+                player: "p3x".into(),
+                event: EventKind::DropClaimed {
+                    drop_id: "épée".into(),
+                    weight: Some(0.05),
+                    source: None,
+                },
+                ts: u64::MAX,
+                at_ms: u64::MAX,
+                seq: u64::MAX,
+                flag: None,
+                z: -1.5,
+                key: None,
+            },
+            Record::Blocked {
+                player: "p1x".into(),
+                until_ms: 5,
+                reason: "flooding".into(),
+                by: BlockedBy::Admin,
+                at_ms: 4,
+            },
+            Record::Unblocked {
+                player: "p1x".into(),
+                reason: "expired".into(),
+                at_ms: 6,
+            },
+            Record::RewardClaimed {
+                player: "p1x".into(),
+                item: "sword".into(),
+                receipt_id: "r_ab".into(),
+                timestamp: 7,
+                at_ms: 7000,
+            },
+            Record::WindowClosed {
+                window: WindowKind::Weekly,
+                next: Period {
+                    name: "2026-W49".into(),
+                    ends_ms: 99,
+                },
+                at_ms: 8,
+            },
+            Record::KeyCompleted {
+                key: "k".into(),
+                fingerprint: [1; 32],
+                response: StoredResponse {
+                    status: 202,
+                    body: b"{}".to_vec(),
+                },
+                expires_ms: 10,
+                at_ms: 9,
+            },
+            Record::PlayerState(Box::new(PlayerSnapshot {
+                player: "p1x".into(),
+                xp: 12,
+                boss_kills: vec![("b".into(), 2)],
+                drops: vec![Drop {
+                    drop_id: "d".into(),
+                    source: Some("s".into()),
+                    claimed: Some("r_1".into()),
+                }],
+                updated_ms: 3,
+                block: Some(Block {
+                    until_ms: 9,
+                    reason: "r".into(),
+                    by: BlockedBy::Fairness,
+                }),
+                flags: 1,
+                rate_limited: 2,
+            })),
+            Record::BoardPeriod {
+                window: WindowKind::Daily,
+                period: Period {
+                    name: "2026-11-24".into(),
+                    ends_ms: 5,
+                },
+                updated_ms: 4,
+            },
+            Record::BoardEntry {
+                window: WindowKind::Seasonal,
+                player: "p1x".into(),
+                score: 5,
+                reached_ms: 6,
+                seq: 7,
+            },
+            Record::ClosedPeriod {
+                window: WindowKind::Daily,
+                name: "d".into(),
+                closed_ms: 1,
+                entries: vec![("a".into(), 1, 2, 3)],
+            },
+            Record::ScoreModel {
+                mean: 2.5,
+                variance: 0.25,
+                samples: 1000,
+            },
+            Record::Audit(Box::new(AuditRecord {
+                at: 1,
+                at_ms: 1500,
+                kind: AuditKind::Drop,
+                player_id: "p1x".into(),
+                reason: "rate_limited".into(),
+                detail: serde_json::json!({"count": 3}),
+            })),
+            Record::NextSeq(77),
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for record in samples() {
+            let mut buf = Vec::new();
+            let kind = encode(&record, &mut buf);
+            assert_eq!(decode(kind, &buf), Ok(record.clone()), "{record:?}");
+        }
+    }
+
+    #[test]
+    fn truncation_and_trailing_bytes_are_errors() {
+        for record in samples() {
+            let mut buf = Vec::new();
+            let kind = encode(&record, &mut buf);
+            for len in 0..buf.len() {
+                assert!(
+                    decode(kind, &buf[..len]).is_err(),
+                    "{record:?} cut at {len}"
+                );
+            }
+            buf.push(0);
+            assert_eq!(decode(kind, &buf), Err(DecodeError::Trailing(1)));
+        }
+        assert!(matches!(
+            decode(99, &[]),
+            Err(DecodeError::UnknownTag { .. })
+        ));
+    }
+
+    proptest! {
+        /// Garbage never panics or allocates without bound: it decodes or is refused.
+        #[test]
+        fn garbage_never_panics(kind in 0u8..20, bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(kind, &bytes);
+        }
+    }
+
+    #[test]
+    fn lengths_are_bounded_before_allocation() {
+        let mut buf = Vec::new();
+        Writer(&mut buf).varint(u64::MAX);
+        assert!(decode(kind::EVENT_ACCEPTED, &buf).is_err());
+        let mut buf = Vec::new();
+        Writer(&mut buf).varint((STRING_BYTES_MAX + 1) as u64);
+        assert_eq!(
+            decode(kind::EVENT_ACCEPTED, &buf),
+            Err(DecodeError::TooLong(STRING_BYTES_MAX + 1))
+        );
+    }
+}
