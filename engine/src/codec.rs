@@ -67,6 +67,16 @@ pub enum DecodeError {
     BadJson,
 }
 
+/// Serializes bytes as lowercase hex (for dumps of fingerprints).
+pub fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+/// Serializes bytes as text, replacing invalid UTF-8 (for dumps of stored bodies).
+pub fn lossy_text<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
 /// Appends primitives to a buffer.
 pub struct Writer<'a>(pub &'a mut Vec<u8>);
 

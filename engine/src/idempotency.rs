@@ -3,22 +3,24 @@
 //! A key lives on the shard `shard_of(key)`, whatever players its request touches. It is
 //! reserved (in flight) before any event is applied and completed with the response
 //! afterwards, or released when nothing was applied so a retry runs again. Completed
-//! keys are remembered for a fixed TTL; because the TTL is the same for every key, the
-//! insertion order is the expiry order and a queue expires them in O(1).
+//! keys are remembered for a fixed TTL from their request; a min-heap on expiry expires
+//! them (keys rebuilt by recovery or merged from several shards arrive out of order).
 //!
 //! Memory is bounded by a key count and a byte budget. When either is reached the store
 //! refuses new keys ([`Reserve::Full`]) rather than forgetting a live one: forgetting
 //! would let a retry apply twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// Per-entry overhead counted against the byte budget besides key and body (map slot,
 /// queue slot, fingerprint): keeps a flood of tiny keys bounded too.
 const ENTRY_OVERHEAD_BYTES: usize = 128;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoredResponse {
     pub status: u16,
+    #[serde(serialize_with = "crate::codec::lossy_text")]
     pub body: Vec<u8>,
 }
 
@@ -52,8 +54,8 @@ pub enum Reserve {
 #[derive(Debug, Default)]
 pub struct IdempotencyStore {
     keys: HashMap<String, KeyState>,
-    /// Completed keys in completion order, with their expiry.
-    expiry: VecDeque<(u64, String)>,
+    /// Completed keys by expiry, soonest first.
+    expiry: BinaryHeap<Reverse<(u64, String)>>,
     bytes: usize,
 }
 
@@ -124,11 +126,7 @@ impl IdempotencyStore {
                 expires_ms,
             },
         );
-        debug_assert!(
-            self.expiry.back().is_none_or(|(at, _)| *at <= expires_ms),
-            "one TTL for all keys keeps the queue sorted"
-        );
-        self.expiry.push_back((expires_ms, key.to_owned()));
+        self.expiry.push(Reverse((expires_ms, key.to_owned())));
     }
 
     /// Forgets a reserved key whose request applied nothing.
@@ -141,21 +139,24 @@ impl IdempotencyStore {
 
     /// Drops completed keys whose time is up.
     pub fn expire(&mut self, now_ms: u64) {
-        while let Some((expires_ms, _)) = self.expiry.front() {
+        while let Some(Reverse((expires_ms, _))) = self.expiry.peek() {
             if *expires_ms > now_ms {
                 break;
             }
-            let (_, key) = self.expiry.pop_front().expect("front exists");
+            let Reverse((_, key)) = self.expiry.pop().expect("peeked");
             if let Some(KeyState::Done { response, .. }) = self.keys.remove(&key) {
                 self.bytes -= key.len() + ENTRY_OVERHEAD_BYTES + response.body.len();
             }
         }
     }
 
-    /// Live completed keys, oldest first (for checkpoints).
+    /// Live completed keys, soonest expiry first (for checkpoints).
     pub fn completed(&self) -> impl Iterator<Item = (&str, &[u8; 32], &StoredResponse, u64)> {
-        self.expiry
-            .iter()
+        let mut order: Vec<&(u64, String)> =
+            self.expiry.iter().map(|Reverse(entry)| entry).collect();
+        order.sort_unstable();
+        order
+            .into_iter()
             .filter_map(move |(_, key)| match self.keys.get(key) {
                 Some(KeyState::Done {
                     fingerprint,
@@ -244,6 +245,17 @@ mod tests {
             small.reserve("j", [0; 32], 0, KEYS_MAX, tight),
             Reserve::Full
         );
+    }
+
+    #[test]
+    fn keys_expire_in_expiry_order_whatever_the_completion_order() {
+        let mut store = IdempotencyStore::default();
+        store.complete("late", [0; 32], response("a"), 300);
+        store.complete("early", [0; 32], response("b"), 100);
+        store.expire(150);
+        assert!(store.contains("late") && !store.contains("early"));
+        store.expire(300);
+        assert!(store.is_empty());
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub fn level_of(xp: u64) -> u64 {
 }
 
 /// A durable state change. Everything that must survive a restart is one of these.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Record {
     EventAccepted {
         player: String,
@@ -77,6 +78,7 @@ pub enum Record {
     },
     KeyCompleted {
         key: String,
+        #[serde(serialize_with = "crate::codec::hex_bytes")]
         fingerprint: [u8; 32],
         response: StoredResponse,
         expires_ms: u64,
@@ -207,15 +209,17 @@ impl Record {
 }
 
 /// An accepted event's idempotency key, body fingerprint and position in its batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRef {
     pub key: String,
+    #[serde(serialize_with = "crate::codec::hex_bytes")]
     pub fingerprint: [u8; 32],
     pub index: u32,
 }
 
 /// A player's durable state, as checkpointed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PlayerSnapshot {
     pub player: String,
     pub xp: u64,
@@ -227,7 +231,8 @@ pub struct PlayerSnapshot {
     pub rate_limited: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Drop {
     pub drop_id: String,
     pub source: Option<String>,

@@ -13,7 +13,8 @@ const WEEK_MS: u64 = 7 * DAY_MS;
 /// 1970-01-01 was a Thursday; ISO weeks start on Monday, three days later in the week.
 const EPOCH_WEEKDAY_FROM_MONDAY: u64 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WindowKind {
     Daily,
     Weekly,
@@ -82,7 +83,8 @@ impl FromStr for WindowKind {
 }
 
 /// One period of a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Period {
     pub name: String,
     /// First instant (unix ms) that belongs to the next period.

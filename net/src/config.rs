@@ -35,6 +35,14 @@ pub enum Durability {
     Batch,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Corruption before the log's tail stops the start.
+    Strict,
+    /// Corruption is cut away (with everything after it) and reported.
+    Truncate,
+}
+
 /// The four services and their ports, in a fixed order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
@@ -102,6 +110,13 @@ pub struct Config {
     pub lb_topn: usize,
     pub snapshot_cron: String,
     pub durability: Durability,
+    /// With batch durability, the longest a write waits for its fsync (`FSYNC_INTERVAL_MS`).
+    pub fsync_interval_ms: u64,
+    pub recovery_mode: RecoveryMode,
+    /// Log records per shard after which a checkpoint is taken (`CHECKPOINT_RECORDS`).
+    pub checkpoint_records: u64,
+    /// Time after which a checkpoint is taken if anything changed (`CHECKPOINT_INTERVAL`).
+    pub checkpoint_interval_ms: u64,
     pub policy: Policy,
     /// Secrets generated for this run (dev only), to warn about once.
     pub generated_secrets: Vec<&'static str>,
@@ -347,6 +362,26 @@ pub fn from_vars(
         "batch" => Ok(Durability::Batch),
         _ => Err("must be fsync or batch".into()),
     });
+    let fsync_interval_ms = p.parse("FSYNC_INTERVAL_MS", "10", |s| match s.parse::<u64>() {
+        Ok(n) if (1..=60_000).contains(&n) => Ok(n),
+        _ => Err("must be milliseconds 1..=60000".into()),
+    });
+    let recovery_mode = p.parse("RECOVERY_MODE", "strict", |s| match s {
+        "strict" => Ok(RecoveryMode::Strict),
+        "truncate" => Ok(RecoveryMode::Truncate),
+        _ => Err("must be strict or truncate".into()),
+    });
+    let checkpoint_records = p.parse("CHECKPOINT_RECORDS", "1000000", |s| {
+        match s.parse::<u64>() {
+            Ok(n) if (1_000..=100_000_000).contains(&n) => Ok(n),
+            _ => Err("must be a whole number 1000..=100000000".into()),
+        }
+    });
+    let checkpoint_interval = p.parse("CHECKPOINT_INTERVAL", "300s", |s| {
+        parse_duration(s)
+            .filter(|d| d.as_secs() >= 1 && d.as_secs() <= 86_400)
+            .ok_or_else(|| "must be a duration 1s..=24h".into())
+    });
     let cloud = p.get("CLOUD").map(str::to_owned);
 
     if !p.problems.is_empty() {
@@ -389,6 +424,10 @@ pub fn from_vars(
         lb_topn: lb_topn.expect("no problems"),
         snapshot_cron: snapshot_cron.expect("no problems"),
         durability: durability.expect("no problems"),
+        fsync_interval_ms: fsync_interval_ms.expect("no problems"),
+        recovery_mode: recovery_mode.expect("no problems"),
+        checkpoint_records: checkpoint_records.expect("no problems"),
+        checkpoint_interval_ms: checkpoint_interval.expect("no problems").as_millis() as u64,
         policy,
         generated_secrets,
     })

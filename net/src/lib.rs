@@ -13,8 +13,11 @@
 
 pub mod config;
 pub mod http;
+pub mod layout;
 pub mod mesh;
 pub mod metrics;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod store;
+pub mod tools;

@@ -9,8 +9,12 @@ use liveops_net::server::Server;
 /// From the signal to exit, the contract allows 2 s; leave room for the process exit.
 const SHUTDOWN_DEADLINE_MS: u64 = 1_900;
 
-const USAGE: &str =
-    "usage: liveops [serve]\n\nConfiguration comes from the environment and ./.env; see README.md.";
+const USAGE: &str = "usage: liveops [serve]
+       liveops wal verify [DATA_DIR]   check every log segment and checkpoint
+       liveops wal dump [DATA_DIR]     print every record as a JSON line
+
+Configuration comes from the environment and ./.env; see README.md. The wal commands
+read DATA_DIR (default ./data) and must run while the engine is stopped.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +25,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         [] | ["serve"] => serve(),
+        ["wal", command, rest @ ..] if rest.len() <= 1 => wal(command, rest.first().copied()),
         ["-h"] | ["--help"] | ["help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -28,6 +33,32 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `liveops wal verify|dump [DATA_DIR]`: exit 0 when clean, 1 when damage was found,
+/// 2 on usage errors.
+fn wal(command: &str, data_dir: Option<&str>) -> ExitCode {
+    let data_dir = data_dir
+        .map(str::to_owned)
+        .or_else(|| std::env::var("DATA_DIR").ok().filter(|d| !d.is_empty()))
+        .unwrap_or_else(|| "./data".to_owned());
+    let mut out = std::io::stdout().lock();
+    let result = match command {
+        "verify" => liveops_net::tools::verify(data_dir.as_ref(), &mut out),
+        "dump" => liveops_net::tools::dump(data_dir.as_ref(), &mut out),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -78,6 +109,11 @@ fn serve() -> ExitCode {
     };
     for (service, addr) in &server.addrs {
         tracing::info!("listening service={} addr={addr}", service.as_str());
+    }
+    if let Err(e) = server.wait_ready() {
+        tracing::error!("{e}");
+        server.shutdown(Duration::from_millis(SHUTDOWN_DEADLINE_MS));
+        return ExitCode::from(1);
     }
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");

@@ -8,7 +8,10 @@
 //! 503 with `Retry-After` instead of queueing without bound.
 //!
 //! Local work goes through the same inbox as remote work, so every state change of a
-//! shard happens in its worker's turn, where the journal is drained as one group.
+//! shard happens in its worker's turn. A job's answer is held until the end of the turn:
+//! the worker hands the turn's journal to its [`TurnHost`] (the write-ahead log, one
+//! group commit) and only when that succeeds are the answers sent. If it fails, every
+//! answer of the turn is an error and the shard takes no more work.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,14 +21,32 @@ use crossbeam::queue::ArrayQueue;
 use liveops_engine::shard::Shard;
 use tokio::sync::{oneshot, Notify};
 
-/// A unit of work for a shard: runs with the shard's state and its clock (unix ms).
-pub type Job = Box<dyn FnOnce(&mut Shard, u64) + Send>;
+/// A job's answer, sent once the turn it ran in is durable (or has failed).
+pub type Reply = Box<dyn FnOnce(Result<(), MeshError>) + Send>;
+/// A unit of work for a shard: runs with the shard's state and its clock (unix ms) and
+/// returns the answer to send when the turn ends.
+pub type Job = Box<dyn FnOnce(&mut Shard, u64) -> Reply + Send>;
+
+/// A [`TurnHost`] could not make a turn durable; it has logged why. The shard stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStopped;
+
+/// What a worker needs around its turns; the engine's is the write-ahead log.
+pub trait TurnHost {
+    /// Makes the changes of the turn that just ran durable (the shard's journal). An
+    /// error stops the shard: the turn's answers fail and no more jobs are taken.
+    fn end_turn(&mut self, shard: &mut Shard) -> Result<(), ShardStopped>;
+    /// How often [`TurnHost::tick`] runs.
+    fn tick_interval(&self) -> Duration;
+    /// Periodic work between turns (interval fsync, checkpoints). An error stops the shard.
+    fn tick(&mut self, shard: &mut Shard) -> Result<(), ShardStopped>;
+}
 
 /// Jobs a worker runs before it yields to the connections on its thread: keeps a busy
 /// inbox from starving the accept loop and request parsing.
 const TURN_JOBS_MAX: usize = 256;
 /// Housekeeping period: window rollover, block and idempotency expiry.
-const TICK_INTERVAL_MS: u64 = 1000;
+const HOUSEKEEPING_INTERVAL_MS: u64 = 1000;
 
 /// Why a job could not be run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +55,15 @@ pub enum MeshError {
     Overloaded,
     /// The worker has stopped; the job was dropped without running.
     Stopped,
+    /// The shard's storage failed: it acknowledges nothing more.
+    Failed,
 }
 
 struct Inbox {
     queue: ArrayQueue<Job>,
     wake: Notify,
+    /// Set when the shard's storage failed; new work is refused.
+    failed: AtomicBool,
 }
 
 pub struct Mesh {
@@ -56,6 +81,7 @@ impl Mesh {
                 .map(|_| Inbox {
                     queue: ArrayQueue::new(inbox_jobs_max),
                     wake: Notify::new(),
+                    failed: AtomicBool::new(false),
                 })
                 .collect(),
             threads_serving: AtomicUsize::new(shards),
@@ -70,6 +96,9 @@ impl Mesh {
     /// Queues `job` on `shard`.
     pub fn send(&self, shard: usize, job: Job) -> Result<(), MeshError> {
         let inbox = &self.inboxes[shard];
+        if inbox.failed.load(Ordering::Acquire) {
+            return Err(MeshError::Failed);
+        }
         inbox.queue.push(job).map_err(|_| MeshError::Overloaded)?;
         inbox.wake.notify_one();
         Ok(())
@@ -77,19 +106,17 @@ impl Mesh {
 
     /// Queues `f` on `shard` and returns the receiver of its result, so a caller can
     /// fan out to several shards before awaiting any.
-    pub fn start<R, F>(&self, shard: usize, f: F) -> Result<oneshot::Receiver<R>, MeshError>
+    pub fn start<R, F>(
+        &self,
+        shard: usize,
+        f: F,
+    ) -> Result<oneshot::Receiver<Result<R, MeshError>>, MeshError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.send(
-            shard,
-            Box::new(move |state, now_ms| {
-                // The caller may have gone; the work is done either way.
-                let _ = tx.send(f(state, now_ms));
-            }),
-        )?;
+        self.send(shard, job(tx, f))?;
         Ok(rx)
     }
 
@@ -128,11 +155,12 @@ impl Mesh {
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let mut job: Job = Box::new(move |state, now_ms| {
-            let _ = tx.send(f(state, now_ms));
-        });
+        let mut job = job(tx, f);
+        let inbox = &self.inboxes[shard];
         loop {
-            let inbox = &self.inboxes[shard];
+            if inbox.failed.load(Ordering::Acquire) {
+                return Err(MeshError::Failed);
+            }
             match inbox.queue.push(job) {
                 Ok(()) => {
                     inbox.wake.notify_one();
@@ -157,31 +185,33 @@ impl Mesh {
         }
     }
 
-    /// The worker of `index`: runs jobs in turns and housekeeping on a tick until the
-    /// mesh closes and its inbox is empty. `after_turn` sees the shard after every turn
-    /// (journal, audit output, gauges).
-    pub async fn run_worker(
-        &self,
-        index: usize,
-        mut shard: Shard,
-        mut after_turn: impl FnMut(&mut Shard),
-    ) {
+    /// The worker of `index`: runs jobs in turns, ends each turn through `host`, and
+    /// does housekeeping on a tick, until the mesh closes and its inbox is empty.
+    pub async fn run_worker(&self, index: usize, mut shard: Shard, host: &mut impl TurnHost) {
         let inbox = &self.inboxes[index];
         let mut clock = Clock::default();
-        let mut tick = tokio::time::interval(Duration::from_millis(TICK_INTERVAL_MS));
+        let mut tick = tokio::time::interval(host.tick_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping_ms = clock.now_ms();
+        let mut replies: Vec<Reply> = Vec::with_capacity(TURN_JOBS_MAX);
         loop {
-            let mut ran = 0;
-            while ran < TURN_JOBS_MAX {
+            while replies.len() < TURN_JOBS_MAX {
                 let Some(job) = inbox.queue.pop() else { break };
+                if inbox.failed.load(Ordering::Acquire) {
+                    // Dropping the job drops its answer channel: the caller sees the stop.
+                    continue;
+                }
                 let now_ms = clock.now_ms();
-                job(&mut shard, now_ms);
-                ran += 1;
+                replies.push(job(&mut shard, now_ms));
             }
-            if ran > 0 {
-                after_turn(&mut shard);
+            let full_turn = replies.len() == TURN_JOBS_MAX;
+            if !replies.is_empty() {
+                let outcome = self.end_turn(index, &mut shard, host);
+                for reply in replies.drain(..) {
+                    reply(outcome);
+                }
             }
-            if ran == TURN_JOBS_MAX {
+            if full_turn {
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -191,16 +221,68 @@ impl Mesh {
             tokio::select! {
                 _ = inbox.wake.notified() => {}
                 _ = tick.tick() => {
-                    shard.tick(clock.now_ms());
-                    after_turn(&mut shard);
+                    if inbox.failed.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let now_ms = clock.now_ms();
+                    if now_ms >= housekeeping_ms + HOUSEKEEPING_INTERVAL_MS {
+                        housekeeping_ms = now_ms;
+                        shard.tick(now_ms);
+                        let _ = self.end_turn(index, &mut shard, host);
+                    }
+                    if host.tick(&mut shard).is_err() {
+                        self.fail(index);
+                    }
                 }
             }
         }
     }
+
+    fn end_turn(
+        &self,
+        index: usize,
+        shard: &mut Shard,
+        host: &mut impl TurnHost,
+    ) -> Result<(), MeshError> {
+        if self.inboxes[index].failed.load(Ordering::Acquire) {
+            return Err(MeshError::Failed);
+        }
+        host.end_turn(shard).map_err(|ShardStopped| {
+            self.fail(index);
+            MeshError::Failed
+        })
+    }
+
+    /// Stops shard `index` from taking work after a storage failure.
+    fn fail(&self, index: usize) {
+        self.inboxes[index].failed.store(true, Ordering::Release);
+    }
+
+    /// Whether any shard stopped after a storage failure.
+    pub fn any_failed(&self) -> bool {
+        self.inboxes
+            .iter()
+            .any(|i| i.failed.load(Ordering::Acquire))
+    }
 }
 
-async fn finish<R>(rx: oneshot::Receiver<R>) -> Result<R, MeshError> {
-    rx.await.map_err(|_| MeshError::Stopped)
+/// Wraps `f` as a job answering on `tx` when its turn ends.
+fn job<R, F>(tx: oneshot::Sender<Result<R, MeshError>>, f: F) -> Job
+where
+    R: Send + 'static,
+    F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+{
+    Box::new(move |state, now_ms| {
+        let value = f(state, now_ms);
+        Box::new(move |outcome: Result<(), MeshError>| {
+            // The caller may have gone; the work is done either way.
+            let _ = tx.send(outcome.map(|()| value));
+        })
+    })
+}
+
+pub async fn finish<R>(rx: oneshot::Receiver<Result<R, MeshError>>) -> Result<R, MeshError> {
+    rx.await.unwrap_or(Err(MeshError::Stopped))
 }
 
 /// Wall clock in unix ms that never runs backwards for its shard: a step back of the
@@ -221,4 +303,95 @@ pub fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use liveops_engine::policy::Policy;
+    use liveops_engine::signing::ReceiptSigner;
+
+    /// A host whose log accepts `commits_ok` turns, then fails like a failed fsync.
+    struct FlakyLog {
+        commits_ok: usize,
+        turns: usize,
+    }
+
+    impl TurnHost for FlakyLog {
+        fn end_turn(&mut self, shard: &mut Shard) -> Result<(), ShardStopped> {
+            shard.take_journal();
+            self.turns += 1;
+            if self.turns > self.commits_ok {
+                Err(ShardStopped)
+            } else {
+                Ok(())
+            }
+        }
+
+        fn tick_interval(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+
+        fn tick(&mut self, _: &mut Shard) -> Result<(), ShardStopped> {
+            Ok(())
+        }
+    }
+
+    fn run(test: impl std::future::Future<Output = ()>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, test);
+    }
+
+    #[test]
+    fn answers_wait_for_the_turn_and_a_failed_commit_stops_the_shard() {
+        run(async {
+            let mesh = Mesh::new(1, 16);
+            let shard = Shard::new(
+                Policy::default(),
+                ReceiptSigner::new(&[1; 32]),
+                unix_now_ms(),
+            );
+            let worker_mesh = mesh.clone();
+            let worker = tokio::task::spawn_local(async move {
+                let mut host = FlakyLog {
+                    commits_ok: 1,
+                    turns: 0,
+                };
+                worker_mesh.run_worker(0, shard, &mut host).await;
+                host.turns
+            });
+            assert_eq!(mesh.call(0, |s, _| s.players_len()).await, Ok(0));
+            // The second turn's commit fails: its answer is an error, not the value.
+            assert_eq!(
+                mesh.call(0, |s, _| s.players_len()).await,
+                Err(MeshError::Failed)
+            );
+            assert!(mesh.any_failed());
+            assert_eq!(
+                mesh.send(0, Box::new(|_, _| Box::new(|_| {}))).err(),
+                Some(MeshError::Failed)
+            );
+            assert_eq!(
+                mesh.call_until_done(0, |s, _| s.players_len()).await,
+                Err(MeshError::Failed)
+            );
+            mesh.thread_done_serving();
+            assert_eq!(worker.await.unwrap(), 2);
+        });
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_at_once() {
+        let mesh = Mesh::new(1, 2);
+        for _ in 0..2 {
+            assert!(mesh.send(0, Box::new(|_, _| Box::new(|_| {}))).is_ok());
+        }
+        assert_eq!(
+            mesh.send(0, Box::new(|_, _| Box::new(|_| {}))).err(),
+            Some(MeshError::Overloaded)
+        );
+    }
 }

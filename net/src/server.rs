@@ -1,29 +1,44 @@
 //! Assembles the engine: listeners, one pinned thread per shard running that shard's
-//! worker and its share of every port's connections, readiness and graceful shutdown.
+//! worker and its share of every port's connections, recovery before readiness, and
+//! graceful shutdown.
+//!
+//! Start-up: the data directory's layout is prepared (re-sharded if `SHARDS` changed);
+//! each shard thread starts serving at once (`/healthz` 200, everything else 503
+//! `not_ready`) while its shard is recovered on a helper thread; when every shard is
+//! back, keys whose completion a crash cut off are rebuilt on their home shards, and
+//! only then is the engine ready.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::{Config, Service};
-use crate::mesh::{unix_now_ms, Mesh};
+use crate::config::{Config, Durability, RecoveryMode, Service};
+use crate::layout::{self, Layout};
+use crate::mesh::{unix_now_ms, Mesh, ShardStopped, TurnHost};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
 use crate::runtime::{bind_reuseport, serve, spawn_cores, Connections};
+use crate::store::{
+    merge_keyed, recovered_response, KeyedEvents, ShardStore, StoreConfig, StoreError,
+};
 use liveops_engine::fairness::AuditRecord;
 use liveops_engine::shard::Shard;
 use liveops_engine::signing::{ReceiptSigner, Signer};
+use liveops_storage::{FileSystem, StdFs, WalOptions};
 
 /// How long shutdown waits for in-flight requests before closing regardless; with the
 /// final flush this keeps the exit within the contract's 2 s.
 const DRAIN_DEADLINE_MS: u64 = 1_500;
+/// Housekeeping tick with fsync durability: checkpoints are checked this often.
+const TICK_INTERVAL_FSYNC_MS: u64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -35,6 +50,14 @@ pub enum StartError {
     },
     #[error("cannot start shard threads: {0}")]
     Spawn(std::io::Error),
+    #[error("data directory: {0}")]
+    Layout(StoreError),
+    #[error("recovery of shard {shard} ({dir}) failed: {error}")]
+    Recovery {
+        shard: usize,
+        dir: PathBuf,
+        error: StoreError,
+    },
 }
 
 /// A running engine.
@@ -44,6 +67,8 @@ pub struct Server {
     app: Arc<App>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    recovered: mpsc::Receiver<Result<KeyedEvents, StartError>>,
+    ttl_ms: u64,
 }
 
 /// An audit record as one stdout line; `audit: true` lets log shippers pick them out.
@@ -54,7 +79,28 @@ struct AuditLine<'a> {
     record: &'a AuditRecord,
 }
 
+fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig {
+        wal: WalOptions {
+            durability: match config.durability {
+                Durability::Fsync => liveops_storage::Durability::Fsync,
+                Durability::Batch => liveops_storage::Durability::Batch,
+            },
+            fsync_interval_ms: config.fsync_interval_ms,
+            recovery_mode: match config.recovery_mode {
+                RecoveryMode::Strict => liveops_storage::RecoveryMode::Strict,
+                RecoveryMode::Truncate => liveops_storage::RecoveryMode::TruncateAtCorruption,
+            },
+            ..WalOptions::default()
+        },
+        checkpoint_records: config.checkpoint_records,
+        checkpoint_interval_ms: config.checkpoint_interval_ms,
+    }
+}
+
 impl Server {
+    /// Binds, prepares the data directory and starts the shard threads; recovery runs
+    /// in the background: call [`Server::wait_ready`].
     pub fn start(config: &Config) -> Result<Server, StartError> {
         let shards = config.shards;
         let mut per_thread: Vec<Vec<(Service, std::net::TcpListener)>> =
@@ -62,89 +108,84 @@ impl Server {
         let mut addrs = Vec::new();
         for (i, service) in Service::ALL.into_iter().enumerate() {
             let addr = SocketAddr::new(config.bind_addr, config.ports[i]);
-            let listeners = bind_reuseport(addr, shards).map_err(|source| StartError::Bind {
+            let bind_error = |source| StartError::Bind {
                 service: service.as_str(),
                 addr,
                 source,
-            })?;
-            let bound = listeners[0]
-                .local_addr()
-                .map_err(|source| StartError::Bind {
-                    service: service.as_str(),
-                    addr,
-                    source,
-                })?;
-            addrs.push((service, bound));
+            };
+            let listeners = bind_reuseport(addr, shards).map_err(bind_error)?;
+            addrs.push((service, listeners[0].local_addr().map_err(bind_error)?));
             for (thread, listener) in listeners.into_iter().enumerate() {
                 per_thread[thread].push((service, listener));
             }
         }
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let store = store_config(config);
+        let policy = config.policy.clone();
+        let receipt_secret = config.receipt_secret.clone();
+        let empty_shard = {
+            let (policy, secret) = (policy.clone(), receipt_secret.clone());
+            move || Shard::new(policy.clone(), ReceiptSigner::new(&secret), unix_now_ms())
+        };
+        let ttl_ms = policy.idempotency_ttl_ms;
+        let prepared = layout::prepare(
+            fs.clone(),
+            &config.data_dir,
+            shards,
+            &store,
+            &empty_shard,
+            ttl_ms,
+            unix_now_ms(),
+        )
+        .map_err(StartError::Layout)?;
+        if let Some(from) = prepared.migrated_from {
+            tracing::info!(from, to = shards, "data directory re-sharded");
+        }
+        let layout = prepared.layout;
+
         let metrics = Arc::new(Metrics::new());
         let mesh = Mesh::new(shards, config.shard_inbox_max);
         let app = Arc::new(App {
-            mesh: mesh.clone(),
-            metrics: metrics.clone(),
+            mesh,
+            metrics,
             signer: Signer::new(&config.hmac_secret),
             receipts: ReceiptSigner::new(&config.receipt_secret),
-            policy: config.policy.clone(),
+            policy,
             lb_topn: config.lb_topn,
             admin_token: config.admin_token.clone(),
             ready: Default::default(),
             shutting_down: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let started = Arc::new(AtomicUsize::new(0));
-        let receipt_secret = config.receipt_secret.clone();
+        let (recovered_tx, recovered) = mpsc::channel();
+        let tick_interval = match config.durability {
+            Durability::Fsync => Duration::from_millis(TICK_INTERVAL_FSYNC_MS),
+            Durability::Batch => Duration::from_millis(config.fsync_interval_ms),
+        };
         let thread_app = app.clone();
         let threads = spawn_cores("shard", per_thread, move |index, listeners| {
             let app = thread_app.clone();
-            let mut shutdown = shutdown_rx.clone();
-            let started = started.clone();
-            let shard = Shard::new(
-                app.policy.clone(),
-                ReceiptSigner::new(&receipt_secret),
-                unix_now_ms(),
-            );
-            async move {
-                let connections = Rc::new(Connections::default());
-                for (service, listener) in listeners {
-                    let app = app.clone();
-                    let handler = Rc::new(move |req| routes::handle(app.clone(), service, req));
-                    tokio::task::spawn_local(serve(
-                        listener,
-                        handler,
-                        shutdown.clone(),
-                        connections.clone(),
-                    ));
-                }
-                let mesh = app.mesh.clone();
-                let metrics = app.metrics.clone();
-                let shard_label = index.to_string();
-                let worker = tokio::task::spawn_local(async move {
-                    mesh.run_worker(index, shard, |shard| {
-                        after_turn(shard, &metrics, &shard_label)
-                    })
-                    .await;
-                });
-                if started.fetch_add(1, Ordering::AcqRel) + 1 == app.mesh.shards() {
-                    app.ready.store(true, Ordering::Release);
-                    app.metrics.ready.set(1);
-                    tracing::info!(shards = app.mesh.shards(), "ready");
-                }
-                let _ = shutdown.wait_for(|&s| s).await;
-                if !connections
-                    .wait_closed(Duration::from_millis(DRAIN_DEADLINE_MS))
-                    .await
-                {
-                    tracing::warn!(
-                        shard = index,
-                        open = connections.open(),
-                        "connections still open at the drain deadline"
-                    );
-                }
-                app.mesh.thread_done_serving();
-                let _ = worker.await;
-            }
+            let shutdown = shutdown_rx.clone();
+            let recovered_tx = recovered_tx.clone();
+            let recovery = Recovery {
+                fs: fs.clone(),
+                layout: layout.clone(),
+                store: store.clone(),
+                empty: Shard::new(
+                    app.policy.clone(),
+                    ReceiptSigner::new(&receipt_secret),
+                    unix_now_ms(),
+                ),
+            };
+            shard_thread(
+                index,
+                app,
+                listeners,
+                shutdown,
+                recovery,
+                recovered_tx,
+                tick_interval,
+            )
         })
         .map_err(StartError::Spawn)?;
         Ok(Server {
@@ -152,6 +193,56 @@ impl Server {
             app,
             shutdown,
             threads,
+            recovered,
+            ttl_ms,
+        })
+    }
+
+    /// Waits for every shard's recovery, rebuilds cut-off idempotency keys, and opens
+    /// for traffic.
+    pub fn wait_ready(&self) -> Result<(), StartError> {
+        let mut keyed = KeyedEvents::new();
+        for _ in 0..self.threads.len() {
+            let result = self
+                .recovered
+                .recv()
+                .expect("shard threads report their recovery");
+            merge_keyed(&mut keyed, result?);
+        }
+        let restored = self.restore_keys(keyed);
+        if restored > 0 {
+            tracing::warn!(
+                keys = restored,
+                "rebuilt idempotency keys whose completion a crash cut off"
+            );
+        }
+        self.app.ready.store(true, Ordering::Release);
+        self.app.metrics.ready.set(1);
+        tracing::info!(shards = self.app.mesh.shards(), "ready");
+        Ok(())
+    }
+
+    fn restore_keys(&self, keyed: KeyedEvents) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime builds");
+        let mesh = self.app.mesh.clone();
+        let ttl_ms = self.ttl_ms;
+        runtime.block_on(async move {
+            let mut restored = 0;
+            for (key, request) in keyed {
+                let home = liveops_engine::shard_of(&key, mesh.shards());
+                let response = recovered_response(&request);
+                let expires_ms = request.at_ms.saturating_add(ttl_ms);
+                let done = mesh
+                    .call_until_done(home, move |shard, now_ms| {
+                        shard.restore_key(key, request.fingerprint, response, expires_ms, now_ms)
+                    })
+                    .await;
+                restored += usize::from(done == Ok(true));
+            }
+            restored
         })
     }
 
@@ -173,32 +264,190 @@ impl Server {
     }
 }
 
-/// After each worker turn: hand the journal on, print audit records, refresh gauges.
-fn after_turn(shard: &mut Shard, metrics: &Metrics, shard_label: &str) {
-    // Acknowledgements are in memory until the write-ahead log takes the journal.
-    metrics
-        .records_applied
-        .inc_by(shard.take_journal().len() as u64);
-    let audit = shard.take_audit_outbox();
-    if !audit.is_empty() {
-        let mut out = std::io::stdout().lock();
-        for record in &audit {
-            let line = serde_json::to_vec(&AuditLine {
-                audit: true,
-                record,
-            })
-            .expect("audit records serialize");
-            let _ = out.write_all(&line);
-            let _ = out.write_all(b"\n");
-        }
-        let _ = out.flush();
+/// What a shard thread needs to recover its shard.
+struct Recovery {
+    fs: Arc<dyn FileSystem>,
+    layout: Layout,
+    store: StoreConfig,
+    /// A fresh shard to rebuild into.
+    empty: Shard,
+}
+
+async fn shard_thread(
+    index: usize,
+    app: Arc<App>,
+    listeners: Vec<(Service, std::net::TcpListener)>,
+    mut shutdown: watch::Receiver<bool>,
+    recovery: Recovery,
+    recovered_tx: mpsc::Sender<Result<KeyedEvents, StartError>>,
+    tick_interval: Duration,
+) {
+    let connections = Rc::new(Connections::default());
+    for (service, listener) in listeners {
+        let app = app.clone();
+        let handler = Rc::new(move |req| routes::handle(app.clone(), service, req));
+        tokio::task::spawn_local(serve(
+            listener,
+            handler,
+            shutdown.clone(),
+            connections.clone(),
+        ));
     }
-    metrics
-        .players
-        .with_label_values(&[shard_label])
-        .set(shard.players_len() as i64);
-    metrics
-        .idempotency_keys
-        .with_label_values(&[shard_label])
-        .set(shard.idempotency_keys() as i64);
+    // Recovery reads files: off this thread, so its connections get answers meanwhile.
+    let dir = recovery.layout.shard_dir(index);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let recovery_dir = dir.clone();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(ShardStore::recover(
+            recovery.fs,
+            &recovery_dir,
+            recovery.store,
+            recovery.empty,
+        ));
+    });
+    let worker = match done_rx.await.expect("the recovery thread answers") {
+        Ok(recovered) => {
+            let report = &recovered.report;
+            tracing::info!(
+                shard = index,
+                checkpoint_lsn = recovered.checkpoint_lsn,
+                replayed = report.records_replayed,
+                next_lsn = report.next_lsn,
+                players = recovered.shard.players_len(),
+                took_ms = recovered.took.as_millis() as u64,
+                "shard recovered"
+            );
+            if let Some(cut) = &report.torn_tail {
+                tracing::warn!(
+                    shard = index,
+                    "cut a torn tail (an unacknowledged write): {cut:?}"
+                );
+            }
+            if let Some(cut) = &report.corruption {
+                tracing::error!(
+                    shard = index,
+                    "RECOVERY_MODE=truncate cut corruption and what followed: {cut:?}"
+                );
+            }
+            let _ = recovered_tx.send(Ok(recovered.keyed));
+            let mut host = EngineHost {
+                index,
+                store: recovered.store,
+                app: app.clone(),
+                label: index.to_string(),
+                tick_interval,
+            };
+            let shard = recovered.shard;
+            let mesh = app.mesh.clone();
+            Some(tokio::task::spawn_local(async move {
+                mesh.run_worker(index, shard, &mut host).await
+            }))
+        }
+        Err(error) => {
+            let _ = recovered_tx.send(Err(StartError::Recovery {
+                shard: index,
+                dir,
+                error,
+            }));
+            None
+        }
+    };
+    let _ = shutdown.wait_for(|&s| s).await;
+    if !connections
+        .wait_closed(Duration::from_millis(DRAIN_DEADLINE_MS))
+        .await
+    {
+        tracing::warn!(
+            shard = index,
+            open = connections.open(),
+            "connections still open at the drain deadline"
+        );
+    }
+    app.mesh.thread_done_serving();
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+}
+
+/// The engine's side of a worker turn: the write-ahead log, audit output, gauges.
+struct EngineHost {
+    index: usize,
+    store: ShardStore,
+    app: Arc<App>,
+    label: String,
+    /// Fsync interval with batch durability, else the checkpoint check period.
+    tick_interval: Duration,
+}
+
+impl EngineHost {
+    /// A storage failure: this shard acknowledges nothing more, and the engine reports
+    /// itself not ready so an orchestrator replaces it.
+    fn fatal(&self, what: &str, error: &StoreError) {
+        tracing::error!(shard = self.index, dir = %self.store.dir().display(), "FATAL: {what} failed: {error}; the shard stops acknowledging");
+        self.app.ready.store(false, Ordering::Release);
+        self.app.metrics.ready.set(0);
+    }
+}
+
+impl TurnHost for EngineHost {
+    fn end_turn(&mut self, shard: &mut Shard) -> Result<(), ShardStopped> {
+        let journal = shard.take_journal();
+        if let Err(e) = self.store.commit(&journal) {
+            self.fatal("log commit", &e);
+            return Err(ShardStopped);
+        }
+        let metrics = &self.app.metrics;
+        metrics.records_applied.inc_by(journal.len() as u64);
+        // Audit lines only for what is durable.
+        let audit = shard.take_audit_outbox();
+        if !audit.is_empty() {
+            let mut out = std::io::stdout().lock();
+            for record in &audit {
+                let line = serde_json::to_vec(&AuditLine {
+                    audit: true,
+                    record,
+                })
+                .expect("audit records serialize");
+                let _ = out.write_all(&line);
+                let _ = out.write_all(b"\n");
+            }
+            let _ = out.flush();
+        }
+        metrics
+            .players
+            .with_label_values(&[&self.label])
+            .set(shard.players_len() as i64);
+        metrics
+            .idempotency_keys
+            .with_label_values(&[&self.label])
+            .set(shard.idempotency_keys() as i64);
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> Duration {
+        self.tick_interval
+    }
+
+    fn tick(&mut self, shard: &mut Shard) -> Result<(), ShardStopped> {
+        if let Err(e) = self.store.sync_if_due() {
+            self.fatal("interval fsync", &e);
+            return Err(ShardStopped);
+        }
+        if self.store.checkpoint_due() {
+            let started = Instant::now();
+            match self.store.checkpoint(shard) {
+                Ok(bytes) => tracing::info!(
+                    shard = self.index,
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written"
+                ),
+                Err(e) => {
+                    self.fatal("checkpoint", &e);
+                    return Err(ShardStopped);
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -145,7 +145,6 @@ async fn block_route(app: &App, raw_id: &str, req: Request<Incoming>) -> Outcome
         return Err(method_not_allowed(&[Method::POST, Method::DELETE]));
     }
     authorize(app, req.headers())?;
-    app.refuse_if_not_serving()?;
     let id = player_id(raw_id, "playerId")?;
     let shard = shard_of(&id, app.mesh.shards());
     if method == Method::DELETE {

@@ -41,7 +41,6 @@ pub(super) async fn route(
 
 async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     only(req.method(), Method::POST)?;
-    app.refuse_if_not_serving()?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, EVENTS_BODY_BYTES_MAX).await?;
     verify_signature(app, &parts.headers, &bytes)?;
@@ -270,7 +269,7 @@ async fn batch(
     }
     for (described, started) in pending {
         let outcomes: Result<Vec<EventOutcome>, MeshError> = match started {
-            Ok(rx) => rx.await.map_err(|_| MeshError::Stopped),
+            Ok(rx) => crate::mesh::finish(rx).await,
             Err(e) => Err(e),
         };
         match outcomes {

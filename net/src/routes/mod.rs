@@ -107,11 +107,15 @@ async fn route(
                 )
             }),
         ),
-        _ => match service {
-            Service::Gateway => gateway::route(app, &segments, req).await,
-            Service::Fairness => fairness::route(app, &segments, req).await,
-            Service::Leaderboard => leaderboard::route(app, &segments, req).await,
-            Service::Progression => progression::route(app, &segments, req).await,
+        // Until recovery is done (and once shutdown begins) no shard work is taken.
+        _ => match app.refuse_if_not_serving() {
+            Err(refusal) => ("refused", Err(refusal)),
+            Ok(()) => match service {
+                Service::Gateway => gateway::route(app, &segments, req).await,
+                Service::Fairness => fairness::route(app, &segments, req).await,
+                Service::Leaderboard => leaderboard::route(app, &segments, req).await,
+                Service::Progression => progression::route(app, &segments, req).await,
+            },
         },
     }
 }
@@ -168,5 +172,11 @@ fn mesh_error(e: MeshError) -> ApiError {
     match e {
         MeshError::Overloaded => ApiError::overloaded(),
         MeshError::Stopped => ApiError::shutting_down(),
+        MeshError::Failed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_failed",
+            "this shard stopped after a storage failure; nothing was applied",
+        )
+        .retry_after(60),
     }
 }

@@ -67,7 +67,6 @@ fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError>
 
 async fn claim(app: &App, req: Request<Incoming>) -> Outcome {
     only(req.method(), Method::POST)?;
-    app.refuse_if_not_serving()?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, REWARD_BODY_BYTES_MAX).await?;
     verify_signature(app, &parts.headers, &bytes)?;

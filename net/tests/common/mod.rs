@@ -23,6 +23,8 @@ pub struct Engine {
     /// Lines the engine printed on stderr (logs).
     pub stderr: Arc<Mutex<Vec<String>>>,
     pub dir: PathBuf,
+    /// Whether dropping the engine removes `dir` (not when a test restarts in it).
+    owns_dir: bool,
 }
 
 pub struct Response {
@@ -58,7 +60,7 @@ pub fn now_s() -> u64 {
         .as_secs()
 }
 
-fn temp_dir() -> PathBuf {
+pub fn temp_dir() -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -73,7 +75,20 @@ pub fn spawn(env: &[(&str, &str)]) -> Child {
     spawn_in(&temp_dir(), env)
 }
 
-pub fn spawn_in(dir: &PathBuf, env: &[(&str, &str)]) -> Child {
+/// Runs `liveops wal <command>` on `dir/data`: (exit code, stdout).
+pub fn wal_tool(dir: &std::path::Path, command: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_liveops"))
+        .args(["wal", command, "data"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+pub fn spawn_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_liveops"));
     cmd.current_dir(dir)
         .env_clear()
@@ -103,7 +118,14 @@ impl Engine {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Engine {
-        let dir = temp_dir();
+        let mut engine = Engine::start_in(&temp_dir(), env);
+        engine.owns_dir = true;
+        engine
+    }
+
+    /// Starts in `dir` (its `./data` is the data directory) and leaves it in place.
+    pub fn start_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Engine {
+        let dir = dir.to_path_buf();
         let mut child = spawn_in(&dir, env);
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -149,6 +171,7 @@ impl Engine {
             stdout,
             stderr,
             dir,
+            owns_dir: false,
         }
     }
 
@@ -216,6 +239,17 @@ impl Engine {
             .collect()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Sends `signal` and waits for the exit, at most `deadline`.
     pub fn stop(&mut self, signal: &str, deadline: Duration) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("running");
@@ -243,7 +277,9 @@ impl Drop for Engine {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

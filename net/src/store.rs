@@ -1,0 +1,275 @@
+//! One shard's durable storage: the engine's records in the shard's write-ahead log,
+//! checkpoints of its state, and recovery of both.
+//!
+//! * Each worker turn's journal is appended and committed as one group (one write, one
+//!   `fdatasync` with `DURABILITY=fsync`) before any reply of that turn is sent.
+//! * A checkpoint is the shard's [`Shard::snapshot`] records, each framed as
+//!   `kind u8 | len varint | payload`, in one checkpoint file; it is taken every
+//!   `checkpoint_records` records or `checkpoint_interval_ms`, whichever comes first, so
+//!   recovery replays at most that much log.
+//! * Recovery loads the newest valid checkpoint, then streams the log after it through
+//!   [`Shard::apply`]. Accepted events carrying an idempotency key are remembered
+//!   ([`KeyedEvents`]) so keys whose completion was cut off can be rebuilt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use liveops_engine::codec::{self, DecodeError, Reader, Writer};
+use liveops_engine::shard::{Record, Shard};
+use liveops_storage::{latest_checkpoint, FileSystem, RecoveryReport, Wal, WalOptions};
+
+/// Largest checkpoint payload this engine writes or reads.
+const CHECKPOINT_BYTES_MAX: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Storage(#[from] liveops_storage::Error),
+    #[error("{file}: record {lsn} does not decode: {source}")]
+    BadRecord {
+        file: PathBuf,
+        lsn: u64,
+        source: DecodeError,
+    },
+    #[error("{file}: checkpoint does not decode: {source}")]
+    BadCheckpoint { file: PathBuf, source: DecodeError },
+    #[error("checkpoint of {bytes} bytes exceeds {CHECKPOINT_BYTES_MAX}")]
+    CheckpointTooLarge { bytes: usize },
+    #[error("{path}: {message}")]
+    Layout { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub wal: WalOptions,
+    /// Records after which a checkpoint is taken.
+    pub checkpoint_records: u64,
+    /// Time after which a checkpoint is taken if anything changed.
+    pub checkpoint_interval_ms: u64,
+}
+
+/// Events of requests with an idempotency key, seen during recovery: key → what
+/// recovery knows of the request.
+pub type KeyedEvents = HashMap<String, KeyedRequest>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedRequest {
+    pub fingerprint: [u8; 32],
+    /// When its first event was accepted: the key's TTL runs from there.
+    pub at_ms: u64,
+    /// (index in the batch, player, event type) of each accepted event.
+    pub events: Vec<(u32, String, &'static str)>,
+}
+
+/// Notes a replayed record's idempotency key, if any.
+pub fn note_keyed(keyed: &mut KeyedEvents, record: &Record) {
+    if let Record::EventAccepted {
+        player,
+        event,
+        at_ms,
+        key: Some(k),
+        ..
+    } = record
+    {
+        let entry = keyed.entry(k.key.clone()).or_insert_with(|| KeyedRequest {
+            fingerprint: k.fingerprint,
+            at_ms: *at_ms,
+            events: Vec::new(),
+        });
+        entry.at_ms = entry.at_ms.min(*at_ms);
+        entry
+            .events
+            .push((k.index, player.clone(), event.type_name()));
+    }
+}
+
+/// What a recovery found.
+pub struct Recovered {
+    pub shard: Shard,
+    pub store: ShardStore,
+    pub report: RecoveryReport,
+    pub checkpoint_lsn: u64,
+    pub keyed: KeyedEvents,
+    pub took: Duration,
+}
+
+pub struct ShardStore {
+    wal: Wal,
+    config: StoreConfig,
+    /// Reused encode buffer: no allocation per record in steady state.
+    buf: Vec<u8>,
+    records_since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+impl ShardStore {
+    /// Rebuilds `shard` (fresh, empty) from `dir` and opens the log for appending.
+    pub fn recover(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: StoreConfig,
+        mut shard: Shard,
+    ) -> Result<Recovered, StoreError> {
+        let started = Instant::now();
+        let load = latest_checkpoint(&*fs, dir)?;
+        for skipped in &load.skipped {
+            tracing::warn!(dir = %dir.display(), "skipped an invalid checkpoint: {skipped:?}");
+        }
+        let mut checkpoint_lsn = 0;
+        if let Some(checkpoint) = &load.checkpoint {
+            decode_checkpoint(checkpoint.payload(), |record| shard.apply(record)).map_err(
+                |source| StoreError::BadCheckpoint {
+                    file: checkpoint.file.clone(),
+                    source,
+                },
+            )?;
+            checkpoint_lsn = checkpoint.lsn;
+        }
+        let mut keyed = KeyedEvents::new();
+        let mut recovery = Wal::recover(fs, dir, config.wal.clone(), checkpoint_lsn)?;
+        while let Some(raw) = recovery.next_record()? {
+            let record =
+                codec::decode(raw.kind, raw.payload).map_err(|source| StoreError::BadRecord {
+                    file: dir.to_path_buf(),
+                    lsn: raw.lsn,
+                    source,
+                })?;
+            note_keyed(&mut keyed, &record);
+            shard.apply(record);
+        }
+        let (wal, report) = recovery.finish()?;
+        // Replay re-applies records whose audit lines were printed in the previous run.
+        shard.take_audit_outbox();
+        let records_since_checkpoint = report.records_replayed;
+        Ok(Recovered {
+            shard,
+            store: ShardStore {
+                wal,
+                config,
+                buf: Vec::with_capacity(4096),
+                records_since_checkpoint,
+                last_checkpoint: Instant::now(),
+            },
+            report,
+            checkpoint_lsn,
+            keyed,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Appends `records` as one group and commits it. On error the log is poisoned and
+    /// nothing of the group may be acknowledged.
+    pub fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            self.buf.clear();
+            let kind = codec::encode(record, &mut self.buf);
+            self.wal.append(kind, &self.buf)?;
+        }
+        self.wal.commit()?;
+        self.records_since_checkpoint += records.len() as u64;
+        Ok(())
+    }
+
+    /// With batch durability: fsyncs if the interval has passed.
+    pub fn sync_if_due(&mut self) -> Result<(), StoreError> {
+        self.wal.sync_if_due(Instant::now())?;
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due.
+    pub fn checkpoint_due(&self) -> bool {
+        self.records_since_checkpoint >= self.config.checkpoint_records
+            || (self.records_since_checkpoint > 0
+                && self.last_checkpoint.elapsed()
+                    >= Duration::from_millis(self.config.checkpoint_interval_ms))
+    }
+
+    /// Writes a checkpoint of `shard` as of everything committed, then drops the log it
+    /// covers. Returns the checkpoint's size in bytes.
+    pub fn checkpoint(&mut self, shard: &Shard) -> Result<u64, StoreError> {
+        let payload = encode_checkpoint(shard)?;
+        let written = self.wal.checkpoint(self.wal.written_lsn(), &payload)?;
+        self.records_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(written.bytes)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.wal.dir()
+    }
+}
+
+/// A shard's state as a checkpoint payload.
+pub fn encode_checkpoint(shard: &Shard) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut payload = Vec::with_capacity(256);
+    for record in shard.snapshot() {
+        payload.clear();
+        let kind = codec::encode(&record, &mut payload);
+        out.push(kind);
+        Writer(&mut out).bytes(&payload);
+        if out.len() > CHECKPOINT_BYTES_MAX {
+            return Err(StoreError::CheckpointTooLarge { bytes: out.len() });
+        }
+    }
+    Ok(out)
+}
+
+/// Feeds each record of a checkpoint payload to `apply`, in order.
+pub fn decode_checkpoint(bytes: &[u8], mut apply: impl FnMut(Record)) -> Result<(), DecodeError> {
+    let mut reader = Reader::new(bytes);
+    while reader.remaining() > 0 {
+        let kind = reader.u8()?;
+        let payload = reader.bytes()?;
+        apply(codec::decode(kind, payload)?);
+    }
+    Ok(())
+}
+
+/// Adds another shard's keyed events to `into` (a batch may span shards).
+pub fn merge_keyed(into: &mut KeyedEvents, from: KeyedEvents) {
+    for (key, request) in from {
+        match into.get_mut(&key) {
+            Some(existing) => {
+                existing.at_ms = existing.at_ms.min(request.at_ms);
+                existing.events.extend(request.events);
+            }
+            None => {
+                into.insert(key, request);
+            }
+        }
+    }
+}
+
+/// The response a rebuilt key replays. The original response was never sent (the crash
+/// came first), so this one lists what the log proves was applied, marked `recovered`;
+/// events the log does not hold were not applied.
+pub fn recovered_response(request: &KeyedRequest) -> liveops_engine::idempotency::StoredResponse {
+    let mut events = request.events.clone();
+    events.sort_by_key(|(index, _, _)| *index);
+    let body = match events.as_slice() {
+        [(0, player, kind)] => serde_json::json!({
+            "status": "accepted", "playerId": player, "type": kind, "recovered": true,
+        }),
+        _ => serde_json::json!({
+            "accepted": events.len(),
+            "rejected": 0,
+            "recovered": true,
+            "results": events
+                .iter()
+                .map(|(index, player, kind)| serde_json::json!({
+                    "index": index, "status": 202, "playerId": player, "type": kind,
+                }))
+                .collect::<Vec<_>>(),
+        }),
+    };
+    liveops_engine::idempotency::StoredResponse {
+        status: 202,
+        body: serde_json::to_vec(&body).expect("JSON values serialize"),
+    }
+}
