@@ -56,6 +56,12 @@ fn wal(command: &str, data_dir: Option<&str>) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        // `liveops wal dump | head`: the reader has what it wanted.
+        Err(liveops_net::tools::ToolError::Output(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
