@@ -11,6 +11,7 @@
 //! * [`routes`] maps requests to shard work; [`http`] has the response and error shapes.
 //! * [`server`] assembles it all; [`metrics`] is the Prometheus registry.
 
+pub mod committer;
 pub mod config;
 pub mod http;
 pub mod layout;

@@ -9,9 +9,9 @@
 //!
 //! Local work goes through the same inbox as remote work, so every state change of a
 //! shard happens in its worker's turn. A job's answer is held until the end of the turn:
-//! the worker hands the turn's journal to its [`TurnHost`] (the write-ahead log, one
-//! group commit) and only when that succeeds are the answers sent. If it fails, every
-//! answer of the turn is an error and the shard takes no more work.
+//! the worker hands the turn's answers to its [`TurnHost`] (the write-ahead log), which
+//! sends them once the turn's changes are durable. If they cannot be made durable,
+//! every answer is an error and the shard takes no more work.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,19 +27,16 @@ pub type Reply = Box<dyn FnOnce(Result<(), MeshError>) + Send>;
 /// returns the answer to send when the turn ends.
 pub type Job = Box<dyn FnOnce(&mut Shard, u64) -> Reply + Send>;
 
-/// A [`TurnHost`] could not make a turn durable; it has logged why. The shard stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardStopped;
-
 /// What a worker needs around its turns; the engine's is the write-ahead log.
 pub trait TurnHost {
-    /// Makes the changes of the turn that just ran durable (the shard's journal). An
-    /// error stops the shard: the turn's answers fail and no more jobs are taken.
-    fn end_turn(&mut self, shard: &mut Shard) -> Result<(), ShardStopped>;
+    /// Ends a turn: makes its changes (the shard's journal) durable, then sends every
+    /// reply exactly once, in turn order: `Ok` once durable, `Err(Failed)` if that
+    /// failed. On failure the host calls [`Mesh::fail`] so the shard takes no more work.
+    fn end_turn(&mut self, shard: &mut Shard, replies: Vec<Reply>);
     /// How often [`TurnHost::tick`] runs.
     fn tick_interval(&self) -> Duration;
-    /// Periodic work between turns (interval fsync, checkpoints). An error stops the shard.
-    fn tick(&mut self, shard: &mut Shard) -> Result<(), ShardStopped>;
+    /// Periodic work between turns (interval fsync, checkpoints).
+    fn tick(&mut self, shard: &mut Shard);
 }
 
 /// Jobs a worker runs before it yields to the connections on its thread: keeps a busy
@@ -206,10 +203,8 @@ impl Mesh {
             }
             let full_turn = replies.len() == TURN_JOBS_MAX;
             if !replies.is_empty() {
-                let outcome = self.end_turn(index, &mut shard, host);
-                for reply in replies.drain(..) {
-                    reply(outcome);
-                }
+                let turn = std::mem::replace(&mut replies, Vec::with_capacity(TURN_JOBS_MAX));
+                self.end_turn(index, &mut shard, host, turn);
             }
             if full_turn {
                 tokio::task::yield_now().await;
@@ -228,11 +223,9 @@ impl Mesh {
                     if now_ms >= housekeeping_ms + HOUSEKEEPING_INTERVAL_MS {
                         housekeeping_ms = now_ms;
                         shard.tick(now_ms);
-                        let _ = self.end_turn(index, &mut shard, host);
+                        self.end_turn(index, &mut shard, host, Vec::new());
                     }
-                    if host.tick(&mut shard).is_err() {
-                        self.fail(index);
-                    }
+                    host.tick(&mut shard);
                 }
             }
         }
@@ -243,18 +236,19 @@ impl Mesh {
         index: usize,
         shard: &mut Shard,
         host: &mut impl TurnHost,
-    ) -> Result<(), MeshError> {
+        replies: Vec<Reply>,
+    ) {
         if self.inboxes[index].failed.load(Ordering::Acquire) {
-            return Err(MeshError::Failed);
+            for reply in replies {
+                reply(Err(MeshError::Failed));
+            }
+            return;
         }
-        host.end_turn(shard).map_err(|ShardStopped| {
-            self.fail(index);
-            MeshError::Failed
-        })
+        host.end_turn(shard, replies);
     }
 
     /// Stops shard `index` from taking work after a storage failure.
-    fn fail(&self, index: usize) {
+    pub fn fail(&self, index: usize) {
         self.inboxes[index].failed.store(true, Ordering::Release);
     }
 
@@ -313,18 +307,23 @@ mod tests {
 
     /// A host whose log accepts `commits_ok` turns, then fails like a failed fsync.
     struct FlakyLog {
+        mesh: Arc<Mesh>,
         commits_ok: usize,
         turns: usize,
     }
 
     impl TurnHost for FlakyLog {
-        fn end_turn(&mut self, shard: &mut Shard) -> Result<(), ShardStopped> {
+        fn end_turn(&mut self, shard: &mut Shard, replies: Vec<Reply>) {
             shard.take_journal();
             self.turns += 1;
-            if self.turns > self.commits_ok {
-                Err(ShardStopped)
+            let outcome = if self.turns > self.commits_ok {
+                self.mesh.fail(0);
+                Err(MeshError::Failed)
             } else {
                 Ok(())
+            };
+            for reply in replies {
+                reply(outcome);
             }
         }
 
@@ -332,9 +331,7 @@ mod tests {
             Duration::from_secs(3600)
         }
 
-        fn tick(&mut self, _: &mut Shard) -> Result<(), ShardStopped> {
-            Ok(())
-        }
+        fn tick(&mut self, _: &mut Shard) {}
     }
 
     fn run(test: impl std::future::Future<Output = ()>) {
@@ -357,6 +354,7 @@ mod tests {
             let worker_mesh = mesh.clone();
             let worker = tokio::task::spawn_local(async move {
                 let mut host = FlakyLog {
+                    mesh: worker_mesh.clone(),
                     commits_ok: 1,
                     turns: 0,
                 };

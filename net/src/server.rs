@@ -8,7 +8,6 @@
 //! back, keys whose completion a crash cut off are rebuilt on their home shards, and
 //! only then is the engine ready.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -17,19 +16,18 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::committer::{Committer, CommitterConfig};
 use crate::config::{Config, Durability, RecoveryMode, Service};
 use crate::layout::{self, Layout};
-use crate::mesh::{unix_now_ms, Mesh, ShardStopped, TurnHost};
+use crate::mesh::{unix_now_ms, Mesh};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
 use crate::runtime::{bind_reuseport, serve, spawn_cores, Connections};
 use crate::store::{
     merge_keyed, recovered_response, KeyedEvents, ShardStore, StoreConfig, StoreError,
 };
-use liveops_engine::fairness::AuditRecord;
 use liveops_engine::shard::Shard;
 use liveops_engine::signing::{ReceiptSigner, Signer};
 use liveops_storage::{FileSystem, StdFs, WalOptions};
@@ -69,14 +67,6 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     recovered: mpsc::Receiver<Result<KeyedEvents, StartError>>,
     ttl_ms: u64,
-}
-
-/// An audit record as one stdout line; `audit: true` lets log shippers pick them out.
-#[derive(Serialize)]
-struct AuditLine<'a> {
-    audit: bool,
-    #[serde(flatten)]
-    record: &'a AuditRecord,
 }
 
 fn store_config(config: &Config) -> StoreConfig {
@@ -158,9 +148,14 @@ impl Server {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (recovered_tx, recovered) = mpsc::channel();
-        let tick_interval = match config.durability {
-            Durability::Fsync => Duration::from_millis(TICK_INTERVAL_FSYNC_MS),
-            Durability::Batch => Duration::from_millis(config.fsync_interval_ms),
+        let committer = CommitterConfig {
+            tick_interval: match config.durability {
+                Durability::Fsync => Duration::from_millis(TICK_INTERVAL_FSYNC_MS),
+                Durability::Batch => Duration::from_millis(config.fsync_interval_ms),
+            },
+            checkpoint_records: config.checkpoint_records,
+            checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
+            interval_sync: config.durability == Durability::Batch,
         };
         let thread_app = app.clone();
         let threads = spawn_cores("shard", per_thread, move |index, listeners| {
@@ -184,7 +179,7 @@ impl Server {
                 shutdown,
                 recovery,
                 recovered_tx,
-                tick_interval,
+                committer.clone(),
             )
         })
         .map_err(StartError::Spawn)?;
@@ -280,7 +275,7 @@ async fn shard_thread(
     mut shutdown: watch::Receiver<bool>,
     recovery: Recovery,
     recovered_tx: mpsc::Sender<Result<KeyedEvents, StartError>>,
-    tick_interval: Duration,
+    committer: CommitterConfig,
 ) {
     let connections = Rc::new(Connections::default());
     for (service, listener) in listeners {
@@ -329,19 +324,20 @@ async fn shard_thread(
                     "RECOVERY_MODE=truncate cut corruption and what followed: {cut:?}"
                 );
             }
-            let _ = recovered_tx.send(Ok(recovered.keyed));
-            let mut host = EngineHost {
-                index,
-                store: recovered.store,
-                app: app.clone(),
-                label: index.to_string(),
-                tick_interval,
-            };
-            let shard = recovered.shard;
-            let mesh = app.mesh.clone();
-            Some(tokio::task::spawn_local(async move {
-                mesh.run_worker(index, shard, &mut host).await
-            }))
+            match Committer::start(index, recovered.store, app.clone(), committer) {
+                Ok(mut committer) => {
+                    let _ = recovered_tx.send(Ok(recovered.keyed));
+                    let shard = recovered.shard;
+                    let mesh = app.mesh.clone();
+                    Some(tokio::task::spawn_local(async move {
+                        mesh.run_worker(index, shard, &mut committer).await
+                    }))
+                }
+                Err(e) => {
+                    let _ = recovered_tx.send(Err(StartError::Spawn(e)));
+                    None
+                }
+            }
         }
         Err(error) => {
             let _ = recovered_tx.send(Err(StartError::Recovery {
@@ -366,88 +362,5 @@ async fn shard_thread(
     app.mesh.thread_done_serving();
     if let Some(worker) = worker {
         let _ = worker.await;
-    }
-}
-
-/// The engine's side of a worker turn: the write-ahead log, audit output, gauges.
-struct EngineHost {
-    index: usize,
-    store: ShardStore,
-    app: Arc<App>,
-    label: String,
-    /// Fsync interval with batch durability, else the checkpoint check period.
-    tick_interval: Duration,
-}
-
-impl EngineHost {
-    /// A storage failure: this shard acknowledges nothing more, and the engine reports
-    /// itself not ready so an orchestrator replaces it.
-    fn fatal(&self, what: &str, error: &StoreError) {
-        tracing::error!(shard = self.index, dir = %self.store.dir().display(), "FATAL: {what} failed: {error}; the shard stops acknowledging");
-        self.app.ready.store(false, Ordering::Release);
-        self.app.metrics.ready.set(0);
-    }
-}
-
-impl TurnHost for EngineHost {
-    fn end_turn(&mut self, shard: &mut Shard) -> Result<(), ShardStopped> {
-        let journal = shard.take_journal();
-        if let Err(e) = self.store.commit(&journal) {
-            self.fatal("log commit", &e);
-            return Err(ShardStopped);
-        }
-        let metrics = &self.app.metrics;
-        metrics.records_applied.inc_by(journal.len() as u64);
-        // Audit lines only for what is durable.
-        let audit = shard.take_audit_outbox();
-        if !audit.is_empty() {
-            let mut out = std::io::stdout().lock();
-            for record in &audit {
-                let line = serde_json::to_vec(&AuditLine {
-                    audit: true,
-                    record,
-                })
-                .expect("audit records serialize");
-                let _ = out.write_all(&line);
-                let _ = out.write_all(b"\n");
-            }
-            let _ = out.flush();
-        }
-        metrics
-            .players
-            .with_label_values(&[&self.label])
-            .set(shard.players_len() as i64);
-        metrics
-            .idempotency_keys
-            .with_label_values(&[&self.label])
-            .set(shard.idempotency_keys() as i64);
-        Ok(())
-    }
-
-    fn tick_interval(&self) -> Duration {
-        self.tick_interval
-    }
-
-    fn tick(&mut self, shard: &mut Shard) -> Result<(), ShardStopped> {
-        if let Err(e) = self.store.sync_if_due() {
-            self.fatal("interval fsync", &e);
-            return Err(ShardStopped);
-        }
-        if self.store.checkpoint_due() {
-            let started = Instant::now();
-            match self.store.checkpoint(shard) {
-                Ok(bytes) => tracing::info!(
-                    shard = self.index,
-                    bytes,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "checkpoint written"
-                ),
-                Err(e) => {
-                    self.fatal("checkpoint", &e);
-                    return Err(ShardStopped);
-                }
-            }
-        }
-        Ok(())
     }
 }

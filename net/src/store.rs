@@ -192,8 +192,13 @@ impl ShardStore {
     /// Writes a checkpoint of `shard` as of everything committed, then drops the log it
     /// covers. Returns the checkpoint's size in bytes.
     pub fn checkpoint(&mut self, shard: &Shard) -> Result<u64, StoreError> {
-        let payload = encode_checkpoint(shard)?;
-        let written = self.wal.checkpoint(self.wal.written_lsn(), &payload)?;
+        self.write_checkpoint(&encode_checkpoint(shard)?)
+    }
+
+    /// Writes `payload` (a shard's state as of everything committed so far) as a
+    /// checkpoint, then drops the log it covers. Returns its size in bytes.
+    pub fn write_checkpoint(&mut self, payload: &[u8]) -> Result<u64, StoreError> {
+        let written = self.wal.checkpoint(self.wal.written_lsn(), payload)?;
         self.records_since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Ok(written.bytes)

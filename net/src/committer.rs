@@ -1,0 +1,278 @@
+//! Pipelined group commit: the shard thread keeps working while its previous turns are
+//! written and fsynced.
+//!
+//! Each shard has a flusher thread that owns its [`ShardStore`]. At the end of a turn
+//! the shard thread hands over the turn's journal, its audit records and its answers,
+//! and goes on with the next turn. The flusher takes every turn that queued up while it
+//! was busy, commits them as one group (one write, one `fdatasync`), then prints their
+//! audit lines and sends their answers, in order. So an answer — a read included —
+//! leaves only after everything before it in the shard is durable, and the shard thread
+//! never waits on the disk: fsync latency bounds latency, not throughput.
+//!
+//! A failed commit or fsync is fatal for the shard: [`Mesh::fail`] stops it taking work,
+//! the engine turns not ready, and every answer not yet sent is an error.
+
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::mesh::{MeshError, Reply, TurnHost};
+use crate::routes::App;
+use crate::store::{encode_checkpoint, ShardStore, StoreError};
+use liveops_engine::fairness::AuditRecord;
+use liveops_engine::shard::{Record, Shard};
+
+/// Turns queued for the flusher before the shard thread waits (back-pressure from
+/// the disk instead of unbounded memory).
+const FLUSH_QUEUE_TURNS_MAX: usize = 1024;
+/// Turns the flusher merges into one group commit at most.
+const MERGE_TURNS_MAX: usize = 256;
+
+enum FlushJob {
+    Turn {
+        records: Vec<Record>,
+        audit: Vec<AuditRecord>,
+        replies: Vec<Reply>,
+    },
+    /// A checkpoint of the state after every turn sent before it.
+    Checkpoint(Vec<u8>),
+    /// With batch durability: fsync if the interval has passed.
+    Sync,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    /// Checks checkpoints (and, with batch durability, syncs) this often.
+    pub tick_interval: Duration,
+    pub checkpoint_records: u64,
+    pub checkpoint_interval: Duration,
+    /// Batch durability: ask the flusher to sync on every tick.
+    pub interval_sync: bool,
+}
+
+/// The shard thread's side; implements [`TurnHost`].
+pub struct Committer {
+    index: usize,
+    jobs: Option<SyncSender<FlushJob>>,
+    flusher: Option<JoinHandle<()>>,
+    app: Arc<App>,
+    label: String,
+    config: CommitterConfig,
+    records_since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+impl Committer {
+    pub fn start(
+        index: usize,
+        store: ShardStore,
+        app: Arc<App>,
+        config: CommitterConfig,
+    ) -> std::io::Result<Committer> {
+        let (jobs, queue) = sync_channel(FLUSH_QUEUE_TURNS_MAX);
+        let flusher_app = app.clone();
+        let flusher = std::thread::Builder::new()
+            .name(format!("flush-{index}"))
+            .spawn(move || flush_loop(index, store, queue, flusher_app))?;
+        Ok(Committer {
+            index,
+            jobs: Some(jobs),
+            flusher: Some(flusher),
+            app,
+            label: index.to_string(),
+            config,
+            records_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+        })
+    }
+
+    fn send(&self, job: FlushJob) {
+        let jobs = self.jobs.as_ref().expect("open until dropped");
+        // The flusher is gone only after a panic; answer rather than hang callers.
+        if let Err(std::sync::mpsc::SendError(FlushJob::Turn { replies, .. })) = jobs.send(job) {
+            fail_all(replies);
+        }
+    }
+}
+
+impl TurnHost for Committer {
+    fn end_turn(&mut self, shard: &mut Shard, replies: Vec<Reply>) {
+        let records = shard.take_journal();
+        self.records_since_checkpoint += records.len() as u64;
+        let audit = shard.take_audit_outbox();
+        let metrics = &self.app.metrics;
+        metrics
+            .players
+            .with_label_values(&[&self.label])
+            .set(shard.players_len() as i64);
+        metrics
+            .idempotency_keys
+            .with_label_values(&[&self.label])
+            .set(shard.idempotency_keys() as i64);
+        if records.is_empty() && audit.is_empty() && replies.is_empty() {
+            return;
+        }
+        self.send(FlushJob::Turn {
+            records,
+            audit,
+            replies,
+        });
+    }
+
+    fn tick_interval(&self) -> Duration {
+        self.config.tick_interval
+    }
+
+    fn tick(&mut self, shard: &mut Shard) {
+        if self.config.interval_sync {
+            self.send(FlushJob::Sync);
+        }
+        let due = self.records_since_checkpoint >= self.config.checkpoint_records
+            || (self.records_since_checkpoint > 0
+                && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
+        if !due {
+            return;
+        }
+        let started = Instant::now();
+        match encode_checkpoint(shard) {
+            Ok(payload) => {
+                tracing::info!(
+                    shard = self.index,
+                    bytes = payload.len(),
+                    encode_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint encoded"
+                );
+                self.send(FlushJob::Checkpoint(payload));
+            }
+            Err(e) => tracing::error!(shard = self.index, "checkpoint skipped: {e}"),
+        }
+        self.records_since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+    }
+}
+
+impl Drop for Committer {
+    /// Lets the flusher finish every queued turn before the shard thread exits.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+fn fail_all(replies: Vec<Reply>) {
+    for reply in replies {
+        reply(Err(MeshError::Failed));
+    }
+}
+
+/// An audit record as one stdout line; `audit: true` lets log shippers pick them out.
+#[derive(Serialize)]
+struct AuditLine<'a> {
+    audit: bool,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+}
+
+fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, app: Arc<App>) {
+    let mut failed = false;
+    let fatal = |what: &str, e: &StoreError, store: &ShardStore| {
+        tracing::error!(shard = index, dir = %store.dir().display(), "FATAL: {what} failed: {e}; the shard stops acknowledging");
+        app.mesh.fail(index);
+        app.ready.store(false, std::sync::atomic::Ordering::Release);
+        app.metrics.ready.set(0);
+    };
+    let mut next = queue.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            FlushJob::Turn {
+                mut records,
+                mut audit,
+                mut replies,
+            } => {
+                // Merge every turn that queued up meanwhile into this group.
+                for _ in 1..MERGE_TURNS_MAX {
+                    match queue.try_recv() {
+                        Ok(FlushJob::Turn {
+                            records: r,
+                            audit: a,
+                            replies: p,
+                        }) => {
+                            records.extend(r);
+                            audit.extend(a);
+                            replies.extend(p);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if !failed {
+                    if let Err(e) = store.commit(&records) {
+                        fatal("log commit", &e, &store);
+                        failed = true;
+                    }
+                }
+                if failed {
+                    fail_all(replies);
+                } else {
+                    app.metrics.records_applied.inc_by(records.len() as u64);
+                    print_audit(&audit);
+                    for reply in replies {
+                        reply(Ok(()));
+                    }
+                }
+            }
+            FlushJob::Checkpoint(payload) if !failed => {
+                let started = Instant::now();
+                match store.write_checkpoint(&payload) {
+                    Ok(bytes) => tracing::info!(
+                        shard = index,
+                        bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "checkpoint written"
+                    ),
+                    Err(e) => {
+                        fatal("checkpoint", &e, &store);
+                        failed = true;
+                    }
+                }
+            }
+            FlushJob::Sync if !failed => {
+                if let Err(e) = store.sync_if_due() {
+                    fatal("interval fsync", &e, &store);
+                    failed = true;
+                }
+            }
+            FlushJob::Checkpoint(_) | FlushJob::Sync => {}
+        }
+        if next.is_none() {
+            next = queue.recv().ok();
+        }
+    }
+}
+
+/// Audit lines go out only for durable records.
+fn print_audit(audit: &[AuditRecord]) {
+    if audit.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    for record in audit {
+        let line = serde_json::to_vec(&AuditLine {
+            audit: true,
+            record,
+        })
+        .expect("audit records serialize");
+        let _ = out.write_all(&line);
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
