@@ -276,3 +276,108 @@ fn print_audit(audit: &[AuditRecord]) {
     }
     let _ = out.flush();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::{unix_now_ms, Mesh};
+    use crate::metrics::Metrics;
+    use crate::store::StoreConfig;
+    use liveops_engine::event::{Event, EventKind};
+    use liveops_engine::policy::Policy;
+    use liveops_engine::signing::{ReceiptSigner, Signer};
+    use liveops_storage::fault::{Fault, FaultFs};
+    use liveops_storage::WalOptions;
+    use std::path::Path;
+
+    fn app() -> Arc<App> {
+        Arc::new(App {
+            mesh: Mesh::new(1, 64),
+            metrics: Arc::new(Metrics::new()),
+            signer: Signer::new(&[1; 32]),
+            receipts: ReceiptSigner::new(&[2; 32]),
+            policy: Policy::default(),
+            lb_topn: 100,
+            admin_token: None,
+            ready: std::sync::atomic::AtomicBool::new(true),
+            shutting_down: Default::default(),
+        })
+    }
+
+    fn event(player: &str) -> Event {
+        Event {
+            player_id: player.into(),
+            ts: 1,
+            kind: EventKind::Progression {
+                delta_xp: 5,
+                activity: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_stops_the_shard_and_fails_its_answers() {
+        let fs = FaultFs::new(7);
+        let config = StoreConfig {
+            wal: WalOptions::default(),
+            checkpoint_records: 1_000_000,
+            checkpoint_interval_ms: 3_600_000,
+        };
+        let empty = Shard::new(
+            Policy::default(),
+            ReceiptSigner::new(&[2; 32]),
+            unix_now_ms(),
+        );
+        let recovered =
+            ShardStore::recover(Arc::new(fs.clone()), Path::new("/shard-0"), config, empty)
+                .unwrap();
+        let app = app();
+        let committer_config = CommitterConfig {
+            tick_interval: Duration::from_secs(3600),
+            checkpoint_records: 1_000_000,
+            checkpoint_interval: Duration::from_secs(3600),
+            interval_sync: false,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let mut committer =
+                Committer::start(0, recovered.store, app.clone(), committer_config).unwrap();
+            let mesh = app.mesh.clone();
+            let worker = tokio::task::spawn_local(async move {
+                mesh.run_worker(0, recovered.shard, &mut committer).await;
+            });
+            let first = app
+                .mesh
+                .call(0, |s, now| s.submit_event(event("durable"), None, now))
+                .await;
+            assert!(first.is_ok(), "a healthy log acknowledges");
+            fs.inject(Fault::SyncError);
+            let second = app
+                .mesh
+                .call(0, |s, now| s.submit_event(event("lost"), None, now))
+                .await;
+            assert_eq!(
+                second.err(),
+                Some(MeshError::Failed),
+                "no acknowledgement without fsync"
+            );
+            assert!(app.mesh.any_failed());
+            assert!(
+                !app.ready.load(std::sync::atomic::Ordering::Acquire),
+                "the engine reports itself not ready"
+            );
+            let third = app.mesh.call(0, |s, _| s.players_len()).await;
+            assert_eq!(
+                third.err(),
+                Some(MeshError::Failed),
+                "and takes no more work, not even reads"
+            );
+            app.mesh.thread_done_serving();
+            worker.await.unwrap();
+        });
+    }
+}
