@@ -139,7 +139,13 @@ impl ShardStore {
             note_keyed(&mut keyed, &record);
             shard.apply(record);
         }
-        let (wal, report) = recovery.finish()?;
+        let (mut wal, report) = recovery.finish()?;
+        if load.checkpoint.is_none() && report.records_replayed == 0 {
+            // A new shard directory starts with a checkpoint of the empty shard: it
+            // records the periods the boards start in, so a later replay of this log
+            // rebuilds them in those periods rather than in the restart's.
+            wal.checkpoint(wal.written_lsn(), &encode_checkpoint(&shard)?)?;
+        }
         // Replay re-applies records whose audit lines were printed in the previous run.
         shard.take_audit_outbox();
         let records_since_checkpoint = report.records_replayed;
@@ -168,7 +174,17 @@ impl ShardStore {
         for record in records {
             self.buf.clear();
             let kind = codec::encode(record, &mut self.buf);
-            self.wal.append(kind, &self.buf)?;
+            match self.wal.append(kind, &self.buf) {
+                // More than one log group holds: write it as several, each durable
+                // before any answer goes out.
+                Err(liveops_storage::Error::GroupFull { .. }) => {
+                    self.wal.commit()?;
+                    self.wal.append(kind, &self.buf)?;
+                }
+                appended => {
+                    appended?;
+                }
+            }
         }
         self.wal.commit()?;
         self.records_since_checkpoint += records.len() as u64;
@@ -276,5 +292,63 @@ pub fn recovered_response(request: &KeyedRequest) -> liveops_engine::idempotency
     liveops_engine::idempotency::StoredResponse {
         status: 202,
         body: serde_json::to_vec(&body).expect("JSON values serialize"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use liveops_engine::event::{Event, EventKind};
+    use liveops_engine::policy::Policy;
+    use liveops_engine::signing::ReceiptSigner;
+    use liveops_storage::fault::FaultFs;
+
+    fn empty() -> Shard {
+        let policy = Policy {
+            rate_limit_per_s: 1_000_000,
+            ..Policy::default()
+        };
+        Shard::new(policy, ReceiptSigner::new(&[3; 32]), 1_795_521_600_000)
+    }
+
+    #[test]
+    fn a_group_larger_than_the_log_allows_is_written_as_several() {
+        let fs: Arc<dyn FileSystem> = Arc::new(FaultFs::new(1));
+        let dir = Path::new("/shard-0");
+        let wal = WalOptions {
+            group_bytes_max: 4096,
+            segment_bytes_max: 64 * 1024,
+            ..WalOptions::default()
+        };
+        let config = StoreConfig {
+            wal,
+            checkpoint_records: u64::MAX,
+            checkpoint_interval_ms: u64::MAX,
+        };
+        let Recovered {
+            mut shard,
+            mut store,
+            ..
+        } = ShardStore::recover(fs.clone(), dir, config.clone(), empty()).unwrap();
+        for i in 0..500u64 {
+            let event = Event {
+                player_id: format!("player_{i}"),
+                ts: 1,
+                kind: EventKind::Progression {
+                    delta_xp: 1 + i,
+                    activity: None,
+                },
+            };
+            shard.submit_event(event, None, 1_795_521_600_000 + i);
+        }
+        let journal = shard.take_journal();
+        assert!(journal.len() == 500);
+        store
+            .commit(&journal)
+            .expect("an oversized group is split, not refused");
+        drop(store);
+        let recovered = ShardStore::recover(fs, dir, config, empty()).unwrap();
+        assert_eq!(recovered.report.records_replayed, 500);
+        assert_eq!(recovered.shard.players_len(), 500);
     }
 }
