@@ -263,6 +263,56 @@ impl Player {
     }
 }
 
+/// The shard's players: a dense `Vec` (what each player costs is its own size, with no
+/// empty buckets around it) and a map from id to position. A `HashMap<id, Player>` at
+/// half a million players sits in a table of a million buckets of ~200 bytes each; the
+/// index map's buckets are 24 bytes. Players are never removed, so positions are stable.
+#[derive(Default)]
+struct PlayerTable {
+    index: HashMap<Arc<str>, u32>,
+    players: Vec<Player>,
+}
+
+impl PlayerTable {
+    fn len(&self) -> usize {
+        self.players.len()
+    }
+
+    fn get(&self, id: &str) -> Option<&Player> {
+        self.index.get(id).map(|&i| &self.players[i as usize])
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Player> {
+        self.index.get(id).map(|&i| &mut self.players[i as usize])
+    }
+
+    /// The shared id of a known player.
+    fn id_of(&self, id: &str) -> Option<&Arc<str>> {
+        self.index.get_key_value(id).map(|(k, _)| k)
+    }
+
+    /// Adds a player not yet in the table.
+    fn insert(&mut self, player: Player) {
+        let position =
+            u32::try_from(self.players.len()).expect("fewer than 2^32 players per shard");
+        let previous = self.index.insert(player.id.clone(), position);
+        debug_assert!(previous.is_none(), "players are inserted once");
+        self.players.push(player);
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Player> {
+        self.players.iter()
+    }
+}
+
+impl std::ops::Index<&str> for PlayerTable {
+    type Output = Player;
+
+    fn index(&self, id: &str) -> &Player {
+        self.get(id).expect("a known player")
+    }
+}
+
 /// What happened to one submitted event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventOutcome {
@@ -352,7 +402,7 @@ const PLAYER_AUDIT_RECENT_MAX: usize = 20;
 pub struct Shard {
     policy: Policy,
     receipts: ReceiptSigner,
-    players: HashMap<Arc<str>, Player>,
+    players: PlayerTable,
     /// One board per configured window, in `policy.windows` order.
     boards: Vec<Board>,
     /// Players with a block, active or not yet expired by `tick`.
@@ -376,7 +426,7 @@ impl Shard {
         Shard {
             policy,
             receipts,
-            players: HashMap::new(),
+            players: PlayerTable::default(),
             boards,
             blocked: BTreeSet::new(),
             scores: ScoreModel::default(),
@@ -405,7 +455,7 @@ impl Shard {
         if let Some(rejection) = self.guard_admission(&id, now_ms) {
             return EventOutcome::Rejected(rejection);
         }
-        let player = &self.players[&id];
+        let player = &self.players[&*id];
         if let Some(rejection) = self.check_player_limits(player, &event.kind) {
             return EventOutcome::Rejected(rejection);
         }
@@ -445,7 +495,7 @@ impl Shard {
             z,
             key,
         });
-        let player = &self.players[&id];
+        let player = &self.players[&*id];
         EventOutcome::Accepted {
             xp: player.xp,
             level: level_of(player.xp),
@@ -455,25 +505,25 @@ impl Shard {
 
     /// Finds or admits the player, within `players_max`.
     fn player_entry(&mut self, player_id: &str) -> Option<Arc<str>> {
-        if let Some((id, _)) = self.players.get_key_value(player_id) {
+        if let Some(id) = self.players.id_of(player_id) {
             return Some(id.clone());
         }
         if self.players.len() >= self.policy.players_max {
             return None;
         }
         let id: Arc<str> = Arc::from(player_id);
-        self.players.insert(id.clone(), Player::new(id.clone()));
+        self.players.insert(Player::new(id.clone()));
         Some(id)
     }
 
     /// Finds or inserts the player regardless of `players_max`: `apply` must not fail,
     /// the limit was enforced when the record was decided.
     fn ensure_player(&mut self, player_id: &str) -> Arc<str> {
-        if let Some((id, _)) = self.players.get_key_value(player_id) {
+        if let Some(id) = self.players.id_of(player_id) {
             return id.clone();
         }
         let id: Arc<str> = Arc::from(player_id);
-        self.players.insert(id.clone(), Player::new(id.clone()));
+        self.players.insert(Player::new(id.clone()));
         id
     }
 
@@ -583,12 +633,12 @@ impl Shard {
         item: &str,
         now_ms: u64,
     ) -> Result<Receipt, ClaimError> {
-        let Some((id, _)) = self.players.get_key_value(player_id) else {
+        let Some(id) = self.players.id_of(player_id) else {
             return Err(ClaimError::NotEarned);
         };
         let id = id.clone();
         self.expire_block(&id, now_ms);
-        let player = &self.players[&id];
+        let player = &self.players[&*id];
         if let Some(block) = player.guard.active_block(now_ms) {
             return Err(ClaimError::Blocked {
                 until_ms: block.until_ms,
@@ -683,7 +733,7 @@ impl Shard {
             .blocked
             .iter()
             .filter(|id| {
-                self.players[*id]
+                self.players[&**id]
                     .guard
                     .block
                     .as_ref()
@@ -1119,7 +1169,7 @@ impl Shard {
         self.blocked
             .iter()
             .filter_map(|id| {
-                let block = self.players[id].guard.active_block(now_ms)?;
+                let block = self.players[&**id].guard.active_block(now_ms)?;
                 Some(BlockedView {
                     player_id: id.to_string(),
                     until: block.until_ms / 1000,
@@ -1487,7 +1537,7 @@ mod tests {
                 out += &format!("closed {} {:?}\n", closed.name, closed.entries);
             }
         }
-        let mut players: Vec<&Arc<str>> = s.players.keys().collect();
+        let mut players: Vec<&Arc<str>> = s.players.values().map(|p| &p.id).collect();
         players.sort();
         for p in players {
             out += &format!(
@@ -1597,7 +1647,7 @@ mod tests {
                 assert_eq!(merged, entries, "{kind} {name}");
             }
         }
-        for (id, _) in original.players.iter() {
+        for id in original.players.values().map(|p| &p.id) {
             let owner = &resharded[crate::shard_of(id, 3)];
             assert_eq!(
                 serde_json::to_string(&original.progress(id)).unwrap(),
