@@ -26,15 +26,25 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// Open connections one thread serves at most; more are closed on accept, so a
 /// connection flood cannot exhaust memory or file descriptors.
 pub const CONNECTIONS_PER_THREAD_MAX: usize = 16_384;
-/// Time a client has to send a request's headers: slow-loris protection.
-const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Time a client has to send the next request's headers, idle keep-alive included:
+/// slow-loris protection, and the longest an idle connection is kept.
+const HEADER_READ_TIMEOUT_MS: u64 = 60_000;
 
 /// Binds `copies` listeners on `addr` with SO_REUSEPORT so the kernel spreads incoming
 /// connections across the threads. With port 0 the first bind picks the port and the
 /// others join it.
 pub fn bind_reuseport(addr: SocketAddr, copies: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    // SO_REUSEPORT would also let this process join another's listeners on the same
+    // port (same user) and silently split its traffic. A probe without it fails with
+    // EADDRINUSE when anyone holds the port; with port 0 it also picks the port.
+    // SO_REUSEADDR still refuses a port someone listens on, but not one whose old
+    // connections linger in TIME_WAIT, so a restart can take its port back at once.
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())?;
+    let mut bound = probe.local_addr()?.as_socket().expect("an IP address");
+    drop(probe);
     let mut listeners = Vec::with_capacity(copies);
-    let mut bound = addr;
     for _ in 0..copies {
         let socket = Socket::new(
             Domain::for_address(bound),
@@ -190,5 +200,23 @@ pub async fn serve<H, Fut>(
             }
             connections.closed();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_by_another_listener_is_refused() {
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let port = first[0].local_addr().unwrap();
+        assert_eq!(
+            first[1].local_addr().unwrap(),
+            port,
+            "the copies share the port"
+        );
+        let second = bind_reuseport(port, 2);
+        assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
     }
 }
