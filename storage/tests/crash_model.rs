@@ -150,7 +150,7 @@ impl Run {
         let raw = FaultFs::new(seed);
         let segment_bytes_max = 700 + rng.below(3_400);
         let options = WalOptions {
-            durability: if seed % 2 == 0 {
+            durability: if seed.is_multiple_of(2) {
                 Durability::Fsync
             } else {
                 Durability::Batch
