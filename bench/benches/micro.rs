@@ -1,0 +1,475 @@
+//! Micro benches of the engine's hot paths (issue 4, item 3).
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/tmp/target-micro cargo bench -p liveops-bench --bench micro
+//! CARGO_TARGET_DIR=/tmp/target-micro cargo bench -p liveops-bench --bench micro -- parse/
+//! ```
+//!
+//! Bodies are the repository's real sample events (`sample_events/*.json`): `single` is
+//! `progression.json` as sent; `batch1000` is a 1,000-event array cycling progression,
+//! boss_kill and drop_claimed from the same files, each with its own player id.
+//!
+//! * `signature/{verify_single,verify_batch1000}`: `Signer::verify_header` of a correct
+//!   `sha256=<hex>` header over the body. Throughput in bytes.
+//! * `parse/{serde_json,simd_json,sonic_rs}/{single,batch1000}`: the body into each
+//!   library's dynamic value (`serde_json::Value`, `simd_json::OwnedValue`,
+//!   `sonic_rs::Value`). simd-json parses in place, and our body is immutable `Bytes`, so
+//!   its figure includes copying the body into a fresh `Vec` first, as the server would
+//!   have to. `parse/engine/*` is our whole `event::parse_body` (serde_json parse plus
+//!   validation into typed events), for reference. Throughput in events.
+//! * `skiplist/{insert,update,rank,top100}/{1M,10M}`: a `SkipList<BoardKey, ()>` of N
+//!   members with random scores, built once per size (in random order, as a live board
+//!   grows) and reused by the four benches; a bench that is filtered out does not build it.
+//!   - `insert`: one fresh key (new player, random score). Timed in chunks of 1,000
+//!     inserts; each chunk is removed again untimed, so N stays within [N, N + 1,000).
+//!   - `update`: what a score change does to one window's list: remove a random player's
+//!     key and insert it again with a higher score, a new `reached_ms` and sequence. N
+//!     is constant.
+//!   - `rank`: `count_less` of a random existing key.
+//!   - `top100`: `iter().take(100)` with the keys cloned into a `Vec`, as `Board::top`
+//!     does.
+//! * `shard/submit_event/100k_players`: `Shard::submit_event(event, None, now)` for a
+//!   random player among 100,000 already-ranked ones (80 % progression, 15 % boss kills,
+//!   5 % drops; all three windows), `rate_limit_per_s: 1_000_000`. The journal is taken
+//!   and dropped every 256 events, inside the timing. Building the `Event` (the HTTP
+//!   layer's job) is not timed.
+//! * `shard/apply_event_accepted/100k_players`: `Shard::apply` of a prepared
+//!   `Record::EventAccepted` (same mix and players): what replay costs per event, without
+//!   decoding. Building the record is not timed.
+
+use std::cmp::Reverse;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use liveops_engine::board::BoardKey;
+use liveops_engine::event::{self, Body, Event, EventKind, TsPolicy};
+use liveops_engine::policy::Policy;
+use liveops_engine::shard::{EventOutcome, Record, Shard};
+use liveops_engine::signing::{ReceiptSigner, Signer};
+use liveops_engine::skiplist::SkipList;
+
+const PROGRESSION: &[u8] = include_bytes!("../../sample_events/progression.json");
+const BOSS_KILL: &[u8] = include_bytes!("../../sample_events/boss_kill.json");
+const DROP_CLAIMED: &[u8] = include_bytes!("../../sample_events/drop_claimed.json");
+
+/// 2026-01-01T01:00:00Z: the engine clock. The shard benches advance it by 1 ms per
+/// 1,000 events, so no window closes during a run (the daily one ends at midnight).
+const BASE_MS: u64 = 1_767_229_200_000;
+const NOW_S: u64 = BASE_MS / 1000;
+const TS_POLICY: TsPolicy = TsPolicy {
+    skew_s: 300,
+    max_age_s: None,
+};
+const SECRET: &[u8] = b"bench-signing-secret-0123456789ab";
+const SHARD_PLAYERS: u64 = 100_000;
+/// Inserts timed between two untimed clean-ups in `skiplist/insert`.
+const INSERT_CHUNK: u64 = 1_000;
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A small deterministic generator, so every run measures the same operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        mix(self.0)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A sample event body with its `playerId` replaced.
+fn with_player(sample: &[u8], player: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(sample).expect("sample is UTF-8").trim();
+    let replaced = text.replacen("player_123", player, 1);
+    assert_ne!(replaced, text, "sample names player_123");
+    replaced.into_bytes()
+}
+
+/// 1,000 real sample events in one array, cycling the three event types.
+fn batch_body() -> Vec<u8> {
+    let samples = [PROGRESSION, BOSS_KILL, DROP_CLAIMED];
+    let mut body = b"[".to_vec();
+    for i in 0..1000 {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend(with_player(samples[i % 3], &format!("player_{i:07}")));
+    }
+    body.push(b']');
+    body
+}
+
+struct Bodies {
+    single: Vec<u8>,
+    batch: Vec<u8>,
+}
+
+impl Bodies {
+    fn new() -> Bodies {
+        let bodies = Bodies {
+            single: PROGRESSION.to_vec(),
+            batch: batch_body(),
+        };
+        // Every body must be valid, or the benches would time error paths.
+        match event::parse_body(&bodies.single, NOW_S, TS_POLICY).expect("single parses") {
+            Body::Single(Ok(_)) => {}
+            other => panic!("single body: {other:?}"),
+        }
+        match event::parse_body(&bodies.batch, NOW_S, TS_POLICY).expect("batch parses") {
+            Body::Batch(events) => {
+                assert_eq!(events.len(), 1000);
+                assert!(events.iter().all(Result::is_ok), "every batch event valid");
+            }
+            other => panic!("batch body: {other:?}"),
+        }
+        bodies
+    }
+
+    fn each(&self) -> [(&'static str, &[u8], u64); 2] {
+        [
+            ("single", &self.single, 1),
+            ("batch1000", &self.batch, 1000),
+        ]
+    }
+}
+
+fn signature(c: &mut Criterion, bodies: &Bodies) {
+    let signer = Signer::new(SECRET);
+    let mut group = c.benchmark_group("signature");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    for (name, body, _) in bodies.each() {
+        let header = format!("sha256={}", signer.mac_hex(body));
+        assert_eq!(signer.verify_header(Some(header.as_bytes()), body), Ok(()));
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(format!("verify_{name}"), |b| {
+            b.iter(|| signer.verify_header(black_box(Some(header.as_bytes())), black_box(body)))
+        });
+    }
+    group.finish();
+}
+
+fn parse(c: &mut Criterion, bodies: &Bodies) {
+    let mut group = c.benchmark_group("parse");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    for (name, body, events) in bodies.each() {
+        // Each library must accept the body and read the same document, or it would be
+        // timing an early error or a shortcut.
+        let reference: serde_json::Value = serde_json::from_slice(body).expect("serde_json");
+        let simd = simd_json::to_owned_value(&mut body.to_vec()).expect("simd-json parses");
+        let sonic: sonic_rs::Value = sonic_rs::from_slice(body).expect("sonic-rs parses");
+        for (library, text) in [
+            (
+                "simd-json",
+                simd_json::to_string(&simd).expect("simd-json writes"),
+            ),
+            (
+                "sonic-rs",
+                sonic_rs::to_string(&sonic).expect("sonic-rs writes"),
+            ),
+        ] {
+            let reread: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+            assert_eq!(reread, reference, "{library} read {name} differently");
+        }
+
+        group.throughput(Throughput::Elements(events));
+        group.bench_function(BenchmarkId::new("serde_json", name), |b| {
+            b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(body)).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("simd_json", name), |b| {
+            b.iter(|| {
+                // The copy is part of the cost: simd-json needs a mutable buffer.
+                let mut copy = black_box(body).to_vec();
+                simd_json::to_owned_value(&mut copy).unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("sonic_rs", name), |b| {
+            b.iter(|| sonic_rs::from_slice::<sonic_rs::Value>(black_box(body)).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("engine", name), |b| {
+            b.iter(|| event::parse_body(black_box(body), NOW_S, TS_POLICY).unwrap())
+        });
+    }
+    group.finish();
+}
+
+/// A skip list of N board keys plus each member's current key (what `Board` keeps in
+/// its map), for picking random members.
+struct Ranking {
+    list: SkipList<BoardKey, ()>,
+    keys: Vec<BoardKey>,
+    rng: Rng,
+    next_seq: u64,
+    fresh: u64,
+}
+
+impl Ranking {
+    fn build(n: u64) -> Ranking {
+        let started = Instant::now();
+        let mut rng = Rng(n);
+        let mut list = SkipList::new();
+        let mut keys = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let key = BoardKey {
+                score: Reverse(1 + rng.below(1_000_000)),
+                reached_ms: BASE_MS + rng.below(3_600_000),
+                seq: i + 1,
+                player: Arc::from(format!("player_{i:08}")),
+            };
+            list.insert(key.clone(), ());
+            keys.push(key);
+        }
+        assert_eq!(list.len() as u64, n);
+        eprintln!(
+            "skiplist: built {n} members in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ranking {
+            list,
+            keys,
+            rng,
+            next_seq: n + 1,
+            fresh: 0,
+        }
+    }
+
+    fn random_index(&mut self) -> usize {
+        self.rng.below(self.keys.len() as u64) as usize
+    }
+
+    fn fresh_key(&mut self) -> BoardKey {
+        self.fresh += 1;
+        self.next_seq += 1;
+        BoardKey {
+            score: Reverse(1 + self.rng.below(1_000_000)),
+            reached_ms: BASE_MS + 3_600_000 + self.fresh,
+            seq: self.next_seq,
+            player: Arc::from(format!("fresh_{:08}", self.fresh)),
+        }
+    }
+}
+
+fn skiplist(c: &mut Criterion) {
+    let mut group = c.benchmark_group("skiplist");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    group.sample_size(20);
+    for (label, n) in [("1M", 1_000_000u64), ("10M", 10_000_000)] {
+        // Built by the first bench of this size that runs, shared by the others.
+        let mut ranking: Option<Ranking> = None;
+        group.bench_function(BenchmarkId::new("insert", label), |b| {
+            let r = ranking.get_or_insert_with(|| Ranking::build(n));
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let chunk = INSERT_CHUNK.min(iters - done);
+                    let keys: Vec<BoardKey> = (0..chunk).map(|_| r.fresh_key()).collect();
+                    let to_remove = keys.clone();
+                    let started = Instant::now();
+                    for key in keys {
+                        black_box(r.list.insert(key, ()));
+                    }
+                    timed += started.elapsed();
+                    for key in &to_remove {
+                        r.list.remove(key).expect("inserted above");
+                    }
+                    done += chunk;
+                }
+                timed
+            });
+            assert_eq!(r.list.len() as u64, n);
+        });
+        group.bench_function(BenchmarkId::new("update", label), |b| {
+            let r = ranking.get_or_insert_with(|| Ranking::build(n));
+            b.iter(|| {
+                let i = r.random_index();
+                let old = r.keys[i].clone();
+                r.list.remove(&old).expect("member");
+                r.next_seq += 1;
+                let new = BoardKey {
+                    score: Reverse(old.score.0 + 1 + r.rng.below(100)),
+                    reached_ms: old.reached_ms + 1,
+                    seq: r.next_seq,
+                    player: old.player,
+                };
+                r.list.insert(new.clone(), ());
+                r.keys[i] = new;
+            });
+            assert_eq!(r.list.len() as u64, n);
+        });
+        group.bench_function(BenchmarkId::new("rank", label), |b| {
+            let r = ranking.get_or_insert_with(|| Ranking::build(n));
+            b.iter(|| {
+                let i = r.random_index();
+                r.list.count_less(black_box(&r.keys[i]))
+            });
+        });
+        group.bench_function(BenchmarkId::new("top100", label), |b| {
+            let r = ranking.get_or_insert_with(|| Ranking::build(n));
+            b.iter(|| {
+                r.list
+                    .iter()
+                    .take(100)
+                    .map(|(k, _)| k.clone())
+                    .collect::<Vec<BoardKey>>()
+            });
+        });
+        // Frees the 1M list before the 10M one is built.
+        drop(ranking);
+    }
+    group.finish();
+}
+
+/// The `i`th event kind: 80 % progression, 15 % boss kills, 5 % drops (as the
+/// durability bench), scores small enough that the guard never flags them.
+fn event_kind(h: u64) -> EventKind {
+    match h % 20 {
+        0..=15 => EventKind::Progression {
+            delta_xp: 10 + (h >> 8) % 90,
+            activity: Some("quest".to_owned()),
+        },
+        16..=18 => EventKind::BossKill {
+            boss_id: format!("boss_{}", (h >> 16) % 8),
+            tier: 1 + (h >> 24) % 3,
+            points: 50 + (h >> 32) % 100,
+        },
+        _ => EventKind::DropClaimed {
+            drop_id: format!("drop_{}", (h >> 16) % 16),
+            weight: Some(0.05),
+            source: Some("chest".to_owned()),
+        },
+    }
+}
+
+fn player_id(i: u64) -> String {
+    format!("player_{i:07}")
+}
+
+fn now_ms(i: u64) -> u64 {
+    BASE_MS + i / 1000
+}
+
+/// A shard whose 100,000 players have each had one progression event, so every one is
+/// ranked in all three windows.
+fn populated_shard() -> Shard {
+    let mut shard = Shard::new(
+        Policy {
+            rate_limit_per_s: 1_000_000,
+            ..Policy::default()
+        },
+        ReceiptSigner::new(b"bench-receipt-secret"),
+        BASE_MS,
+    );
+    for i in 0..SHARD_PLAYERS {
+        let event = Event {
+            player_id: player_id(i),
+            ts: NOW_S,
+            kind: EventKind::Progression {
+                delta_xp: 10 + mix(i) % 90,
+                activity: Some("quest".to_owned()),
+            },
+        };
+        let outcome = shard.submit_event(event, None, now_ms(i));
+        assert!(matches!(outcome, EventOutcome::Accepted { flag: None, .. }));
+        if i % 256 == 255 {
+            shard.take_journal();
+        }
+    }
+    shard.take_journal();
+    shard
+}
+
+fn shard(c: &mut Criterion) {
+    let mut group = c.benchmark_group("shard");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(1));
+
+    let mut shard = populated_shard();
+    let mut rng = Rng(7);
+    // Continues the clock where population stopped.
+    let mut i = SHARD_PLAYERS;
+    let mut submitted = 0u64;
+    let mut not_accepted = 0u64;
+    group.bench_function(BenchmarkId::new("submit_event", "100k_players"), |b| {
+        b.iter_batched(
+            || {
+                i += 1;
+                let event = Event {
+                    player_id: player_id(rng.below(SHARD_PLAYERS)),
+                    ts: NOW_S,
+                    kind: event_kind(rng.next()),
+                };
+                (event, now_ms(i))
+            },
+            |(event, now)| {
+                let outcome = shard.submit_event(event, None, now);
+                if !matches!(outcome, EventOutcome::Accepted { flag: None, .. }) {
+                    not_accepted += 1;
+                }
+                submitted += 1;
+                if submitted.is_multiple_of(256) {
+                    drop(shard.take_journal());
+                }
+                outcome
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(
+        not_accepted, 0,
+        "every submitted event is accepted unflagged"
+    );
+
+    let mut shard = populated_shard();
+    let mut seq = SHARD_PLAYERS + 1;
+    group.bench_function(
+        BenchmarkId::new("apply_event_accepted", "100k_players"),
+        |b| {
+            b.iter_batched(
+                || {
+                    i += 1;
+                    seq += 1;
+                    Record::EventAccepted {
+                        player: player_id(rng.below(SHARD_PLAYERS)),
+                        event: event_kind(rng.next()),
+                        ts: NOW_S,
+                        at_ms: now_ms(i),
+                        seq,
+                        flag: None,
+                        z: 0.0,
+                        key: None,
+                    }
+                },
+                |record| shard.apply(record),
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    assert_eq!(shard.players_len() as u64, SHARD_PLAYERS);
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let bodies = Bodies::new();
+    signature(&mut c, &bodies);
+    parse(&mut c, &bodies);
+    skiplist(&mut c);
+    shard(&mut c);
+    c.final_summary();
+}
