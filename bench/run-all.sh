@@ -31,12 +31,14 @@ start_engine() {
   local name=$1; shift
   local dir="$out/$name"
   mkdir -p "$dir"
-  (cd "$dir" && env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 LEADERBOARD_PORT=18082 \
+  # exec: $! must be the engine itself, so it is the engine that gets stopped.
+  (cd "$dir" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 LEADERBOARD_PORT=18082 \
      PROGRESSION_PORT=18083 RECEIPT_SECRET="$HMAC_SECRET" RATE_LIMIT_MAX=1000000 "$@" \
      "$root/target/release/liveops" >"$dir/stdout.log" 2>"$dir/stderr.log") &
   engine_pid=$!
   pids+=("$engine_pid")
   for _ in $(seq 200); do
+    kill -0 "$engine_pid" 2>/dev/null || break
     curl -sf http://127.0.0.1:18080/readyz >/dev/null 2>&1 && return 0
     sleep 0.05
   done

@@ -10,6 +10,7 @@
 # and the engine/baseline ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 seconds=${1:-10}
 connections=${2:-64}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
@@ -40,16 +41,21 @@ run() { # name port
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 SHARDS=2 PORT=18090 BASELINE_SECONDS=$((seconds * 3 + 30)) target/release/baseline 2>/dev/null &
+baseline_pid=$!
 wait_port 18090
+kill -0 "$baseline_pid" || { echo "the baseline did not start (port taken?)" >&2; exit 1; }
 baseline=$(run baseline 18090)
-kill %1; wait %1 2>/dev/null || true
+kill -TERM "$baseline_pid"; wait "$baseline_pid" 2>/dev/null || true
 
+# exec: $! must be the engine itself, so it is the engine that gets stopped.
 (cd "$work" && SHARDS=2 PORT=18080 FAIRNESS_PORT=18081 LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 \
   BIND_ADDR=127.0.0.1 RATE_LIMIT_MAX=1000000 RECEIPT_SECRET=$HMAC_SECRET \
-  "$OLDPWD/target/release/liveops" >/dev/null 2>&1) &
+  exec "$root/target/release/liveops" >/dev/null 2>&1) &
+engine_pid=$!
 wait_port 18080
+kill -0 "$engine_pid" || { echo "the engine did not start (port taken?)" >&2; exit 1; }
 engine=$(run engine 18080)
-kill %2 2>/dev/null || kill $(jobs -p) 2>/dev/null || true
+kill -TERM "$engine_pid"; wait "$engine_pid" 2>/dev/null || true
 
 echo "--- baseline"; cat "$work/baseline.txt"
 echo "--- engine"; cat "$work/engine.txt"
