@@ -119,6 +119,13 @@ impl Writer<'_> {
     pub fn array32(&mut self, v: &[u8; 32]) {
         self.0.extend_from_slice(v);
     }
+
+    /// A window and one of its periods: `window u8 | name str | ends_ms v`.
+    pub fn period(&mut self, window: WindowKind, period: &Period) {
+        self.u8(window_tag(window));
+        self.str(&period.name);
+        self.varint(period.ends_ms);
+    }
 }
 
 /// Reads primitives from a payload, each bounded.
@@ -201,6 +208,18 @@ impl<'a> Reader<'a> {
 
     pub fn array32(&mut self) -> Result<[u8; 32], DecodeError> {
         Ok(self.take(32)?.try_into().expect("32 bytes taken"))
+    }
+
+    /// See [`Writer::period`].
+    pub fn period(&mut self) -> Result<(WindowKind, Period), DecodeError> {
+        let window = window_from_tag(self.u8()?)?;
+        Ok((
+            window,
+            Period {
+                name: self.str()?,
+                ends_ms: self.varint()?,
+            },
+        ))
     }
 
     pub fn finish(self) -> Result<(), DecodeError> {
@@ -399,9 +418,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             next,
             at_ms,
         } => {
-            w.u8(window_tag(*window));
-            w.str(&next.name);
-            w.varint(next.ends_ms);
+            w.period(*window, next);
             w.varint(*at_ms);
             kind::WINDOW_CLOSED
         }
@@ -453,9 +470,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             period,
             updated_ms,
         } => {
-            w.u8(window_tag(*window));
-            w.str(&period.name);
-            w.varint(period.ends_ms);
+            w.period(*window, period);
             w.varint(*updated_ms);
             kind::BOARD_PERIOD
         }
@@ -616,14 +631,14 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             timestamp: r.varint()?,
             at_ms: r.varint()?,
         },
-        kind::WINDOW_CLOSED => Record::WindowClosed {
-            window: window_from_tag(r.u8()?)?,
-            next: Period {
-                name: r.str()?,
-                ends_ms: r.varint()?,
-            },
-            at_ms: r.varint()?,
-        },
+        kind::WINDOW_CLOSED => {
+            let (window, next) = r.period()?;
+            Record::WindowClosed {
+                window,
+                next,
+                at_ms: r.varint()?,
+            }
+        }
         kind::KEY_COMPLETED => Record::KeyCompleted {
             key: r.str()?,
             fingerprint: r.array32()?,
@@ -677,14 +692,14 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 rate_limited: r.varint()?,
             }))
         }
-        kind::BOARD_PERIOD => Record::BoardPeriod {
-            window: window_from_tag(r.u8()?)?,
-            period: Period {
-                name: r.str()?,
-                ends_ms: r.varint()?,
-            },
-            updated_ms: r.varint()?,
-        },
+        kind::BOARD_PERIOD => {
+            let (window, period) = r.period()?;
+            Record::BoardPeriod {
+                window,
+                period,
+                updated_ms: r.varint()?,
+            }
+        }
         kind::BOARD_ENTRY => Record::BoardEntry {
             window: window_from_tag(r.u8()?)?,
             player: r.str()?,

@@ -469,19 +469,8 @@ impl Shard {
             Assessment::Flag { z } => (Some(FlagKind::ScoreJump), z),
             Assessment::Block { z } => {
                 let reason = format!("impossible score jump: {score} (z={z:.1})");
-                let until_ms = now_ms.saturating_add(self.policy.block_ms);
-                self.record(Record::Blocked {
-                    player: id.to_string(),
-                    until_ms,
-                    reason: reason.clone(),
-                    by: BlockedBy::Fairness,
-                    at_ms: now_ms,
-                });
-                return EventOutcome::Rejected(Rejection::Blocked {
-                    until_ms,
-                    reason,
-                    new_flag: Some(FlagKind::ImpossibleScore),
-                });
+                let rejection = self.fairness_block(&id, reason, FlagKind::ImpossibleScore, now_ms);
+                return EventOutcome::Rejected(rejection);
             }
         };
         let seq = self.next_seq;
@@ -544,29 +533,41 @@ impl Shard {
         match guard.take_token(now_ms, policy.rate_limit_per_s, policy.flood_block_after_s) {
             RateDecision::Allowed => None,
             RateDecision::Limited { flood: true, .. } => {
-                let until_ms = now_ms.saturating_add(policy.block_ms);
                 let reason = format!(
                     "flooding: over {} events/s for {} consecutive seconds",
                     policy.rate_limit_per_s, policy.flood_block_after_s
                 );
-                self.record(Record::Blocked {
-                    player: id.to_string(),
-                    until_ms,
-                    reason: reason.clone(),
-                    by: BlockedBy::Fairness,
-                    at_ms: now_ms,
-                });
-                Some(Rejection::Blocked {
-                    until_ms,
-                    reason,
-                    new_flag: Some(FlagKind::Flood),
-                })
+                Some(self.fairness_block(id, reason, FlagKind::Flood, now_ms))
             }
             RateDecision::Limited { retry_after_ms, .. } => {
                 let drops = guard.note_drop(now_ms);
                 self.audit_drop(id, now_ms, drops, "rate_limited");
                 Some(Rejection::RateLimited { retry_after_ms })
             }
+        }
+    }
+
+    /// The fairness guard blocks a player for `BLOCK_SEC`; the event that caused it is
+    /// refused with the block.
+    fn fairness_block(
+        &mut self,
+        id: &Arc<str>,
+        reason: String,
+        flag: FlagKind,
+        now_ms: u64,
+    ) -> Rejection {
+        let until_ms = now_ms.saturating_add(self.policy.block_ms);
+        self.record(Record::Blocked {
+            player: id.to_string(),
+            until_ms,
+            reason: reason.clone(),
+            by: BlockedBy::Fairness,
+            at_ms: now_ms,
+        });
+        Rejection::Blocked {
+            until_ms,
+            reason,
+            new_flag: Some(flag),
         }
     }
 
