@@ -47,9 +47,7 @@ use liveops_engine::policy::Policy;
 use liveops_engine::shard::{EventOutcome, Record, Shard};
 use liveops_engine::signing::ReceiptSigner;
 use liveops_engine::window::WindowKind;
-use liveops_net::store::{
-    decode_checkpoint, encode_checkpoint, Recovered, ShardStore, StoreConfig,
-};
+use liveops_net::store::{decode_checkpoint, encode_checkpoint, Recovered, ShardStore};
 use liveops_storage::{latest_checkpoint, Durability, FileSystem, StdFs, Wal, WalOptions};
 
 /// 2026-01-01T01:00:00Z: engine clock for every event. The bench advances it by 1 ms per
@@ -96,14 +94,10 @@ fn empty_shard() -> Shard {
     )
 }
 
-fn store_config(durability: Durability, checkpoint_records: u64) -> StoreConfig {
-    StoreConfig {
-        wal: WalOptions {
-            durability,
-            ..WalOptions::default()
-        },
-        checkpoint_records,
-        checkpoint_interval_ms: u64::MAX,
+fn store_config(durability: Durability) -> WalOptions {
+    WalOptions {
+        durability,
+        ..WalOptions::default()
     }
 }
 
@@ -112,7 +106,7 @@ fn fs() -> Arc<dyn FileSystem> {
 }
 
 /// Opens (recovers) the store in `dir` with a fresh shard.
-fn open(dir: &Path, config: StoreConfig) -> Recovered {
+fn open(dir: &Path, config: WalOptions) -> Recovered {
     ShardStore::recover(fs(), dir, config, empty_shard()).expect("recover")
 }
 
@@ -204,7 +198,7 @@ fn event_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("event_append");
     for batch in [1usize, 16, 256] {
         let dir = scratch.0.join(format!("batch-{batch}"));
-        let mut store = open(&dir, store_config(Durability::Fsync, u64::MAX)).store;
+        let mut store = open(&dir, store_config(Durability::Fsync)).store;
         let mut at = 0;
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
@@ -224,7 +218,7 @@ fn event_append(c: &mut Criterion) {
         mut store,
         mut shard,
         ..
-    } = open(&dir, store_config(Durability::Fsync, u64::MAX));
+    } = open(&dir, store_config(Durability::Fsync));
     let mut next = 0u64;
     group.throughput(Throughput::Elements(GROUP as u64));
     group.bench_function("submit_commit_256", |b| {
@@ -282,7 +276,7 @@ fn write_recovery_logs(
     let started = Instant::now();
     let mut shard = empty_shard();
     let mut stores =
-        [tail, checkpointed].map(|dir| open(dir, store_config(Durability::Batch, u64::MAX)).store);
+        [tail, checkpointed].map(|dir| open(dir, store_config(Durability::Batch)).store);
     let mut written = 0;
     while written < events {
         let n = (GROUP as u64).min(events - written);
@@ -329,7 +323,7 @@ fn recovery(c: &mut Criterion) {
         group.bench_function(name, |b| {
             // Only recovery is timed, not dropping the rebuilt shard.
             b.iter_with_large_drop(|| {
-                let recovered = open(dir, store_config(Durability::Fsync, u64::MAX));
+                let recovered = open(dir, store_config(Durability::Fsync));
                 assert_eq!(recovered.checkpoint_lsn > 0, checkpointed);
                 let replayed = EVENTS - recovered.checkpoint_lsn;
                 assert_eq!(recovered.report.records_replayed, replayed);
@@ -354,10 +348,11 @@ const CHECKPOINT_RECORDS_10M: u64 = 1_000_000;
 fn write_10m(dir: &Path) {
     let started = Instant::now();
     let mut shard = empty_shard();
-    let mut store = open(dir, store_config(Durability::Batch, CHECKPOINT_RECORDS_10M)).store;
+    let mut store = open(dir, store_config(Durability::Batch)).store;
     let (mut submit_time, mut commit_time) = (Duration::ZERO, Duration::ZERO);
     let mut checkpoints = Vec::new();
     let mut written = 0;
+    let mut since_checkpoint = 0;
     while written < EVENTS_10M {
         let n = (GROUP as u64).min(EVENTS_10M - written);
         let t = Instant::now();
@@ -369,7 +364,10 @@ fn write_10m(dir: &Path) {
         store.sync_if_due().expect("sync");
         commit_time += t.elapsed();
         written += n;
-        if store.checkpoint_due() {
+        since_checkpoint += n;
+        // What the engine's committer does: a checkpoint every CHECKPOINT_RECORDS.
+        if since_checkpoint >= CHECKPOINT_RECORDS_10M {
+            since_checkpoint = 0;
             let clock = Stopwatch::start();
             let bytes = store.checkpoint(&shard).expect("checkpoint");
             checkpoints.push((written, bytes, clock.took()));
@@ -433,10 +431,7 @@ fn recovery_10m() {
     let mut runs = Vec::new();
     for run in 0..3 {
         let clock = Stopwatch::start();
-        let recovered = open(
-            &dir,
-            store_config(Durability::Fsync, CHECKPOINT_RECORDS_10M),
-        );
+        let recovered = open(&dir, store_config(Durability::Fsync));
         let took = clock.took();
         let (players, replayed, ckpt) = (
             recovered.shard.players_len(),
@@ -483,7 +478,7 @@ fn recovery_10m() {
             ReceiptSigner::new(b"bench-receipt-secret"),
             BASE_MS,
         );
-        let config = store_config(Durability::Fsync, CHECKPOINT_RECORDS_10M);
+        let config = store_config(Durability::Fsync);
         let clock = Stopwatch::start();
         let recovered = ShardStore::recover(fs(), &dir, config, shard).expect("recover");
         let took = clock.took();

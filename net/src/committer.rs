@@ -282,7 +282,6 @@ mod tests {
     use super::*;
     use crate::mesh::{unix_now_ms, Mesh};
     use crate::metrics::Metrics;
-    use crate::store::StoreConfig;
     use liveops_engine::event::{Event, EventKind};
     use liveops_engine::policy::Policy;
     use liveops_engine::signing::{ReceiptSigner, Signer};
@@ -318,11 +317,7 @@ mod tests {
     #[test]
     fn a_failed_fsync_stops_the_shard_and_fails_its_answers() {
         let fs = FaultFs::new(7);
-        let config = StoreConfig {
-            wal: WalOptions::default(),
-            checkpoint_records: 1_000_000,
-            checkpoint_interval_ms: 3_600_000,
-        };
+        let config = WalOptions::default();
         let empty = Shard::new(
             Policy::default(),
             ReceiptSigner::new(&[2; 32]),

@@ -17,11 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use liveops_engine::shard::{Record, Shard};
-use liveops_storage::{latest_checkpoint, FileSystem, Wal};
+use liveops_storage::{latest_checkpoint, FileSystem, Wal, WalOptions};
 
-use crate::store::{
-    decode_checkpoint, encode_checkpoint, note_keyed, KeyedEvents, StoreConfig, StoreError,
-};
+use crate::store::{decode_checkpoint, encode_checkpoint, note_keyed, KeyedEvents, StoreError};
 
 const LAYOUT_FILE: &str = "LAYOUT";
 const LAYOUT_MAGIC: &str = "liveops-layout 1";
@@ -113,7 +111,7 @@ pub fn prepare(
     fs: Arc<dyn FileSystem>,
     data_dir: &Path,
     shards: usize,
-    config: &StoreConfig,
+    config: &WalOptions,
     empty_shard: &dyn Fn() -> Shard,
     ttl_ms: u64,
     now_ms: u64,
@@ -176,7 +174,7 @@ fn migrate(
     fs: Arc<dyn FileSystem>,
     old: &Layout,
     shards: usize,
-    config: &StoreConfig,
+    config: &WalOptions,
     empty_shard: &dyn Fn() -> Shard,
     ttl_ms: u64,
     now_ms: u64,
@@ -205,7 +203,7 @@ fn migrate(
             })?;
             after_lsn = checkpoint.lsn;
         }
-        let (_, records, _) = Wal::open(fs.clone(), &dir, config.wal.clone(), after_lsn)?;
+        let (_, records, _) = Wal::open(fs.clone(), &dir, config.clone(), after_lsn)?;
         for raw in records {
             let record =
                 liveops_engine::codec::decode(raw.kind, &raw.payload).map_err(|source| {
@@ -236,8 +234,7 @@ fn migrate(
     for (index, shard) in new_shards.iter_mut().enumerate() {
         shard.take_journal();
         shard.take_audit_outbox();
-        let (mut wal, _, _) =
-            Wal::open(fs.clone(), layout.shard_dir(index), config.wal.clone(), 0)?;
+        let (mut wal, _, _) = Wal::open(fs.clone(), layout.shard_dir(index), config.clone(), 0)?;
         wal.checkpoint(0, &encode_checkpoint(shard)?)?;
     }
     layout.install()?;

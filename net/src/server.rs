@@ -25,9 +25,7 @@ use crate::mesh::{unix_now_ms, Mesh};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
 use crate::runtime::{bind_reuseport, serve, spawn_cores, Connections};
-use crate::store::{
-    merge_keyed, recovered_response, KeyedEvents, ShardStore, StoreConfig, StoreError,
-};
+use crate::store::{merge_keyed, recovered_response, KeyedEvents, ShardStore, StoreError};
 use liveops_engine::shard::Shard;
 use liveops_engine::signing::{ReceiptSigner, Signer};
 use liveops_storage::{FileSystem, StdFs, WalOptions};
@@ -69,22 +67,19 @@ pub struct Server {
     ttl_ms: u64,
 }
 
-fn store_config(config: &Config) -> StoreConfig {
-    StoreConfig {
-        wal: WalOptions {
-            durability: match config.durability {
-                Durability::Fsync => liveops_storage::Durability::Fsync,
-                Durability::Batch => liveops_storage::Durability::Batch,
-            },
-            fsync_interval_ms: config.fsync_interval_ms,
-            recovery_mode: match config.recovery_mode {
-                RecoveryMode::Strict => liveops_storage::RecoveryMode::Strict,
-                RecoveryMode::Truncate => liveops_storage::RecoveryMode::TruncateAtCorruption,
-            },
-            ..WalOptions::default()
+/// How each shard's log writes and recovers.
+fn wal_options(config: &Config) -> WalOptions {
+    WalOptions {
+        durability: match config.durability {
+            Durability::Fsync => liveops_storage::Durability::Fsync,
+            Durability::Batch => liveops_storage::Durability::Batch,
         },
-        checkpoint_records: config.checkpoint_records,
-        checkpoint_interval_ms: config.checkpoint_interval_ms,
+        fsync_interval_ms: config.fsync_interval_ms,
+        recovery_mode: match config.recovery_mode {
+            RecoveryMode::Strict => liveops_storage::RecoveryMode::Strict,
+            RecoveryMode::Truncate => liveops_storage::RecoveryMode::TruncateAtCorruption,
+        },
+        ..WalOptions::default()
     }
 }
 
@@ -110,7 +105,7 @@ impl Server {
             }
         }
         let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
-        let store = store_config(config);
+        let wal = wal_options(config);
         let policy = config.policy.clone();
         let receipt_secret = config.receipt_secret.clone();
         let empty_shard = {
@@ -122,7 +117,7 @@ impl Server {
             fs.clone(),
             &config.data_dir,
             shards,
-            &store,
+            &wal,
             &empty_shard,
             ttl_ms,
             unix_now_ms(),
@@ -165,7 +160,7 @@ impl Server {
             let recovery = Recovery {
                 fs: fs.clone(),
                 layout: layout.clone(),
-                store: store.clone(),
+                wal: wal.clone(),
                 empty: Shard::new(
                     app.policy.clone(),
                     ReceiptSigner::new(&receipt_secret),
@@ -263,7 +258,7 @@ impl Server {
 struct Recovery {
     fs: Arc<dyn FileSystem>,
     layout: Layout,
-    store: StoreConfig,
+    wal: WalOptions,
     /// A fresh shard to rebuild into.
     empty: Shard,
 }
@@ -296,7 +291,7 @@ async fn shard_thread(
         let _ = done_tx.send(ShardStore::recover(
             recovery.fs,
             &recovery_dir,
-            recovery.store,
+            recovery.wal,
             recovery.empty,
         ));
     });

@@ -4,9 +4,8 @@
 //! * Each worker turn's journal is appended and committed as one group (one write, one
 //!   `fdatasync` with `DURABILITY=fsync`) before any reply of that turn is sent.
 //! * A checkpoint is the shard's [`Shard::snapshot`] records, each framed as
-//!   `kind u8 | len varint | payload`, in one checkpoint file; it is taken every
-//!   `checkpoint_records` records or `checkpoint_interval_ms`, whichever comes first, so
-//!   recovery replays at most that much log.
+//!   `kind u8 | len varint | payload`, in one checkpoint file; when to take one is the
+//!   caller's choice (the engine's is in `committer.rs`).
 //! * Recovery loads the newest valid checkpoint, then streams the log after it through
 //!   [`Shard::apply`]. Accepted events carrying an idempotency key are remembered
 //!   ([`KeyedEvents`]) so keys whose completion was cut off can be rebuilt.
@@ -39,15 +38,6 @@ pub enum StoreError {
     CheckpointTooLarge { bytes: usize },
     #[error("{path}: {message}")]
     Layout { path: PathBuf, message: String },
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub wal: WalOptions,
-    /// Records after which a checkpoint is taken.
-    pub checkpoint_records: u64,
-    /// Time after which a checkpoint is taken if anything changed.
-    pub checkpoint_interval_ms: u64,
 }
 
 /// Events of requests with an idempotency key, seen during recovery: key → what
@@ -97,11 +87,8 @@ pub struct Recovered {
 
 pub struct ShardStore {
     wal: Wal,
-    config: StoreConfig,
     /// Reused encode buffer: no allocation per record in steady state.
     buf: Vec<u8>,
-    records_since_checkpoint: u64,
-    last_checkpoint: Instant,
 }
 
 impl ShardStore {
@@ -109,7 +96,7 @@ impl ShardStore {
     pub fn recover(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
-        config: StoreConfig,
+        config: WalOptions,
         mut shard: Shard,
     ) -> Result<Recovered, StoreError> {
         let started = Instant::now();
@@ -128,7 +115,7 @@ impl ShardStore {
             checkpoint_lsn = checkpoint.lsn;
         }
         let mut keyed = KeyedEvents::new();
-        let mut recovery = Wal::recover(fs, dir, config.wal.clone(), checkpoint_lsn)?;
+        let mut recovery = Wal::recover(fs, dir, config.clone(), checkpoint_lsn)?;
         while let Some(raw) = recovery.next_record()? {
             let record =
                 codec::decode(raw.kind, raw.payload).map_err(|source| StoreError::BadRecord {
@@ -148,15 +135,11 @@ impl ShardStore {
         }
         // Replay re-applies records whose audit lines were printed in the previous run.
         shard.take_audit_outbox();
-        let records_since_checkpoint = report.records_replayed;
         Ok(Recovered {
             shard,
             store: ShardStore {
                 wal,
-                config,
                 buf: Vec::with_capacity(4096),
-                records_since_checkpoint,
-                last_checkpoint: Instant::now(),
             },
             report,
             checkpoint_lsn,
@@ -187,7 +170,6 @@ impl ShardStore {
             }
         }
         self.wal.commit()?;
-        self.records_since_checkpoint += records.len() as u64;
         Ok(())
     }
 
@@ -195,14 +177,6 @@ impl ShardStore {
     pub fn sync_if_due(&mut self) -> Result<(), StoreError> {
         self.wal.sync_if_due(Instant::now())?;
         Ok(())
-    }
-
-    /// Whether a checkpoint is due.
-    pub fn checkpoint_due(&self) -> bool {
-        self.records_since_checkpoint >= self.config.checkpoint_records
-            || (self.records_since_checkpoint > 0
-                && self.last_checkpoint.elapsed()
-                    >= Duration::from_millis(self.config.checkpoint_interval_ms))
     }
 
     /// Writes a checkpoint of `shard` as of everything committed, then drops the log it
@@ -215,8 +189,6 @@ impl ShardStore {
     /// checkpoint, then drops the log it covers. Returns its size in bytes.
     pub fn write_checkpoint(&mut self, payload: &[u8]) -> Result<u64, StoreError> {
         let written = self.wal.checkpoint(self.wal.written_lsn(), payload)?;
-        self.records_since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
         Ok(written.bytes)
     }
 
@@ -315,15 +287,10 @@ mod tests {
     fn a_group_larger_than_the_log_allows_is_written_as_several() {
         let fs: Arc<dyn FileSystem> = Arc::new(FaultFs::new(1));
         let dir = Path::new("/shard-0");
-        let wal = WalOptions {
+        let config = WalOptions {
             group_bytes_max: 4096,
             segment_bytes_max: 64 * 1024,
             ..WalOptions::default()
-        };
-        let config = StoreConfig {
-            wal,
-            checkpoint_records: u64::MAX,
-            checkpoint_interval_ms: u64::MAX,
         };
         let Recovered {
             mut shard,

@@ -65,7 +65,7 @@ use liveops_engine::shard::{EventOutcome, KeyRef, Record, Rejection, Shard};
 use liveops_engine::signing::ReceiptSigner;
 use liveops_engine::window::WindowKind;
 use liveops_net::layout::restore_keys;
-use liveops_net::store::{encode_checkpoint, Recovered, ShardStore, StoreConfig, StoreError};
+use liveops_net::store::{encode_checkpoint, Recovered, ShardStore, StoreError};
 use liveops_storage::fault::{Fault, FaultFs};
 use liveops_storage::{Durability, FileSystem, RecoveryMode, WalOptions};
 
@@ -428,7 +428,7 @@ struct Run {
     raw: FaultFs,
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
-    config: StoreConfig,
+    config: WalOptions,
     now: u64,
     model: Model,
     next_key: u64,
@@ -443,17 +443,12 @@ impl Run {
         let mut rng = Rng::new(seed);
         let raw = FaultFs::new(seed);
         let group_bytes_max = 16 * 1024;
-        let config = StoreConfig {
-            wal: WalOptions {
-                durability: Durability::Fsync,
-                fsync_interval_ms: 10,
-                segment_bytes_max: rng.range(group_bytes_max as u64, 4 * group_bytes_max as u64),
-                group_bytes_max,
-                recovery_mode: RecoveryMode::Strict,
-            },
-            // Checkpoints are taken by the test at random, never by these.
-            checkpoint_records: u64::MAX,
-            checkpoint_interval_ms: u64::MAX,
+        let config = WalOptions {
+            durability: Durability::Fsync,
+            fsync_interval_ms: 10,
+            segment_bytes_max: rng.range(group_bytes_max as u64, 4 * group_bytes_max as u64),
+            group_bytes_max,
+            recovery_mode: RecoveryMode::Strict,
         };
         Run {
             seed,
@@ -1036,11 +1031,7 @@ fn recovery_into_a_later_period_without_a_checkpoint() {
     let raw = FaultFs::new(7);
     let fs: Arc<dyn FileSystem> = Arc::new(raw.clone());
     let dir = PathBuf::from("/data/gen-1/shard-0");
-    let config = StoreConfig {
-        wal: WalOptions::default(),
-        checkpoint_records: u64::MAX,
-        checkpoint_interval_ms: u64::MAX,
-    };
+    let config = WalOptions::default();
     let Recovered {
         mut shard,
         mut store,
