@@ -16,6 +16,7 @@
 //! | `insert`, `remove`, `get`, `rank`, `count_less`    | O(log n) expected            |
 //! | `get_by_rank`, `iter_from_rank` (to start)         | O(log n) expected            |
 //! | iterator step, `len`, `first`                      | O(1)                         |
+//! | `from_sorted` (build from n ascending keys)        | O(n)                         |
 //!
 //! Memory per member is one slot (key, value, 1 B height, padded) plus on average 4/3 levels of
 //! 12 B: about 40 B for `u64` keys and values.
@@ -184,6 +185,96 @@ impl<K: Ord, V> SkipList<K, V> {
             len: 0,
             rng_state: state,
         }
+    }
+
+    /// Builds a list from items whose keys are strictly increasing, in O(n): each node is
+    /// appended after the last one, linked from the last node seen on each of its levels, so
+    /// nothing is searched and the level pool is written front to back.
+    ///
+    /// It exists for recovery, which rebuilds rankings from checkpoint entries that are already
+    /// sorted: inserting them one by one costs O(log n) cache-missing steps each, which at
+    /// millions of members is most of the recovery time.
+    ///
+    /// Heights come from the same generator and seed as `new`, one draw per item in order, so
+    /// the result is exactly the list that inserting the items in that order into `new()` would
+    /// build (same heights, same arena layout, empty free lists), and every other method works
+    /// on it unchanged.
+    ///
+    /// Cost: O(n) time, with one level-generator draw and about 4/3 level writes per item; the
+    /// arena is reserved up front from the iterator's `size_hint` lower bound.
+    ///
+    /// # Panics
+    ///
+    /// If the keys are not strictly increasing (a caller bug: the input is meant to be the
+    /// list's own sorted output), or if there are more than `u32::MAX - 2` items.
+    pub fn from_sorted<I: IntoIterator<Item = (K, V)>>(items: I) -> Self {
+        Self::from_sorted_with_seed(DEFAULT_SEED, items)
+    }
+
+    /// `from_sorted` with the level generator started from `seed`, as in `with_seed`.
+    pub fn from_sorted_with_seed<I: IntoIterator<Item = (K, V)>>(seed: u64, items: I) -> Self {
+        let mut list = Self::with_seed(seed);
+        let items = items.into_iter();
+
+        let expected_len = items.size_hint().0.min(MAX_LEN);
+        list.slots.reserve_exact(expected_len);
+        // 4/3 levels per member on average; the total's standard deviation is only about
+        // 0.7 sqrt(n), so n/64 + 64 extra makes a reallocation, which would double the pool
+        // near its largest, vanishingly unlikely for the price of 0.2 B per member.
+        list.levels
+            .reserve_exact(expected_len + expected_len / 3 + expected_len / 64 + 64);
+
+        // Per level, the last node linked on it so far (as its levels' offset) and that node's
+        // position; its link on that level is the one the next node tall enough will take.
+        let mut last_levels_start = [HEAD_LEVELS_START; MAX_LEVEL];
+        let mut last_positions = [0u32; MAX_LEVEL];
+        let mut last_index = NIL;
+        for (key, value) in items {
+            assert!(list.len < MAX_LEN, "skip list is full ({MAX_LEN} members)");
+            if last_index != NIL {
+                assert!(
+                    list.node(last_index).key < key,
+                    "SkipList::from_sorted: keys must be strictly increasing \
+                     (item {} is not greater than the one before it)",
+                    list.len
+                );
+            }
+
+            let height = list.random_height();
+            list.level_count = list.level_count.max(height);
+            // The free lists are empty, so both come from the end of their arenas.
+            let levels_start = list.allocate_levels(height);
+            let index = list.allocate_slot(Node {
+                key,
+                value,
+                height: NonZeroU8::new(u8::try_from(height).expect("height <= MAX_LEVEL"))
+                    .expect("height >= 1"),
+            });
+            let position = u32::try_from(list.len + 1).expect("len is below MAX_LEN");
+            for level in 0..height {
+                list.levels[last_levels_start[level] as usize + level] = Level {
+                    next: index,
+                    next_levels_start: levels_start,
+                    span: position - last_positions[level],
+                };
+                last_levels_start[level] = levels_start;
+                last_positions[level] = position;
+            }
+            last_index = index;
+            list.len += 1;
+        }
+
+        // Each level's last link runs to the end, position len + 1. Head levels at and above
+        // `level_count` stay unlinked, as they would after inserts.
+        let end_position = u32::try_from(list.len + 1).expect("len is below MAX_LEN");
+        for level in 0..list.level_count {
+            list.levels[last_levels_start[level] as usize + level] = Level {
+                next: NIL,
+                next_levels_start: NIL,
+                span: end_position - last_positions[level],
+            };
+        }
+        list
     }
 
     /// Number of members.
@@ -700,6 +791,8 @@ impl<K: Ord + fmt::Debug, V> SkipList<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
     use std::rc::Rc;
 
     /// Deterministic keys for tests, independent of the list's own generator.
@@ -1052,5 +1145,244 @@ mod tests {
             mem::size_of::<Slot<u64, u64>>(),
             mem::size_of::<Node<u64, u64>>()
         );
+    }
+
+    /// Heights of the occupied slots, in arena order.
+    fn slot_heights<K, V>(list: &SkipList<K, V>) -> Vec<u8> {
+        list.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Occupied(node) => node.height.get(),
+                Slot::Vacant { .. } => 0,
+            })
+            .collect()
+    }
+
+    /// `count` distinct ascending keys with gaps of 2 to 9 between them, so every key has
+    /// absent neighbours to probe.
+    fn sorted_gapped_keys(count: usize, state: &mut u64) -> Vec<u64> {
+        let mut key = 10;
+        (0..count)
+            .map(|_| {
+                key += 2 + xorshift(state) % 8;
+                key
+            })
+            .collect()
+    }
+
+    /// Checks every query `list` answers against the ascending, distinct `keys`, with value
+    /// `key * 3` each.
+    fn assert_answers_match(list: &SkipList<u64, u64>, keys: &[u64]) {
+        assert_eq!(list.len(), keys.len());
+        assert_eq!(list.is_empty(), keys.is_empty());
+        assert!(list
+            .iter()
+            .map(|(key, value)| (*key, *value))
+            .eq(keys.iter().map(|&key| (key, key * 3))));
+        assert_eq!(list.first().map(|(key, _)| *key), keys.first().copied());
+        for (rank, &key) in keys.iter().enumerate() {
+            assert_eq!(list.rank(&key), Some(rank), "key {key}");
+            assert_eq!(list.get(&key), Some(&(key * 3)));
+            assert_eq!(list.get_by_rank(rank), Some((&key, &(key * 3))));
+            assert_eq!(list.count_less(&key), rank);
+            // Keys are at least two apart, so key - 1 and key + 1 are absent.
+            assert_eq!(list.count_less(&(key - 1)), rank);
+            assert_eq!(list.count_less(&(key + 1)), rank + 1);
+            assert_eq!(list.rank(&(key + 1)), None);
+        }
+        assert_eq!(list.get_by_rank(keys.len()), None);
+        assert_eq!(list.count_less(&0), 0);
+        assert_eq!(list.count_less(&u64::MAX), keys.len());
+        for rank in [
+            0,
+            1,
+            keys.len() / 2,
+            keys.len().saturating_sub(1),
+            keys.len(),
+        ] {
+            let tail: Vec<u64> = list.iter_from_rank(rank).map(|(key, _)| *key).collect();
+            assert_eq!(tail, keys[rank.min(keys.len())..]);
+        }
+    }
+
+    #[test]
+    fn from_sorted_matches_inserts() {
+        let mut state = 0x0DDB_1A5E_5BAD_5EED;
+        for count in [0, 1, 2, 5, 1000, 100_000] {
+            let keys = sorted_gapped_keys(count, &mut state);
+            let items = || keys.iter().map(|&key| (key, key * 3));
+            let bulk = SkipList::from_sorted(items());
+            bulk.check_invariants();
+            assert_answers_match(&bulk, &keys);
+
+            // Inserting the same items in the same order draws the same heights into the same
+            // slots, so the two lists must be identical down to every link and span.
+            let mut inserted = SkipList::new();
+            for (key, value) in items() {
+                inserted.insert(key, value);
+            }
+            assert_eq!(slot_heights(&bulk), slot_heights(&inserted), "n = {count}");
+            assert!(bulk.levels == inserted.levels, "levels differ, n = {count}");
+            assert_eq!(bulk.level_count, inserted.level_count);
+            assert_eq!(bulk.len, inserted.len);
+            assert_eq!(bulk.free_slot, NIL);
+            assert_eq!(bulk.free_levels, [NIL; MAX_LEVEL]);
+            assert_eq!(bulk.rng_state, inserted.rng_state, "one draw per item");
+
+            // A list built by inserts in a scrambled order has another shape but the same
+            // answers.
+            let mut scrambled_keys = keys.clone();
+            scrambled_keys.sort_unstable_by_key(|key| key.wrapping_mul(0x2545_F491_4F6C_DD1D));
+            let mut scrambled = SkipList::new();
+            for &key in &scrambled_keys {
+                scrambled.insert(key, key * 3);
+            }
+            assert!(bulk.iter().eq(scrambled.iter()));
+            for probe in keys.iter().flat_map(|&key| [key - 1, key, key + 1]) {
+                assert_eq!(bulk.rank(&probe), scrambled.rank(&probe));
+                assert_eq!(bulk.count_less(&probe), scrambled.count_less(&probe));
+            }
+            for rank in 0..=count {
+                assert_eq!(bulk.get_by_rank(rank), scrambled.get_by_rank(rank));
+            }
+        }
+    }
+
+    #[test]
+    fn from_sorted_with_seed_follows_the_seed() {
+        let items = || (0..500u64).map(|key| (key * 2 + 1, key * 3));
+        let bulk = SkipList::from_sorted_with_seed(99, items());
+        bulk.check_invariants();
+        let mut inserted = SkipList::with_seed(99);
+        for (key, value) in items() {
+            inserted.insert(key, value);
+        }
+        assert_eq!(slot_heights(&bulk), slot_heights(&inserted));
+        assert!(bulk.levels == inserted.levels);
+        let other_seed = SkipList::from_sorted_with_seed(100, items());
+        assert_ne!(slot_heights(&bulk), slot_heights(&other_seed));
+        assert_eq!(
+            slot_heights(&SkipList::from_sorted(items())),
+            slot_heights(&SkipList::from_sorted_with_seed(DEFAULT_SEED, items()))
+        );
+    }
+
+    #[test]
+    fn from_sorted_reserves_from_size_hint() {
+        let count = 100_000;
+        let exact = SkipList::from_sorted((0..count as u64).map(|key| (key, ())));
+        assert_eq!(exact.slots.capacity(), count, "exact hint, exact slots");
+        // Growing by doubling would leave the pool at least 1.5x its length.
+        assert!(exact.levels.capacity() < exact.levels.len() + count / 32);
+        exact.check_invariants();
+        // A lower bound of 0 only costs reallocations, never correctness.
+        let filtered = SkipList::from_sorted(
+            (0..count as u64)
+                .filter(|key| key % 3 != 0)
+                .map(|key| (key, ())),
+        );
+        filtered.check_invariants();
+        assert_eq!(filtered.len(), count - count.div_ceil(3));
+        assert_eq!(filtered.get_by_rank(1), Some((&2, &())));
+    }
+
+    #[test]
+    fn from_sorted_list_keeps_working_under_churn() {
+        let mut state = 0xB01D_FACE_CAFE_F00D;
+        let mut keys: Vec<u64> = (0..4000).map(|_| xorshift(&mut state) % 8_000).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut list = SkipList::from_sorted(keys.iter().map(|&key| (key, key)));
+        let mut model: BTreeMap<u64, u64> = keys.iter().map(|&key| (key, key)).collect();
+        list.check_invariants();
+        let mut peak_len = list.len();
+
+        for step in 0..30_000u64 {
+            let key = xorshift(&mut state) % 8_000;
+            match xorshift(&mut state) % 8 {
+                0 | 1 => assert_eq!(list.insert(key, step), model.insert(key, step)),
+                2 | 3 => assert_eq!(list.remove(&key), model.remove(&key)),
+                4 => assert_eq!(list.get(&key), model.get(&key)),
+                5 => {
+                    let less = model.range(..key).count();
+                    assert_eq!(list.count_less(&key), less);
+                    assert_eq!(list.rank(&key), model.contains_key(&key).then_some(less));
+                }
+                6 => {
+                    let rank = (key as usize) % (model.len() + 2);
+                    assert_eq!(list.get_by_rank(rank), model.iter().nth(rank));
+                }
+                _ => {
+                    let rank = (key as usize) % (model.len() + 2);
+                    let tail: Vec<_> = list.iter_from_rank(rank).take(20).collect();
+                    let expected: Vec<_> = model.iter().skip(rank).take(20).collect();
+                    assert_eq!(tail, expected);
+                }
+            }
+            assert_eq!(list.len(), model.len());
+            peak_len = peak_len.max(model.len());
+            if step % 5000 == 0 {
+                list.check_invariants();
+            }
+        }
+        list.check_invariants();
+        assert!(list.iter().eq(model.iter()));
+        // Every insert after a remove reused a vacant slot, so the arena holds exactly the
+        // most members the list ever had.
+        assert_eq!(list.slots.len(), peak_len);
+
+        list.clear();
+        list.check_invariants();
+        for key in (0..100u64).rev() {
+            list.insert(key, key);
+        }
+        list.check_invariants();
+        assert_eq!(list.rank(&40), Some(40));
+    }
+
+    #[test]
+    fn from_sorted_drops_values_exactly_once() {
+        let witness = Rc::new(());
+        let list = SkipList::from_sorted((0..300u32).map(|key| (key, Rc::clone(&witness))));
+        assert_eq!(Rc::strong_count(&witness), 301);
+        drop(list);
+        assert_eq!(Rc::strong_count(&witness), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "keys must be strictly increasing (item 3 ")]
+    fn from_sorted_rejects_duplicate_keys() {
+        SkipList::from_sorted([(1, ()), (2, ()), (5, ()), (5, ()), (7, ())]);
+    }
+
+    #[test]
+    #[should_panic(expected = "keys must be strictly increasing (item 2 ")]
+    fn from_sorted_rejects_descending_keys() {
+        SkipList::from_sorted([(1, ()), (5, ()), (4, ())]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn from_sorted_agrees_with_inserts(
+            mut keys in proptest::collection::vec(2u64..50_000, 0..400),
+            seed in any::<u64>(),
+        ) {
+            keys.sort_unstable();
+            keys.dedup();
+            // Spread the keys two apart so each has absent neighbours.
+            let keys: Vec<u64> = keys.iter().map(|key| key * 2).collect();
+            let bulk = SkipList::from_sorted_with_seed(seed, keys.iter().map(|&key| (key, key * 3)));
+            bulk.check_invariants();
+            assert_answers_match(&bulk, &keys);
+            let mut inserted = SkipList::with_seed(seed);
+            for &key in &keys {
+                inserted.insert(key, key * 3);
+            }
+            prop_assert_eq!(slot_heights(&bulk), slot_heights(&inserted));
+            prop_assert!(bulk.levels == inserted.levels);
+            prop_assert_eq!(bulk.level_count, inserted.level_count);
+        }
     }
 }
