@@ -1,19 +1,38 @@
 //! One shard's part of one leaderboard window: the live period in an order-statistic
 //! skip list, and the closing standings of recent periods.
 //!
-//! Every entry carries the full sort key (score, when it was reached, sequence, player)
-//! so that shards can be merged into one global order, and a global rank is the sum of
-//! each shard's `count_less` for the same key.
+//! # Layout
+//!
+//! The skip list orders compact [`RankKey`]s (score, when it was reached, sequence, and
+//! the player's position in the shard's player table: 32 B). There is no map from player
+//! to key: a player's current key is rebuilt from the [`Standings`] the shard keeps in
+//! the player's own record. One scoring event moves every window at once, so when a
+//! player reached their score is the same on every board they are on and is stored
+//! once; each window adds only a score and the board generation it belongs to. Closing a
+//! period bumps the board's generation, which empties every player's standing on it
+//! without visiting them.
+//!
+//! Readers get full [`BoardKey`]s (with the player id) through a [`BoardView`]. They
+//! carry the whole sort key so that shards can be merged into one global order, and a
+//! global rank is the sum of each shard's [`BoardView::count_ahead`] for the same key.
+//!
+//! # Replay
+//!
+//! Recovery replays millions of events; moving three skip-list entries per event is what
+//! made it slow. While a board is *unranked* its skip list is empty and only standings
+//! change; [`Board::rank_all`] then builds the list once from sorted keys in O(n).
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::skiplist::SkipList;
 use crate::window::{Period, WindowKind};
 
-/// Sort key of a board entry: higher score first, then who reached it first, then the
-/// shard-local sequence, then the player id (unique, so the order is total across shards).
+/// The full sort key of a board entry: higher score first, then who reached it first,
+/// then the shard-local sequence, then the player id (unique, so the order is total
+/// across shards).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BoardKey {
     pub score: Reverse<u64>,
@@ -28,6 +47,61 @@ impl BoardKey {
     }
 }
 
+/// When a score was reached: the engine clock, and the shard's sequence for order within
+/// one millisecond.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reached {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+/// A player's place on every board, kept in the player's record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standings {
+    /// When the player last scored: shared by every board the player is on.
+    reached: Reached,
+    /// Score per window, indexed by [`WindowKind::index`]; meaningful only where the
+    /// generation matches the board's.
+    scores: [u64; WindowKind::COUNT],
+    /// The board generation each score belongs to; 0 (no board has it) means never.
+    generations: [u32; WindowKind::COUNT],
+}
+
+/// How a board orders its own entries. `player` is the position in the shard's player
+/// table; between shards the full [`BoardKey`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RankKey {
+    score: Reverse<u64>,
+    reached: Reached,
+    player: u32,
+}
+
+impl RankKey {
+    /// The first key that ties `key` on everything but the player.
+    fn first_tied_with(key: &BoardKey) -> Self {
+        RankKey {
+            score: key.score,
+            reached: Reached {
+                ms: key.reached_ms,
+                seq: key.seq,
+            },
+            player: 0,
+        }
+    }
+
+    fn ties(&self, key: &BoardKey) -> bool {
+        self.score == key.score && self.reached.ms == key.reached_ms && self.reached.seq == key.seq
+    }
+}
+
+/// What a board needs of the shard's player table to name its entries.
+pub trait Roster {
+    /// The id of the player at `position`.
+    fn id(&self, position: u32) -> &Arc<str>;
+    /// A known player's position and standings.
+    fn find(&self, id: &str) -> Option<(u32, &Standings)>;
+}
+
 /// The standings of a closed period, best first, truncated to what readers may page.
 #[derive(Debug, Clone)]
 pub struct ClosedPeriod {
@@ -39,9 +113,12 @@ pub struct ClosedPeriod {
 pub struct Board {
     pub kind: WindowKind,
     pub period: Period,
-    ranking: SkipList<BoardKey, ()>,
-    /// Each ranked player's current key, to find it for an update.
-    keys: HashMap<Arc<str>, BoardKey>,
+    /// The live period's generation: a standing counts only with this generation. Starts
+    /// at 1 so that a new player's zeroed standings are on no board.
+    generation: u32,
+    ranking: SkipList<RankKey, ()>,
+    /// False while replay defers ranking (see the module docs): `ranking` is then empty.
+    ranked: bool,
     /// When the live period last changed, ms.
     pub updated_ms: u64,
     /// Newest last.
@@ -53,13 +130,15 @@ impl Board {
         Board {
             kind,
             period,
+            generation: 1,
             ranking: SkipList::new(),
-            keys: HashMap::new(),
+            ranked: true,
             updated_ms: 0,
             history: VecDeque::new(),
         }
     }
 
+    /// Live entries (while ranked).
     pub fn len(&self) -> usize {
         self.ranking.len()
     }
@@ -68,95 +147,89 @@ impl Board {
         self.ranking.is_empty()
     }
 
-    /// Adds `score` to the player's score in the live period.
-    pub fn add(&mut self, player: &Arc<str>, score: u64, at_ms: u64, seq: u64) {
+    /// The player's score in the live period, if any.
+    pub fn score_in(&self, standings: &Standings) -> Option<u64> {
+        let slot = self.kind.index();
+        (standings.generations[slot] == self.generation).then_some(standings.scores[slot])
+    }
+
+    fn key_in(&self, position: u32, standings: &Standings) -> Option<RankKey> {
+        self.score_in(standings).map(|score| RankKey {
+            score: Reverse(score),
+            reached: standings.reached,
+            player: position,
+        })
+    }
+
+    /// Adds `score` to the player's score in the live period. The caller moves
+    /// `standings.reached` to `now` once every board has been updated: see [`add_to_boards`].
+    fn add(&mut self, position: u32, standings: &mut Standings, score: u64, now: Reached) {
         debug_assert!(score > 0, "zero scores do not move a board");
-        let total = match self.keys.get(player) {
-            Some(old) => {
-                let old = old.clone();
-                let removed = self.ranking.remove(&old);
-                debug_assert!(removed.is_some(), "keys and ranking agree");
-                old.score() + score
-            }
-            None => score,
-        };
-        let key = BoardKey {
-            score: Reverse(total),
-            reached_ms: at_ms,
-            seq,
-            player: player.clone(),
-        };
-        self.keys.insert(player.clone(), key.clone());
-        self.ranking.insert(key, ());
-        self.updated_ms = at_ms;
+        let old = self.key_in(position, standings);
+        if let (Some(old), true) = (old, self.ranked) {
+            let removed = self.ranking.remove(&old);
+            debug_assert!(removed.is_some(), "standings and ranking agree");
+        }
+        let total = old.map_or(0, |k| k.score.0).saturating_add(score);
+        let slot = self.kind.index();
+        standings.scores[slot] = total;
+        standings.generations[slot] = self.generation;
+        if self.ranked {
+            let key = RankKey {
+                score: Reverse(total),
+                reached: now,
+                player: position,
+            };
+            self.ranking.insert(key, ());
+        }
+        self.updated_ms = now.ms;
     }
 
     /// Closes the live period: keeps its best `entries_max` as history (at most
-    /// `periods_max` periods) and starts `next` empty.
-    pub fn close(&mut self, next: Period, at_ms: u64, entries_max: usize, periods_max: usize) {
+    /// `periods_max` periods) and starts `next` empty. The board must be ranked.
+    pub fn close(&mut self, next: Period, at_ms: u64, limits: HistoryLimits, roster: &dyn Roster) {
+        assert!(self.ranked, "a period closes on a ranked board");
         let entries = self
             .ranking
             .iter()
-            .take(entries_max)
-            .map(|(k, _)| k.clone())
+            .take(limits.entries_max)
+            .map(|(k, _)| full_key(k, roster))
             .collect();
         let closed = ClosedPeriod {
             name: std::mem::replace(&mut self.period, next).name,
             closed_ms: at_ms,
             entries,
         };
-        if periods_max > 0 {
-            if self.history.len() == periods_max {
+        if limits.periods_max > 0 {
+            if self.history.len() == limits.periods_max {
                 self.history.pop_front();
             }
             self.history.push_back(closed);
         }
         self.ranking.clear();
-        self.keys.clear();
+        self.generation += 1;
         self.updated_ms = at_ms;
     }
 
-    pub fn key_of(&self, player: &str) -> Option<&BoardKey> {
-        self.keys.get(player)
+    /// Replay: stops ranking; standings alone change until [`Board::rank_all`].
+    pub fn defer_ranking(&mut self) {
+        self.ranking.clear();
+        self.ranked = false;
     }
 
-    /// The best `n` live entries.
-    pub fn top(&self, n: usize) -> Vec<BoardKey> {
-        self.ranking
-            .iter()
-            .take(n)
-            .map(|(k, _)| k.clone())
-            .collect()
+    pub fn is_ranked(&self) -> bool {
+        self.ranked
     }
 
-    /// Live entries ranked strictly ahead of `key`.
-    pub fn count_ahead(&self, key: &BoardKey) -> usize {
-        self.ranking.count_less(key)
-    }
-
-    /// Up to `n` live entries just ahead of `key` and up to `n` just behind it (`key`
-    /// itself excluded), best first.
-    pub fn around(&self, key: &BoardKey, n: usize) -> Vec<BoardKey> {
-        let ahead = self.ranking.count_less(key);
-        let first = ahead.saturating_sub(n);
-        let mut out: Vec<BoardKey> = self
-            .ranking
-            .iter_from_rank(first)
-            .take(ahead - first)
-            .map(|(k, _)| k.clone())
+    /// Ranks every player on the live period in one pass: `players` yields each player's
+    /// position and standings.
+    pub fn rank_all<'a>(&mut self, players: impl Iterator<Item = (u32, &'a Standings)>) {
+        let mut keys: Vec<RankKey> = players
+            .filter_map(|(position, standings)| self.key_in(position, standings))
             .collect();
-        let behind_from = ahead + usize::from(self.ranking.get(key).is_some());
-        out.extend(
-            self.ranking
-                .iter_from_rank(behind_from)
-                .take(n)
-                .map(|(k, _)| k.clone()),
-        );
-        out
-    }
-
-    pub fn closed(&self, name: &str) -> Option<&ClosedPeriod> {
-        self.history.iter().rev().find(|p| p.name == name)
+        keys.sort_unstable();
+        self.ranking = SkipList::from_sorted(keys.into_iter().map(|k| (k, ())));
+        self.ranked = true;
     }
 
     /// Recovery: sets the live period as checkpointed (its entries follow).
@@ -165,12 +238,14 @@ impl Board {
         self.updated_ms = updated_ms;
     }
 
-    /// Recovery: puts back one live entry as checkpointed.
-    pub fn restore_entry(&mut self, key: BoardKey) {
-        if let Some(old) = self.keys.insert(key.player.clone(), key.clone()) {
-            self.ranking.remove(&old);
-        }
-        self.ranking.insert(key, ());
+    /// Recovery: puts back one live entry as checkpointed, into the player's standings.
+    /// Only while unranked: ranking a restored board is [`Board::rank_all`]'s job.
+    pub fn restore_entry(&mut self, standings: &mut Standings, score: u64, reached: Reached) {
+        assert!(!self.ranked, "entries are restored with ranking deferred");
+        let slot = self.kind.index();
+        standings.reached = reached;
+        standings.scores[slot] = score;
+        standings.generations[slot] = self.generation;
     }
 
     /// Recovery: puts back a closed period's standings. Parts of the same period (from
@@ -180,20 +255,19 @@ impl Board {
         name: String,
         closed_ms: u64,
         entries: Vec<BoardKey>,
-        entries_max: usize,
-        periods_max: usize,
+        limits: HistoryLimits,
     ) {
         if let Some(existing) = self.history.iter_mut().find(|c| c.name == name) {
             existing.entries.extend(entries);
             existing.entries.sort_unstable();
-            existing.entries.truncate(entries_max);
+            existing.entries.truncate(limits.entries_max);
             existing.closed_ms = existing.closed_ms.min(closed_ms);
             return;
         }
-        if periods_max == 0 {
+        if limits.periods_max == 0 {
             return;
         }
-        if self.history.len() == periods_max {
+        if self.history.len() == limits.periods_max {
             self.history.pop_front();
         }
         self.history.push_back(ClosedPeriod {
@@ -201,6 +275,10 @@ impl Board {
             closed_ms,
             entries,
         });
+    }
+
+    pub fn closed(&self, name: &str) -> Option<&ClosedPeriod> {
+        self.history.iter().rev().find(|p| p.name == name)
     }
 
     /// Closed periods, oldest first (the order to restore them in).
@@ -212,10 +290,115 @@ impl Board {
     pub fn history(&self) -> impl Iterator<Item = &ClosedPeriod> {
         self.history.iter().rev()
     }
+}
 
-    /// Each live entry, best first (for checkpoints and mirrors).
-    pub fn iter(&self) -> impl Iterator<Item = &BoardKey> {
-        self.ranking.iter().map(|(k, _)| k)
+/// How much of closed periods a board keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Best entries kept per closed period.
+    pub entries_max: usize,
+    /// Closed periods kept.
+    pub periods_max: usize,
+}
+
+/// Adds `score` to the player's score on every board, reached at `now`.
+pub fn add_to_boards(
+    boards: &mut [Board],
+    position: u32,
+    standings: &mut Standings,
+    score: u64,
+    now: Reached,
+) {
+    for board in boards {
+        board.add(position, standings, score, now);
+    }
+    standings.reached = now;
+}
+
+fn full_key(key: &RankKey, roster: &dyn Roster) -> BoardKey {
+    BoardKey {
+        score: key.score,
+        reached_ms: key.reached.ms,
+        seq: key.reached.seq,
+        player: roster.id(key.player).clone(),
+    }
+}
+
+/// A ranked board with the player table that names its entries: what readers see.
+pub struct BoardView<'a> {
+    board: &'a Board,
+    roster: &'a dyn Roster,
+}
+
+impl<'a> BoardView<'a> {
+    pub fn new(board: &'a Board, roster: &'a dyn Roster) -> Self {
+        debug_assert!(board.ranked, "reads wait for replay to finish");
+        BoardView { board, roster }
+    }
+
+    /// The player's live entry, if they have a score in this period.
+    pub fn key_of(&self, player: &str) -> Option<BoardKey> {
+        let (position, standings) = self.roster.find(player)?;
+        self.board
+            .key_in(position, standings)
+            .map(|k| full_key(&k, self.roster))
+    }
+
+    /// The best `n` live entries.
+    pub fn top(&self, n: usize) -> Vec<BoardKey> {
+        self.iter().take(n).collect()
+    }
+
+    /// Each live entry, best first.
+    pub fn iter(&self) -> impl Iterator<Item = BoardKey> + 'a {
+        let roster = self.roster;
+        self.board
+            .ranking
+            .iter()
+            .map(move |(k, _)| full_key(k, roster))
+    }
+
+    /// Live entries ranked strictly ahead of `key` (a key from any shard). Entries that
+    /// tie on everything but the player are ordered by player id, as between shards.
+    pub fn count_ahead(&self, key: &BoardKey) -> usize {
+        let ranking = &self.board.ranking;
+        let before_ties = ranking.count_less(&RankKey::first_tied_with(key));
+        let tied_ahead = ranking
+            .iter_from_rank(before_ties)
+            .map(|(k, _)| k)
+            .take_while(|k| k.ties(key))
+            .filter(|k| **self.roster.id(k.player) < *key.player)
+            .count();
+        before_ties + tied_ahead
+    }
+
+    /// Up to `n` live entries just ahead of `key` and up to `n` just behind it (`key`
+    /// itself excluded), best first.
+    pub fn around(&self, key: &BoardKey, n: usize) -> Vec<BoardKey> {
+        let ahead = self.count_ahead(key);
+        let first = ahead.saturating_sub(n);
+        let ranking = &self.board.ranking;
+        let mut out: Vec<BoardKey> = ranking
+            .iter_from_rank(first)
+            .take(ahead - first)
+            .map(|(k, _)| full_key(k, self.roster))
+            .collect();
+        let is_here = self.key_of(&key.player).as_ref() == Some(key);
+        out.extend(
+            ranking
+                .iter_from_rank(ahead + usize::from(is_here))
+                .take(n)
+                .map(|(k, _)| full_key(k, self.roster)),
+        );
+        out
+    }
+}
+
+impl Deref for BoardView<'_> {
+    type Target = Board;
+
+    fn deref(&self) -> &Board {
+        self.board
     }
 }
 
@@ -231,6 +414,11 @@ pub fn merge_sorted(lists: Vec<Vec<BoardKey>>, n: usize) -> Vec<BoardKey> {
 mod tests {
     use super::*;
 
+    const HISTORY: HistoryLimits = HistoryLimits {
+        entries_max: 3,
+        periods_max: 2,
+    };
+
     fn period(name: &str) -> Period {
         Period {
             name: name.into(),
@@ -238,66 +426,211 @@ mod tests {
         }
     }
 
-    fn p(name: &str) -> Arc<str> {
-        Arc::from(name)
+    /// A player table as small as a board needs.
+    #[derive(Default)]
+    struct Players {
+        ids: Vec<Arc<str>>,
+        standings: Vec<Standings>,
+    }
+
+    impl Players {
+        fn position(&mut self, name: &str) -> u32 {
+            if let Some(p) = self.ids.iter().position(|id| &**id == name) {
+                return p as u32;
+            }
+            self.ids.push(Arc::from(name));
+            self.standings.push(Standings::default());
+            (self.ids.len() - 1) as u32
+        }
+
+        fn add(&mut self, boards: &mut [Board], name: &str, score: u64, ms: u64, seq: u64) {
+            let p = self.position(name);
+            let now = Reached { ms, seq };
+            add_to_boards(boards, p, &mut self.standings[p as usize], score, now);
+        }
+
+        fn rank_all(&self, board: &mut Board) {
+            board.rank_all((0u32..).zip(self.standings.iter()));
+        }
+    }
+
+    impl Roster for Players {
+        fn id(&self, position: u32) -> &Arc<str> {
+            &self.ids[position as usize]
+        }
+
+        fn find(&self, id: &str) -> Option<(u32, &Standings)> {
+            let p = self.ids.iter().position(|i| &**i == id)?;
+            Some((p as u32, &self.standings[p]))
+        }
+    }
+
+    fn names(keys: &[BoardKey]) -> Vec<(String, u64)> {
+        keys.iter()
+            .map(|k| (k.player.to_string(), k.score()))
+            .collect()
     }
 
     #[test]
     fn ranks_by_score_then_who_reached_it_first() {
-        let mut board = Board::new(WindowKind::Weekly, period("2026-W48"));
-        board.add(&p("aaa"), 10, 1, 1);
-        board.add(&p("bbb"), 20, 2, 2);
-        board.add(&p("ccc"), 10, 3, 3);
-        board.add(&p("aaa"), 10, 4, 4); // aaa reaches 20 after bbb
-        let order: Vec<(String, u64)> = board
-            .top(10)
-            .iter()
-            .map(|k| (k.player.to_string(), k.score()))
-            .collect();
+        let mut boards = [Board::new(WindowKind::Weekly, period("2026-W48"))];
+        let mut players = Players::default();
+        players.add(&mut boards, "aaa", 10, 1, 1);
+        players.add(&mut boards, "bbb", 20, 2, 2);
+        players.add(&mut boards, "ccc", 10, 3, 3);
+        players.add(&mut boards, "aaa", 10, 4, 4); // aaa reaches 20 after bbb
+        let view = BoardView::new(&boards[0], &players);
         assert_eq!(
-            order,
+            names(&view.top(10)),
             vec![("bbb".into(), 20), ("aaa".into(), 20), ("ccc".into(), 10)]
         );
-        assert_eq!(board.len(), 3);
-        let ccc = board.key_of("ccc").unwrap().clone();
-        assert_eq!(board.count_ahead(&ccc), 2);
+        assert_eq!(view.len(), 3);
+        let ccc = view.key_of("ccc").unwrap();
+        assert_eq!(view.count_ahead(&ccc), 2);
+        assert!(view.key_of("nobody").is_none());
     }
 
     #[test]
     fn around_excludes_the_player_and_clips_at_the_ends() {
-        let mut board = Board::new(WindowKind::Daily, period("d"));
+        let mut boards = [Board::new(WindowKind::Daily, period("d"))];
+        let mut players = Players::default();
         for (i, name) in ["p00", "p01", "p02", "p03", "p04", "p05"]
             .iter()
             .enumerate()
         {
-            board.add(&p(name), 100 - i as u64, i as u64 + 1, i as u64 + 1);
+            let i = i as u64;
+            players.add(&mut boards, name, 100 - i, i + 1, i + 1);
         }
-        let key = board.key_of("p01").unwrap().clone();
-        let names: Vec<String> = board
+        let view = BoardView::new(&boards[0], &players);
+        let key = view.key_of("p01").unwrap();
+        let around: Vec<String> = view
             .around(&key, 2)
             .iter()
             .map(|k| k.player.to_string())
             .collect();
-        assert_eq!(names, vec!["p00", "p02", "p03"]);
+        assert_eq!(around, vec!["p00", "p02", "p03"]);
     }
 
     #[test]
-    fn close_keeps_bounded_history() {
-        let mut board = Board::new(WindowKind::Daily, period("d1"));
+    fn close_keeps_bounded_history_and_empties_standings() {
+        let mut boards = [
+            Board::new(WindowKind::Daily, period("d1")),
+            Board::new(WindowKind::Seasonal, period("s")),
+        ];
+        let mut players = Players::default();
         for day in 1..=5u64 {
             for i in 0..10u64 {
-                board.add(&p(&format!("p{i:02}")), i + 1, day * 100 + i, day * 100 + i);
+                let name = format!("p{i:02}");
+                players.add(&mut boards, &name, i + 1, day * 100 + i, day * 100 + i);
             }
-            board.close(period(&format!("d{}", day + 1)), day * 1000, 3, 2);
+            let next = period(&format!("d{}", day + 1));
+            boards[0].close(next, day * 1000, HISTORY, &players);
         }
-        assert!(board.is_empty());
-        assert_eq!(board.period.name, "d6");
-        let names: Vec<&str> = board.history().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, vec!["d5", "d4"]);
-        let d5 = board.closed("d5").unwrap();
-        assert_eq!(d5.entries.len(), 3);
-        assert_eq!(d5.entries[0].score(), 10);
-        assert!(board.closed("d1").is_none());
+        let [daily, seasonal] = &boards;
+        assert!(daily.is_empty());
+        assert_eq!(daily.period.name, "d6");
+        let kept: Vec<&str> = daily.history().map(|c| c.name.as_str()).collect();
+        assert_eq!(kept, vec!["d5", "d4"]);
+        let d5 = daily.closed("d5").unwrap();
+        assert_eq!(
+            names(&d5.entries),
+            vec![("p09".into(), 10), ("p08".into(), 9), ("p07".into(), 8)]
+        );
+        assert!(daily.closed("d1").is_none());
+        // The close emptied the daily standings but not the seasonal ones.
+        let p09 = players.find("p09").unwrap().1;
+        assert_eq!(daily.score_in(p09), None);
+        assert_eq!(seasonal.score_in(p09), Some(50));
+        // A new score starts from zero on the new period.
+        players.add(&mut boards, "p09", 7, 9_000, 9_000);
+        let view = BoardView::new(&boards[0], &players);
+        assert_eq!(names(&view.top(5)), vec![("p09".into(), 7)]);
+    }
+
+    /// Replay's deferred ranking must rank exactly as live updates do.
+    #[test]
+    fn deferred_ranking_agrees_with_live_ranking() {
+        let mut live = [
+            Board::new(WindowKind::Daily, period("d")),
+            Board::new(WindowKind::Weekly, period("w")),
+        ];
+        let mut deferred = [
+            Board::new(WindowKind::Daily, period("d")),
+            Board::new(WindowKind::Weekly, period("w")),
+        ];
+        for board in &mut deferred {
+            board.defer_ranking();
+        }
+        let (mut a, mut b) = (Players::default(), Players::default());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for seq in 1..=5_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let name = format!("p{:03}", x % 300);
+            let score = 1 + (x >> 20) % 50;
+            // Coarse milliseconds so that many entries tie on time and order by sequence.
+            let ms = seq / 16;
+            a.add(&mut live, &name, score, ms, seq);
+            b.add(&mut deferred, &name, score, ms, seq);
+            if seq == 2_500 {
+                live[0].close(period("d2"), ms, HISTORY, &a);
+                // Replay ranks a board before it closes it.
+                b.rank_all(&mut deferred[0]);
+                deferred[0].close(period("d2"), ms, HISTORY, &b);
+                deferred[0].defer_ranking();
+            }
+        }
+        for board in &mut deferred {
+            b.rank_all(board);
+        }
+        for (l, d) in live.iter().zip(&deferred) {
+            let (l, d) = (BoardView::new(l, &a), BoardView::new(d, &b));
+            let (lk, dk) = (l.top(1_000), d.top(1_000));
+            assert_eq!(names(&lk), names(&dk));
+            assert!(lk.len() > 250, "most players are on the board");
+            for (rank, key) in lk.iter().enumerate() {
+                assert_eq!(d.count_ahead(key), rank);
+            }
+            assert_eq!(
+                names(
+                    &l.history()
+                        .flat_map(|c| c.entries.clone())
+                        .collect::<Vec<_>>()
+                ),
+                names(
+                    &d.history()
+                        .flat_map(|c| c.entries.clone())
+                        .collect::<Vec<_>>()
+                )
+            );
+        }
+    }
+
+    /// Entries that tie on score, time and sequence (possible only after shards merge)
+    /// count by player id, as the merge across shards orders them.
+    #[test]
+    fn full_ties_count_by_player_id() {
+        let mut board = Board::new(WindowKind::Daily, period("d"));
+        let mut players = Players::default();
+        board.defer_ranking();
+        let reached = Reached { ms: 5, seq: 9 };
+        for name in ["bbb", "ddd"] {
+            let p = players.position(name) as usize;
+            board.restore_entry(&mut players.standings[p], 40, reached);
+        }
+        players.rank_all(&mut board);
+        let view = BoardView::new(&board, &players);
+        let probe = |name: &str| BoardKey {
+            score: Reverse(40),
+            reached_ms: 5,
+            seq: 9,
+            player: Arc::from(name),
+        };
+        assert_eq!(view.count_ahead(&probe("aaa")), 0);
+        assert_eq!(view.count_ahead(&probe("ccc")), 1);
+        assert_eq!(view.count_ahead(&probe("eee")), 2);
+        assert_eq!(view.count_ahead(&view.key_of("ddd").unwrap()), 1);
     }
 
     #[test]
@@ -306,7 +639,7 @@ mod tests {
             score: Reverse(s),
             reached_ms: at,
             seq: 0,
-            player: p(name),
+            player: Arc::from(name),
         };
         let merged = merge_sorted(
             vec![

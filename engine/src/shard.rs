@@ -7,14 +7,15 @@
 //! replayed from a log rebuild the same shard. Soft state (rate buckets, flood strikes,
 //! the drop-audit throttle) is changed by decisions only and forgiven by a restart.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::board::{Board, BoardKey};
+use crate::board::{
+    add_to_boards, Board, BoardKey, BoardView, HistoryLimits, Reached, Roster, Standings,
+};
 use crate::event::{Event, EventKind};
 use crate::fairness::{
     Assessment, AuditKind, AuditLog, AuditRecord, Block, BlockedBy, FlagKind, PlayerGuard,
@@ -248,6 +249,8 @@ pub struct Player {
     pub drops: Vec<Drop>,
     pub updated_ms: u64,
     pub guard: PlayerGuard,
+    /// The player's place on each board.
+    standings: Standings,
 }
 
 impl Player {
@@ -259,6 +262,7 @@ impl Player {
             drops: Vec::new(),
             updated_ms: 0,
             guard: PlayerGuard::default(),
+            standings: Standings::default(),
         }
     }
 }
@@ -291,17 +295,42 @@ impl PlayerTable {
         self.index.get_key_value(id).map(|(k, _)| k)
     }
 
-    /// Adds a player not yet in the table.
-    fn insert(&mut self, player: Player) {
+    fn position_of(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    fn at_mut(&mut self, position: u32) -> &mut Player {
+        &mut self.players[position as usize]
+    }
+
+    /// Adds a player not yet in the table, at the returned position.
+    fn insert(&mut self, player: Player) -> u32 {
         let position =
             u32::try_from(self.players.len()).expect("fewer than 2^32 players per shard");
         let previous = self.index.insert(player.id.clone(), position);
         debug_assert!(previous.is_none(), "players are inserted once");
         self.players.push(player);
+        position
     }
 
     fn values(&self) -> impl Iterator<Item = &Player> {
         self.players.iter()
+    }
+
+    /// Every player's position and standings, for ranking a board in one pass.
+    fn standings(&self) -> impl Iterator<Item = (u32, &Standings)> {
+        (0u32..).zip(self.players.iter().map(|p| &p.standings))
+    }
+}
+
+impl Roster for PlayerTable {
+    fn id(&self, position: u32) -> &Arc<str> {
+        &self.players[position as usize].id
+    }
+
+    fn find(&self, id: &str) -> Option<(u32, &Standings)> {
+        let position = self.position_of(id)?;
+        Some((position, &self.players[position as usize].standings))
     }
 }
 
@@ -505,15 +534,20 @@ impl Shard {
         Some(id)
     }
 
-    /// Finds or inserts the player regardless of `players_max`: `apply` must not fail,
-    /// the limit was enforced when the record was decided.
-    fn ensure_player(&mut self, player_id: &str) -> Arc<str> {
-        if let Some(id) = self.players.id_of(player_id) {
-            return id.clone();
+    /// Finds or inserts the player regardless of `players_max` (`apply` must not fail,
+    /// the limit was enforced when the record was decided); returns its position.
+    fn ensure_player(&mut self, player_id: &str) -> u32 {
+        match self.players.position_of(player_id) {
+            Some(position) => position,
+            None => self.players.insert(Player::new(Arc::from(player_id))),
         }
-        let id: Arc<str> = Arc::from(player_id);
-        self.players.insert(Player::new(id.clone()));
-        id
+    }
+
+    fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            entries_max: self.policy.history_entries_max,
+            periods_max: self.policy.history_periods_max,
+        }
     }
 
     /// Blocks and rate limits: the fairness guard's say before an event is looked at.
@@ -748,6 +782,26 @@ impl Shard {
         self.idempotency.expire(now_ms);
     }
 
+    /// Recovery: until [`Shard::finish_replay`], applied records move players' standings
+    /// but not the boards' rankings, and each board is ranked once at the end: replaying
+    /// millions of events then costs no skip-list work per event. Snapshot records
+    /// (`BoardEntry`) may only be applied in between.
+    pub fn begin_replay(&mut self) {
+        for board in &mut self.boards {
+            board.defer_ranking();
+        }
+    }
+
+    /// Recovery: ranks every board from the replayed standings. Reads, decisions and
+    /// snapshots need ranked boards.
+    pub fn finish_replay(&mut self) {
+        for board in &mut self.boards {
+            if !board.is_ranked() {
+                board.rank_all(self.players.standings());
+            }
+        }
+    }
+
     /// Records applied since the last call, oldest first.
     pub fn take_journal(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.journal)
@@ -773,8 +827,8 @@ impl Shard {
                 z,
                 key: _,
             } => {
-                let id = self.ensure_player(&player);
-                let p = self.players.get_mut(&id).expect("player just ensured");
+                let position = self.ensure_player(&player);
+                let p = self.players.at_mut(position);
                 let score = event.score();
                 p.xp = p.xp.saturating_add(score);
                 p.updated_ms = at_ms;
@@ -797,9 +851,8 @@ impl Shard {
                 }
                 match flag {
                     None if score > 0 => {
-                        for board in &mut self.boards {
-                            board.add(&id, score, at_ms, seq);
-                        }
+                        let now = Reached { ms: at_ms, seq };
+                        add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
                         self.scores.learn(score);
                     }
                     None => {}
@@ -827,15 +880,15 @@ impl Shard {
                 by,
                 at_ms,
             } => {
-                let id = self.ensure_player(&player);
-                let p = self.players.get_mut(&id).expect("player just ensured");
+                let position = self.ensure_player(&player);
+                let p = self.players.at_mut(position);
                 p.guard.block = Some(Block {
                     until_ms,
                     reason: reason.clone(),
                     by,
                 });
                 p.guard.reset_strikes();
-                self.blocked.insert(id);
+                self.blocked.insert(p.id.clone());
                 self.audit.push(
                     AuditRecord {
                         at: at_ms / 1000,
@@ -890,17 +943,22 @@ impl Shard {
                 next,
                 at_ms,
             } => {
-                let (entries_max, periods_max) = (
-                    self.policy.history_entries_max,
-                    self.policy.history_periods_max,
-                );
+                let limits = self.history_limits();
                 // Idempotent: streams merged from several old shards each carry the close.
                 let board = self
                     .boards
                     .iter_mut()
                     .find(|b| b.kind == window && b.period != next);
                 if let Some(board) = board {
-                    board.close(next, at_ms, entries_max, periods_max);
+                    // Replay ranks a board only for the moment its period closes.
+                    let replaying = !board.is_ranked();
+                    if replaying {
+                        board.rank_all(self.players.standings());
+                    }
+                    board.close(next, at_ms, limits, &self.players);
+                    if replaying {
+                        board.defer_ranking();
+                    }
                 }
             }
             Record::KeyCompleted {
@@ -913,8 +971,8 @@ impl Shard {
                 .idempotency
                 .complete(&key, fingerprint, response, expires_ms),
             Record::PlayerState(p) => {
-                let id = self.ensure_player(&p.player);
-                let player = self.players.get_mut(&id).expect("player just ensured");
+                let position = self.ensure_player(&p.player);
+                let player = self.players.at_mut(position);
                 player.xp = p.xp;
                 player.boss_kills = p.boss_kills.into_iter().collect();
                 player.drops = p.drops;
@@ -922,7 +980,7 @@ impl Shard {
                 player.guard.flags = p.flags;
                 player.guard.rate_limited = p.rate_limited;
                 if p.block.is_some() {
-                    self.blocked.insert(id);
+                    self.blocked.insert(player.id.clone());
                 }
                 player.guard.block = p.block;
             }
@@ -942,14 +1000,17 @@ impl Shard {
                 reached_ms,
                 seq,
             } => {
-                let id = self.ensure_player(&player);
+                let position = self.ensure_player(&player);
                 if let Some(board) = self.boards.iter_mut().find(|b| b.kind == window) {
-                    board.restore_entry(BoardKey {
-                        score: Reverse(score),
-                        reached_ms,
-                        seq,
-                        player: id,
-                    });
+                    let standings = &mut self.players.at_mut(position).standings;
+                    board.restore_entry(
+                        standings,
+                        score,
+                        Reached {
+                            ms: reached_ms,
+                            seq,
+                        },
+                    );
                 }
             }
             Record::ClosedPeriod {
@@ -958,21 +1019,18 @@ impl Shard {
                 closed_ms,
                 entries,
             } => {
-                let (entries_max, periods_max) = (
-                    self.policy.history_entries_max,
-                    self.policy.history_periods_max,
-                );
+                let limits = self.history_limits();
                 if let Some(board) = self.boards.iter_mut().find(|b| b.kind == window) {
                     let entries = entries
                         .into_iter()
                         .map(|(player, score, reached_ms, seq)| BoardKey {
-                            score: Reverse(score),
+                            score: std::cmp::Reverse(score),
                             reached_ms,
                             seq,
                             player: Arc::from(player),
                         })
                         .collect();
-                    board.restore_closed(name, closed_ms, entries, entries_max, periods_max);
+                    board.restore_closed(name, closed_ms, entries, limits);
                 }
             }
             Record::ScoreModel {
@@ -1070,13 +1128,16 @@ impl Shard {
                 period: b.period.clone(),
                 updated_ms: b.updated_ms,
             });
-            let entries = b.iter().map(move |k| Record::BoardEntry {
-                window: b.kind,
-                player: k.player.to_string(),
-                score: k.score(),
-                reached_ms: k.reached_ms,
-                seq: k.seq,
-            });
+            let entries =
+                BoardView::new(b, &self.players)
+                    .iter()
+                    .map(move |k| Record::BoardEntry {
+                        window: b.kind,
+                        player: k.player.to_string(),
+                        score: k.score(),
+                        reached_ms: k.reached_ms,
+                        seq: k.seq,
+                    });
             history.chain(period).chain(entries)
         });
         let (mean, variance, samples) = self.scores.parts();
@@ -1121,8 +1182,9 @@ impl Shard {
 
     // --- reads ---
 
-    pub fn board(&self, window: WindowKind) -> Option<&Board> {
-        self.boards.iter().find(|b| b.kind == window)
+    pub fn board(&self, window: WindowKind) -> Option<BoardView<'_>> {
+        let board = self.boards.iter().find(|b| b.kind == window)?;
+        Some(BoardView::new(board, &self.players))
     }
 
     pub fn progress(&self, player_id: &str) -> Option<ProgressView> {
@@ -1575,6 +1637,7 @@ mod tests {
         let live = busy_shard();
         let mut buf = Vec::new();
         let mut restored = shard();
+        restored.begin_replay();
         for record in live.snapshot() {
             buf.clear();
             let kind = crate::codec::encode(&record, &mut buf);
@@ -1582,6 +1645,7 @@ mod tests {
             assert_eq!(decoded, record);
             restored.apply(decoded);
         }
+        restored.finish_replay();
         let now = T0 + 2000 * 3_600_000 / 7;
         assert_same(&observable(&live, now), &observable(&restored, now));
         // And the journal since a checkpoint continues from it.
@@ -1595,9 +1659,12 @@ mod tests {
                 now + i * 1000,
             );
         }
+        // Replayed as recovery replays a log tail: ranked once at the end.
+        restored.begin_replay();
         for record in live.take_journal() {
             restored.apply(record);
         }
+        restored.finish_replay();
         assert_same(
             &observable(&live, now + 60_000),
             &observable(&restored, now + 60_000),
@@ -1610,11 +1677,13 @@ mod tests {
         // the merged boards are identical.
         let original = busy_shard();
         let mut resharded: Vec<Shard> = (0..3).map(|_| shard()).collect();
+        resharded.iter_mut().for_each(Shard::begin_replay);
         for record in original.snapshot() {
             for (i, part) in record.split(3) {
                 resharded[i].apply(part);
             }
         }
+        resharded.iter_mut().for_each(Shard::finish_replay);
         let now = T0 + 2000 * 3_600_000 / 7;
         for kind in WindowKind::ALL {
             let merged = crate::board::merge_sorted(

@@ -23,6 +23,12 @@ pub enum WindowKind {
 
 impl WindowKind {
     pub const ALL: [WindowKind; 3] = [WindowKind::Daily, WindowKind::Weekly, WindowKind::Seasonal];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Position in [`WindowKind::ALL`], for per-window arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -185,6 +185,7 @@ fn migrate(
         "shard count changed: re-sharding the data directory"
     );
     let mut new_shards: Vec<Shard> = (0..shards).map(|_| empty_shard()).collect();
+    new_shards.iter_mut().for_each(Shard::begin_replay);
     let mut tail: Vec<Record> = Vec::new();
     let mut keyed = KeyedEvents::new();
     for index in 0..old.shards {
@@ -225,6 +226,7 @@ fn migrate(
             new_shards[to].apply(part);
         }
     }
+    new_shards.iter_mut().for_each(Shard::finish_replay);
     restore_keys(&mut new_shards, keyed, ttl_ms, now_ms);
     let layout = Layout {
         data_dir: old.data_dir.clone(),

@@ -105,6 +105,7 @@ impl ShardStore {
             tracing::warn!(dir = %dir.display(), "skipped an invalid checkpoint: {skipped:?}");
         }
         let mut checkpoint_lsn = 0;
+        shard.begin_replay();
         if let Some(checkpoint) = &load.checkpoint {
             decode_checkpoint(checkpoint.payload(), |record| shard.apply(record)).map_err(
                 |source| StoreError::BadCheckpoint {
@@ -126,6 +127,7 @@ impl ShardStore {
             note_keyed(&mut keyed, &record);
             shard.apply(record);
         }
+        shard.finish_replay();
         let (mut wal, report) = recovery.finish()?;
         if load.checkpoint.is_none() && report.records_replayed == 0 {
             // A new shard directory starts with a checkpoint of the empty shard: it

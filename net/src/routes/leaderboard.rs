@@ -164,7 +164,7 @@ async fn player_rank(app: &App, raw_id: &str, query: &Query) -> Outcome {
         .call(home, move |s, now_ms| {
             s.roll_windows(now_ms);
             let board = s.board(kind).expect("configured window");
-            (board.key_of(&owned).cloned(), board.period.name.clone())
+            (board.key_of(&owned), board.period.name.clone())
         })
         .await
         .map_err(mesh_error)?;
