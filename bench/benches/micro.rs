@@ -17,7 +17,8 @@
 //!   its figure includes copying the body into a fresh `Vec` first, as the server would
 //!   have to. `parse/engine/*` is our whole `event::parse_body` (serde_json parse plus
 //!   validation into typed events), for reference. Throughput in events.
-//! * `skiplist/{insert,update,rank,top100}/{1M,10M}`: a `SkipList<BoardKey, ()>` of N
+//! * `skiplist/{insert,update,rank,top100}/{1M,10M}`: a `SkipList<RankKey, ()>` (a
+//!   board's own 32 B key: score, when reached, sequence, player position) of N
 //!   members with random scores, built once per size (in random order, as a live board
 //!   grows) and reused by the four benches; a bench that is filtered out does not build it.
 //!   - `insert`: one fresh key (new player, random score). Timed in chunks of 1,000
@@ -26,8 +27,8 @@
 //!     key and insert it again with a higher score, a new `reached_ms` and sequence. N
 //!     is constant.
 //!   - `rank`: `count_less` of a random existing key.
-//!   - `top100`: `iter().take(100)` with the keys cloned into a `Vec`, as `Board::top`
-//!     does.
+//!   - `top100`: `iter().take(100)` with the keys copied into a `Vec` (a board then
+//!     names each by its player id).
 //! * `shard/submit_event/100k_players`: `Shard::submit_event(event, None, now)` for a
 //!   random player among 100,000 already-ranked ones (80 % progression, 15 % boss kills,
 //!   5 % drops; all three windows), `rate_limit_per_s: 1_000_000`. The journal is taken
@@ -39,11 +40,10 @@
 
 use std::cmp::Reverse;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use liveops_engine::board::BoardKey;
+use liveops_engine::board::{RankKey, Reached};
 use liveops_engine::event::{self, Body, Event, EventKind, TsPolicy};
 use liveops_engine::policy::Policy;
 use liveops_engine::shard::{EventOutcome, Record, Shard};
@@ -206,11 +206,11 @@ fn parse(c: &mut Criterion, bodies: &Bodies) {
     group.finish();
 }
 
-/// A skip list of N board keys plus each member's current key (what `Board` keeps in
-/// its map), for picking random members.
+/// A skip list of N board keys plus each member's current key (what a board rebuilds
+/// from the player's standings), for picking random members.
 struct Ranking {
-    list: SkipList<BoardKey, ()>,
-    keys: Vec<BoardKey>,
+    list: SkipList<RankKey, ()>,
+    keys: Vec<RankKey>,
     rng: Rng,
     next_seq: u64,
     fresh: u64,
@@ -223,13 +223,15 @@ impl Ranking {
         let mut list = SkipList::new();
         let mut keys = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let key = BoardKey {
+            let key = RankKey {
                 score: Reverse(1 + rng.below(1_000_000)),
-                reached_ms: BASE_MS + rng.below(3_600_000),
-                seq: i + 1,
-                player: Arc::from(format!("player_{i:08}")),
+                reached: Reached {
+                    ms: BASE_MS + rng.below(3_600_000),
+                    seq: i + 1,
+                },
+                player: i as u32,
             };
-            list.insert(key.clone(), ());
+            list.insert(key, ());
             keys.push(key);
         }
         assert_eq!(list.len() as u64, n);
@@ -250,14 +252,16 @@ impl Ranking {
         self.rng.below(self.keys.len() as u64) as usize
     }
 
-    fn fresh_key(&mut self) -> BoardKey {
+    fn fresh_key(&mut self) -> RankKey {
         self.fresh += 1;
         self.next_seq += 1;
-        BoardKey {
+        RankKey {
             score: Reverse(1 + self.rng.below(1_000_000)),
-            reached_ms: BASE_MS + 3_600_000 + self.fresh,
-            seq: self.next_seq,
-            player: Arc::from(format!("fresh_{:08}", self.fresh)),
+            reached: Reached {
+                ms: BASE_MS + 3_600_000 + self.fresh,
+                seq: self.next_seq,
+            },
+            player: (self.keys.len() as u64 + self.fresh) as u32,
         }
     }
 }
@@ -277,7 +281,7 @@ fn skiplist(c: &mut Criterion) {
                 let mut done = 0;
                 while done < iters {
                     let chunk = INSERT_CHUNK.min(iters - done);
-                    let keys: Vec<BoardKey> = (0..chunk).map(|_| r.fresh_key()).collect();
+                    let keys: Vec<RankKey> = (0..chunk).map(|_| r.fresh_key()).collect();
                     let to_remove = keys.clone();
                     let started = Instant::now();
                     for key in keys {
@@ -297,16 +301,18 @@ fn skiplist(c: &mut Criterion) {
             let r = ranking.get_or_insert_with(|| Ranking::build(n));
             b.iter(|| {
                 let i = r.random_index();
-                let old = r.keys[i].clone();
+                let old = r.keys[i];
                 r.list.remove(&old).expect("member");
                 r.next_seq += 1;
-                let new = BoardKey {
+                let new = RankKey {
                     score: Reverse(old.score.0 + 1 + r.rng.below(100)),
-                    reached_ms: old.reached_ms + 1,
-                    seq: r.next_seq,
+                    reached: Reached {
+                        ms: old.reached.ms + 1,
+                        seq: r.next_seq,
+                    },
                     player: old.player,
                 };
-                r.list.insert(new.clone(), ());
+                r.list.insert(new, ());
                 r.keys[i] = new;
             });
             assert_eq!(r.list.len() as u64, n);
@@ -324,8 +330,8 @@ fn skiplist(c: &mut Criterion) {
                 r.list
                     .iter()
                     .take(100)
-                    .map(|(k, _)| k.clone())
-                    .collect::<Vec<BoardKey>>()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<RankKey>>()
             });
         });
         // Frees the 1M list before the 10M one is built.

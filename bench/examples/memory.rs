@@ -49,7 +49,7 @@ fn main() {
             },
         };
         engine[shard].submit_event(event, None, now_ms + i / 1000);
-        if i % 65_536 == 0 {
+        if i % 1_024 == 0 {
             // The engine drains the journal into the log every turn.
             engine[shard].take_journal();
         }

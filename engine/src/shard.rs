@@ -7,8 +7,11 @@
 //! replayed from a log rebuild the same shard. Soft state (rate buckets, flood strikes,
 //! the drop-audit throttle) is changed by decisions only and forgiven by a restart.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
+
+use compact_str::CompactString;
+use hashbrown::HashTable;
 
 use serde::Serialize;
 use serde_json::json;
@@ -243,37 +246,63 @@ pub struct Drop {
 
 #[derive(Debug, Clone)]
 pub struct Player {
-    pub id: Arc<str>,
+    /// Inline up to 24 bytes (player ids are mostly short): no allocation of its own.
+    pub id: CompactString,
     pub xp: u64,
-    pub boss_kills: BTreeMap<String, u64>,
-    pub drops: Vec<Drop>,
     pub updated_ms: u64,
     pub guard: PlayerGuard,
     /// The player's place on each board.
     standings: Standings,
+    /// Boss kills and drops, allocated with the player's first: a player who only
+    /// progresses costs one pointer here instead of two empty collections (48 B).
+    collection: Option<Box<Collection>>,
 }
 
+/// What a player has collected.
+#[derive(Debug, Clone, Default)]
+pub struct Collection {
+    pub boss_kills: BTreeMap<String, u64>,
+    pub drops: Vec<Drop>,
+}
+
+/// The collection of a player who has none.
+static NO_COLLECTION: Collection = Collection {
+    boss_kills: BTreeMap::new(),
+    drops: Vec::new(),
+};
+
 impl Player {
-    fn new(id: Arc<str>) -> Self {
+    fn new(id: &str) -> Self {
         Player {
-            id,
+            id: CompactString::from(id),
             xp: 0,
-            boss_kills: BTreeMap::new(),
-            drops: Vec::new(),
             updated_ms: 0,
             guard: PlayerGuard::default(),
             standings: Standings::default(),
+            collection: None,
         }
+    }
+
+    pub fn collection(&self) -> &Collection {
+        self.collection.as_deref().unwrap_or(&NO_COLLECTION)
+    }
+
+    fn collection_mut(&mut self) -> &mut Collection {
+        self.collection.get_or_insert_with(Box::default)
     }
 }
 
 /// The shard's players: a dense `Vec` (what each player costs is its own size, with no
-/// empty buckets around it) and a map from id to position. A `HashMap<id, Player>` at
-/// half a million players sits in a table of a million buckets of ~200 bytes each; the
-/// index map's buckets are 24 bytes. Players are never removed, so positions are stable.
+/// empty buckets around it) and an index of positions hashed by id. The id is stored
+/// once, in the player: the index's buckets hold only a `u32` position, so a million
+/// players cost ~8 MB of index rather than the ~50 MB a `HashMap<id, u32>` takes.
+/// Players are never removed, so positions are stable.
 #[derive(Default)]
 struct PlayerTable {
-    index: HashMap<Arc<str>, u32>,
+    index: HashTable<u32>,
+    /// Keyed SipHash: ids come from the network, and a predictable hash would let a
+    /// client collide them.
+    hasher: RandomState,
     players: Vec<Player>,
 }
 
@@ -282,21 +311,23 @@ impl PlayerTable {
         self.players.len()
     }
 
+    fn position_of(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.index
+            .find(hash, |&p| self.players[p as usize].id == id)
+            .copied()
+    }
+
     fn get(&self, id: &str) -> Option<&Player> {
-        self.index.get(id).map(|&i| &self.players[i as usize])
+        self.position_of(id).map(|p| self.at(p))
     }
 
     fn get_mut(&mut self, id: &str) -> Option<&mut Player> {
-        self.index.get(id).map(|&i| &mut self.players[i as usize])
+        self.position_of(id).map(|p| self.at_mut(p))
     }
 
-    /// The shared id of a known player.
-    fn id_of(&self, id: &str) -> Option<&Arc<str>> {
-        self.index.get_key_value(id).map(|(k, _)| k)
-    }
-
-    fn position_of(&self, id: &str) -> Option<u32> {
-        self.index.get(id).copied()
+    fn at(&self, position: u32) -> &Player {
+        &self.players[position as usize]
     }
 
     fn at_mut(&mut self, position: u32) -> &mut Player {
@@ -305,11 +336,18 @@ impl PlayerTable {
 
     /// Adds a player not yet in the table, at the returned position.
     fn insert(&mut self, player: Player) -> u32 {
+        debug_assert!(
+            self.position_of(&player.id).is_none(),
+            "players are inserted once"
+        );
         let position =
             u32::try_from(self.players.len()).expect("fewer than 2^32 players per shard");
-        let previous = self.index.insert(player.id.clone(), position);
-        debug_assert!(previous.is_none(), "players are inserted once");
+        let hash = self.hasher.hash_one(player.id.as_str());
         self.players.push(player);
+        let (players, hasher) = (&self.players, &self.hasher);
+        self.index.insert_unique(hash, position, |&p| {
+            hasher.hash_one(players[p as usize].id.as_str())
+        });
         position
     }
 
@@ -324,13 +362,13 @@ impl PlayerTable {
 }
 
 impl Roster for PlayerTable {
-    fn id(&self, position: u32) -> &Arc<str> {
-        &self.players[position as usize].id
+    fn id(&self, position: u32) -> &CompactString {
+        &self.at(position).id
     }
 
     fn find(&self, id: &str) -> Option<(u32, &Standings)> {
         let position = self.position_of(id)?;
-        Some((position, &self.players[position as usize].standings))
+        Some((position, &self.at(position).standings))
     }
 }
 
@@ -435,7 +473,7 @@ pub struct Shard {
     /// One board per configured window, in `policy.windows` order.
     boards: Vec<Board>,
     /// Players with a block, active or not yet expired by `tick`.
-    blocked: BTreeSet<Arc<str>>,
+    blocked: BTreeSet<CompactString>,
     scores: ScoreModel,
     audit: AuditLog,
     idempotency: IdempotencyStore,
@@ -477,14 +515,13 @@ impl Shard {
     /// Decides one validated event.
     pub fn submit_event(&mut self, event: Event, key: Option<KeyRef>, now_ms: u64) -> EventOutcome {
         self.roll_windows(now_ms);
-        let id = self.player_entry(&event.player_id);
-        let Some(id) = id else {
+        let Some(position) = self.player_entry(&event.player_id) else {
             return EventOutcome::Rejected(Rejection::PlayersFull);
         };
-        if let Some(rejection) = self.guard_admission(&id, now_ms) {
+        if let Some(rejection) = self.guard_admission(position, now_ms) {
             return EventOutcome::Rejected(rejection);
         }
-        let player = &self.players[&*id];
+        let player = self.players.at(position);
         if let Some(rejection) = self.check_player_limits(player, &event.kind) {
             return EventOutcome::Rejected(rejection);
         }
@@ -498,7 +535,8 @@ impl Shard {
             Assessment::Flag { z } => (Some(FlagKind::ScoreJump), z),
             Assessment::Block { z } => {
                 let reason = format!("impossible score jump: {score} (z={z:.1})");
-                let rejection = self.fairness_block(&id, reason, FlagKind::ImpossibleScore, now_ms);
+                let rejection =
+                    self.fairness_block(position, reason, FlagKind::ImpossibleScore, now_ms);
                 return EventOutcome::Rejected(rejection);
             }
         };
@@ -513,7 +551,7 @@ impl Shard {
             z,
             key,
         });
-        let player = &self.players[&*id];
+        let player = self.players.at(position);
         EventOutcome::Accepted {
             xp: player.xp,
             level: level_of(player.xp),
@@ -521,17 +559,15 @@ impl Shard {
         }
     }
 
-    /// Finds or admits the player, within `players_max`.
-    fn player_entry(&mut self, player_id: &str) -> Option<Arc<str>> {
-        if let Some(id) = self.players.id_of(player_id) {
-            return Some(id.clone());
+    /// Finds or admits the player, within `players_max`; returns its position.
+    fn player_entry(&mut self, player_id: &str) -> Option<u32> {
+        if let Some(position) = self.players.position_of(player_id) {
+            return Some(position);
         }
         if self.players.len() >= self.policy.players_max {
             return None;
         }
-        let id: Arc<str> = Arc::from(player_id);
-        self.players.insert(Player::new(id.clone()));
-        Some(id)
+        Some(self.players.insert(Player::new(player_id)))
     }
 
     /// Finds or inserts the player regardless of `players_max` (`apply` must not fail,
@@ -539,7 +575,7 @@ impl Shard {
     fn ensure_player(&mut self, player_id: &str) -> u32 {
         match self.players.position_of(player_id) {
             Some(position) => position,
-            None => self.players.insert(Player::new(Arc::from(player_id))),
+            None => self.players.insert(Player::new(player_id)),
         }
     }
 
@@ -551,13 +587,13 @@ impl Shard {
     }
 
     /// Blocks and rate limits: the fairness guard's say before an event is looked at.
-    fn guard_admission(&mut self, id: &Arc<str>, now_ms: u64) -> Option<Rejection> {
-        self.expire_block(id, now_ms);
+    fn guard_admission(&mut self, position: u32, now_ms: u64) -> Option<Rejection> {
+        self.expire_block(position, now_ms);
         let policy = &self.policy;
-        let guard = &mut self.players.get_mut(id).expect("admitted player").guard;
+        let guard = &mut self.players.at_mut(position).guard;
         if let Some(block) = guard.active_block(now_ms).cloned() {
             let drops = guard.note_drop(now_ms);
-            self.audit_drop(id, now_ms, drops, "blocked");
+            self.audit_drop(position, now_ms, drops, "blocked");
             return Some(Rejection::Blocked {
                 until_ms: block.until_ms,
                 reason: block.reason,
@@ -571,11 +607,11 @@ impl Shard {
                     "flooding: over {} events/s for {} consecutive seconds",
                     policy.rate_limit_per_s, policy.flood_block_after_s
                 );
-                Some(self.fairness_block(id, reason, FlagKind::Flood, now_ms))
+                Some(self.fairness_block(position, reason, FlagKind::Flood, now_ms))
             }
             RateDecision::Limited { retry_after_ms, .. } => {
                 let drops = guard.note_drop(now_ms);
-                self.audit_drop(id, now_ms, drops, "rate_limited");
+                self.audit_drop(position, now_ms, drops, "rate_limited");
                 Some(Rejection::RateLimited { retry_after_ms })
             }
         }
@@ -585,14 +621,14 @@ impl Shard {
     /// refused with the block.
     fn fairness_block(
         &mut self,
-        id: &Arc<str>,
+        position: u32,
         reason: String,
         flag: FlagKind,
         now_ms: u64,
     ) -> Rejection {
         let until_ms = now_ms.saturating_add(self.policy.block_ms);
         self.record(Record::Blocked {
-            player: id.to_string(),
+            player: self.players.at(position).id.to_string(),
             until_ms,
             reason: reason.clone(),
             by: BlockedBy::Fairness,
@@ -608,8 +644,9 @@ impl Shard {
     fn check_player_limits(&self, player: &Player, kind: &EventKind) -> Option<Rejection> {
         match kind {
             EventKind::BossKill { boss_id, .. }
-                if !player.boss_kills.contains_key(boss_id)
-                    && player.boss_kills.len() >= self.policy.boss_kinds_per_player_max =>
+                if !player.collection().boss_kills.contains_key(boss_id)
+                    && player.collection().boss_kills.len()
+                        >= self.policy.boss_kinds_per_player_max =>
             {
                 Some(Rejection::PlayerLimit {
                     field: "payload.bossId",
@@ -617,8 +654,12 @@ impl Shard {
                 })
             }
             EventKind::DropClaimed { drop_id, .. }
-                if !player.drops.iter().any(|d| &d.drop_id == drop_id)
-                    && player.drops.len() >= self.policy.drops_per_player_max =>
+                if !player
+                    .collection()
+                    .drops
+                    .iter()
+                    .any(|d| &d.drop_id == drop_id)
+                    && player.collection().drops.len() >= self.policy.drops_per_player_max =>
             {
                 Some(Rejection::PlayerLimit {
                     field: "payload.dropId",
@@ -629,14 +670,14 @@ impl Shard {
         }
     }
 
-    fn audit_drop(&mut self, id: &Arc<str>, now_ms: u64, drops: Option<u64>, cause: &str) {
+    fn audit_drop(&mut self, position: u32, now_ms: u64, drops: Option<u64>, cause: &str) {
         if let Some(count) = drops {
             self.audit.push(
                 AuditRecord {
                     at: now_ms / 1000,
                     at_ms: now_ms,
                     kind: AuditKind::Drop,
-                    player_id: id.to_string(),
+                    player_id: self.players.at(position).id.to_string(),
                     reason: cause.to_owned(),
                     detail: json!({ "count": count }),
                 },
@@ -646,15 +687,12 @@ impl Shard {
     }
 
     /// Lifts a block whose time is up, through the log.
-    fn expire_block(&mut self, id: &Arc<str>, now_ms: u64) {
-        let expired = self
-            .players
-            .get(id)
-            .and_then(|p| p.guard.block.as_ref())
-            .is_some_and(|b| b.until_ms <= now_ms);
+    fn expire_block(&mut self, position: u32, now_ms: u64) {
+        let player = self.players.at(position);
+        let expired = player.guard.block().is_some_and(|b| b.until_ms <= now_ms);
         if expired {
             self.record(Record::Unblocked {
-                player: id.to_string(),
+                player: player.id.to_string(),
                 reason: "expired".to_owned(),
                 at_ms: now_ms,
             });
@@ -668,12 +706,11 @@ impl Shard {
         item: &str,
         now_ms: u64,
     ) -> Result<Receipt, ClaimError> {
-        let Some(id) = self.players.id_of(player_id) else {
+        let Some(position) = self.players.position_of(player_id) else {
             return Err(ClaimError::NotEarned);
         };
-        let id = id.clone();
-        self.expire_block(&id, now_ms);
-        let player = &self.players[&*id];
+        self.expire_block(position, now_ms);
+        let player = self.players.at(position);
         if let Some(block) = player.guard.active_block(now_ms) {
             return Err(ClaimError::Blocked {
                 until_ms: block.until_ms,
@@ -681,6 +718,7 @@ impl Shard {
             });
         }
         let drop = player
+            .collection()
             .drops
             .iter()
             .find(|d| d.drop_id == item)
@@ -764,20 +802,17 @@ impl Shard {
     /// Periodic housekeeping: window rollover, block expiry, idempotency expiry.
     pub fn tick(&mut self, now_ms: u64) {
         self.roll_windows(now_ms);
-        let expired: Vec<Arc<str>> = self
+        let expired: Vec<u32> = self
             .blocked
             .iter()
-            .filter(|id| {
-                self.players[&**id]
-                    .guard
-                    .block
-                    .as_ref()
-                    .is_some_and(|b| b.until_ms <= now_ms)
+            .filter_map(|id| self.players.position_of(id))
+            .filter(|&p| {
+                let block = self.players.at(p).guard.block();
+                block.is_some_and(|b| b.until_ms <= now_ms)
             })
-            .cloned()
             .collect();
-        for id in expired {
-            self.expire_block(&id, now_ms);
+        for position in expired {
+            self.expire_block(position, now_ms);
         }
         self.idempotency.expire(now_ms);
     }
@@ -835,13 +870,15 @@ impl Shard {
                 match &event {
                     EventKind::Progression { .. } => {}
                     EventKind::BossKill { boss_id, .. } => {
-                        *p.boss_kills.entry(boss_id.clone()).or_insert(0) += 1;
+                        let kills = &mut p.collection_mut().boss_kills;
+                        *kills.entry(boss_id.clone()).or_insert(0) += 1;
                     }
                     EventKind::DropClaimed {
                         drop_id, source, ..
                     } => {
-                        if !p.drops.iter().any(|d| &d.drop_id == drop_id) {
-                            p.drops.push(Drop {
+                        let drops = &mut p.collection_mut().drops;
+                        if !drops.iter().any(|d| &d.drop_id == drop_id) {
+                            drops.push(Drop {
                                 drop_id: drop_id.clone(),
                                 source: source.clone(),
                                 claimed: None,
@@ -857,7 +894,7 @@ impl Shard {
                     }
                     None => {}
                     Some(kind) => {
-                        p.guard.flags += 1;
+                        p.guard.add_flag();
                         self.audit.push(
                             AuditRecord {
                                 at: at_ms / 1000,
@@ -882,11 +919,11 @@ impl Shard {
             } => {
                 let position = self.ensure_player(&player);
                 let p = self.players.at_mut(position);
-                p.guard.block = Some(Block {
+                p.guard.set_block(Some(Block {
                     until_ms,
                     reason: reason.clone(),
                     by,
-                });
+                }));
                 p.guard.reset_strikes();
                 self.blocked.insert(p.id.clone());
                 self.audit.push(
@@ -907,7 +944,7 @@ impl Shard {
                 at_ms,
             } => {
                 if let Some(p) = self.players.get_mut(player.as_str()) {
-                    p.guard.block = None;
+                    p.guard.set_block(None);
                     p.guard.reset_strikes();
                 }
                 self.blocked.remove(player.as_str());
@@ -929,10 +966,13 @@ impl Shard {
                 receipt_id,
                 ..
             } => {
-                let drop = self
-                    .players
-                    .get_mut(player.as_str())
-                    .and_then(|p| p.drops.iter_mut().find(|d| d.drop_id == item));
+                let drop = self.players.get_mut(player.as_str()).and_then(|p| {
+                    p.collection
+                        .as_mut()?
+                        .drops
+                        .iter_mut()
+                        .find(|d| d.drop_id == item)
+                });
                 debug_assert!(drop.is_some(), "claims are decided against an earned drop");
                 if let Some(drop) = drop {
                     drop.claimed = Some(receipt_id);
@@ -971,18 +1011,23 @@ impl Shard {
                 .idempotency
                 .complete(&key, fingerprint, response, expires_ms),
             Record::PlayerState(p) => {
+                let p = *p;
                 let position = self.ensure_player(&p.player);
                 let player = self.players.at_mut(position);
                 player.xp = p.xp;
-                player.boss_kills = p.boss_kills.into_iter().collect();
-                player.drops = p.drops;
+                let collected = !p.boss_kills.is_empty() || !p.drops.is_empty();
+                player.collection = collected.then(|| {
+                    Box::new(Collection {
+                        boss_kills: p.boss_kills.into_iter().collect(),
+                        drops: p.drops,
+                    })
+                });
                 player.updated_ms = p.updated_ms;
-                player.guard.flags = p.flags;
-                player.guard.rate_limited = p.rate_limited;
+                player.guard.restore_counts(p.flags, p.rate_limited);
                 if p.block.is_some() {
                     self.blocked.insert(player.id.clone());
                 }
-                player.guard.block = p.block;
+                player.guard.set_block(p.block);
             }
             Record::BoardPeriod {
                 window,
@@ -1027,7 +1072,7 @@ impl Shard {
                             score: std::cmp::Reverse(score),
                             reached_ms,
                             seq,
-                            player: Arc::from(player),
+                            player: CompactString::from(player),
                         })
                         .collect();
                     board.restore_closed(name, closed_ms, entries, limits);
@@ -1104,12 +1149,17 @@ impl Shard {
             Record::PlayerState(Box::new(PlayerSnapshot {
                 player: p.id.to_string(),
                 xp: p.xp,
-                boss_kills: p.boss_kills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                drops: p.drops.clone(),
+                boss_kills: p
+                    .collection()
+                    .boss_kills
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+                drops: p.collection().drops.clone(),
                 updated_ms: p.updated_ms,
-                block: p.guard.block.clone(),
-                flags: p.guard.flags,
-                rate_limited: p.guard.rate_limited,
+                block: p.guard.block().cloned(),
+                flags: p.guard.flags(),
+                rate_limited: p.guard.rate_limited(),
             }))
         });
         let boards = self.boards.iter().flat_map(|b| {
@@ -1194,8 +1244,9 @@ impl Shard {
             season: self.policy.season.clone(),
             xp: p.xp,
             level: level_of(p.xp),
-            boss_kills: p.boss_kills.clone(),
+            boss_kills: p.collection().boss_kills.clone(),
             drops: p
+                .collection()
                 .drops
                 .iter()
                 .map(|d| DropView {
@@ -1217,8 +1268,8 @@ impl Shard {
             blocked_until: block.map(|b| b.until_ms / 1000),
             reason: block.map(|b| b.reason.clone()),
             by: block.map(|b| b.by),
-            flags: p.guard.flags,
-            rate_limited: p.guard.rate_limited,
+            flags: p.guard.flags(),
+            rate_limited: p.guard.rate_limited(),
             recent_audit: self
                 .audit
                 .newest(|r| r.player_id == player_id)
@@ -1600,7 +1651,7 @@ mod tests {
                 out += &format!("closed {} {:?}\n", closed.name, closed.entries);
             }
         }
-        let mut players: Vec<&Arc<str>> = s.players.values().map(|p| &p.id).collect();
+        let mut players: Vec<&CompactString> = s.players.values().map(|p| &p.id).collect();
         players.sort();
         for p in players {
             out += &format!(
