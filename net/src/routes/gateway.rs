@@ -11,6 +11,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{mesh_error, only, unknown_route, App, Outcome};
@@ -159,12 +160,11 @@ async fn apply_events(
             }
         }
     }
-    let (status, value, retry_after, applied) = match body {
+    let (status, body, retry_after, applied) = match body {
         Body::Single(Ok(event)) => single(app, event, key_ref(&key, request_fingerprint, 0)).await,
         Body::Single(Err(_)) => unreachable!("refused before reserving"),
         Body::Batch(items) => batch(app, items, &key, request_fingerprint).await,
     };
-    let body = serde_json::to_vec(&value).expect("JSON values serialize");
     if let Some(key) = key {
         let home = shard_of(&key, app.mesh.shards());
         let stored = StoredResponse {
@@ -202,8 +202,52 @@ fn key_ref(key: &Option<String>, fingerprint: [u8; 32], index: usize) -> Option<
     })
 }
 
-/// (status, body, Retry-After seconds, whether anything was applied)
-type Answer = (u16, Value, Option<u64>, bool);
+/// (status, JSON body, Retry-After seconds, whether anything was applied)
+type Answer = (u16, Vec<u8>, Option<u64>, bool);
+
+/// An accepted event as answered, serialized straight from this struct: a
+/// `serde_json::Value` per event would allocate a map and a string per key, 500 times
+/// for a full batch.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AcceptedEvent {
+    /// Position in the batch (batches only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    /// "accepted" alone; the event's HTTP status, 202, in a batch.
+    status: Status,
+    player_id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    xp: u64,
+    level: u64,
+    flagged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flag: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Status {
+    Word(&'static str),
+    Code(u16),
+}
+
+/// One entry of a batch's `results`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchItem {
+    Accepted(AcceptedEvent),
+    Refused {
+        index: usize,
+        status: u16,
+        error: Value,
+    },
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("our responses serialize")
+}
 
 async fn single(app: &App, event: Event, key: Option<KeyRef>) -> Answer {
     let player = event.player_id.clone();
@@ -213,12 +257,11 @@ async fn single(app: &App, event: Event, key: Option<KeyRef>) -> Answer {
         .mesh
         .call(shard, move |s, now_ms| s.submit_event(event, key, now_ms))
         .await;
-    let result = event_result(app, outcome, &player, type_name);
-    match result {
-        Ok(value) => (202, value, None, true),
+    match event_result(app, outcome, player, type_name) {
+        Ok(accepted) => (202, to_json(&accepted), None, true),
         Err(e) => (
             e.status.as_u16(),
-            json!({ "error": e.body() }),
+            to_json(&json!({ "error": e.body() })),
             e.retry_after_s,
             false,
         ),
@@ -232,7 +275,8 @@ async fn batch(
     request_fingerprint: [u8; 32],
 ) -> Answer {
     let shards = app.mesh.shards();
-    let mut results: Vec<Option<Result<Value, ApiError>>> = vec![None; items.len()];
+    let mut results: Vec<Option<Result<AcceptedEvent, ApiError>>> =
+        (0..items.len()).map(|_| None).collect();
     let mut groups: Vec<Vec<(usize, Event)>> = (0..shards).map(|_| Vec::new()).collect();
     for (index, item) in items.into_iter().enumerate() {
         match item {
@@ -275,49 +319,65 @@ async fn batch(
         match outcomes {
             Ok(outcomes) => {
                 for ((index, player, type_name), outcome) in described.into_iter().zip(outcomes) {
-                    results[index] = Some(event_result(app, Ok(outcome), &player, type_name));
+                    results[index] = Some(event_result(app, Ok(outcome), player, type_name));
                 }
             }
             Err(e) => {
                 for (index, player, type_name) in described {
-                    results[index] = Some(event_result(app, Err(e), &player, type_name));
+                    results[index] = Some(event_result(app, Err(e), player, type_name));
                 }
             }
         }
     }
     let (mut accepted, mut rejected, mut retry_after) = (0u64, 0u64, None::<u64>);
-    let items: Vec<Value> = results
+    let items: Vec<BatchItem> = results
         .into_iter()
         .enumerate()
         .map(
             |(index, result)| match result.expect("every event has a result") {
-                Ok(mut value) => {
+                Ok(event) => {
                     accepted += 1;
-                    value["index"] = json!(index);
-                    value["status"] = json!(202);
-                    value
+                    BatchItem::Accepted(AcceptedEvent {
+                        index: Some(index),
+                        status: Status::Code(202),
+                        ..event
+                    })
                 }
                 Err(e) => {
                     rejected += 1;
                     if let Some(s) = e.retry_after_s {
                         retry_after = Some(retry_after.map_or(s, |r: u64| r.max(s)));
                     }
-                    json!({ "index": index, "status": e.status.as_u16(), "error": e.body() })
+                    BatchItem::Refused {
+                        index,
+                        status: e.status.as_u16(),
+                        error: e.body(),
+                    }
                 }
             },
         )
         .collect();
-    let body = json!({ "accepted": accepted, "rejected": rejected, "results": items });
-    (202, body, retry_after, accepted > 0)
+    #[derive(Serialize)]
+    struct BatchBody {
+        accepted: u64,
+        rejected: u64,
+        results: Vec<BatchItem>,
+    }
+    let body = BatchBody {
+        accepted,
+        rejected,
+        results: items,
+    };
+    (202, to_json(&body), retry_after, accepted > 0)
 }
 
 /// One event's result as the accepted JSON or the refusal, counting metrics.
 fn event_result(
     app: &App,
     outcome: Result<EventOutcome, MeshError>,
-    player: &str,
+    player: String,
     type_name: &'static str,
-) -> Result<Value, ApiError> {
+) -> Result<AcceptedEvent, ApiError> {
     let metrics = &app.metrics;
     let outcome = outcome.map_err(|e| {
         metrics.queue_full.inc();
@@ -330,18 +390,22 @@ fn event_result(
     match outcome {
         EventOutcome::Accepted { xp, level, flag } => {
             metrics.events_accepted.inc();
-            let mut value = json!({
-                "status": "accepted", "playerId": player, "type": type_name,
-                "xp": xp, "level": level, "flagged": flag.is_some(),
-            });
             if let Some(flag) = flag {
                 metrics
                     .anomaly_flags
                     .with_label_values(&[flag.as_str()])
                     .inc();
-                value["flag"] = json!(flag.as_str());
             }
-            Ok(value)
+            Ok(AcceptedEvent {
+                index: None,
+                status: Status::Word("accepted"),
+                player_id: player,
+                kind: type_name,
+                xp,
+                level,
+                flagged: flag.is_some(),
+                flag: flag.map(FlagKind::as_str),
+            })
         }
         EventOutcome::Rejected(rejection) => Err(rejection_error(app, rejection)),
     }
