@@ -101,8 +101,8 @@ impl Mesh {
         Ok(())
     }
 
-    /// Queues `f` on `shard` and returns the receiver of its result, so a caller can
-    /// fan out to several shards before awaiting any.
+    /// Queues `f` on `shard` and returns the receiver of its result, answered once
+    /// durable, so a caller can fan out to several shards before awaiting any.
     pub fn start<R, F>(
         &self,
         shard: usize,
@@ -112,12 +112,25 @@ impl Mesh {
         R: Send + 'static,
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
+        self.start_as(shard, Answer::Durable, f)
+    }
+
+    fn start_as<R, F>(
+        &self,
+        shard: usize,
+        answer: Answer,
+        f: F,
+    ) -> Result<oneshot::Receiver<Result<R, MeshError>>, MeshError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        self.send(shard, job(tx, f))?;
+        self.send(shard, job(tx, answer, f))?;
         Ok(rx)
     }
 
-    /// Runs `f` on `shard` and waits for its result.
+    /// Runs `f` on `shard` and waits for its result, answered once durable.
     pub async fn call<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
     where
         R: Send + 'static,
@@ -126,15 +139,41 @@ impl Mesh {
         finish(self.start(shard, f)?).await
     }
 
-    /// Runs `f` on every shard and returns the results in shard order.
+    /// Runs the read `f` on `shard`: answered as soon as it has run (see [`Answer`]).
+    pub async fn read<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+    {
+        finish(self.start_as(shard, Answer::Immediate, f)?).await
+    }
+
+    /// Runs `f` on every shard and returns the results in shard order, once durable.
     pub async fn call_all<R, F>(&self, f: F) -> Result<Vec<R>, MeshError>
+    where
+        R: Send + 'static,
+        F: Fn(&mut Shard, u64) -> R + Send + Clone + 'static,
+    {
+        self.all_as(Answer::Durable, f).await
+    }
+
+    /// Runs the read `f` on every shard: each answers as soon as it has run.
+    pub async fn read_all<R, F>(&self, f: F) -> Result<Vec<R>, MeshError>
+    where
+        R: Send + 'static,
+        F: Fn(&mut Shard, u64) -> R + Send + Clone + 'static,
+    {
+        self.all_as(Answer::Immediate, f).await
+    }
+
+    async fn all_as<R, F>(&self, answer: Answer, f: F) -> Result<Vec<R>, MeshError>
     where
         R: Send + 'static,
         F: Fn(&mut Shard, u64) -> R + Send + Clone + 'static,
     {
         let mut pending = Vec::with_capacity(self.shards());
         for shard in 0..self.shards() {
-            pending.push(self.start(shard, f.clone())?);
+            pending.push(self.start_as(shard, answer, f.clone())?);
         }
         let mut results = Vec::with_capacity(pending.len());
         for rx in pending {
@@ -152,7 +191,7 @@ impl Mesh {
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let mut job = job(tx, f);
+        let mut job = job(tx, Answer::Durable, f);
         let inbox = &self.inboxes[shard];
         loop {
             if inbox.failed.load(Ordering::Acquire) {
@@ -261,15 +300,33 @@ impl Mesh {
 }
 
 /// Wraps `f` as a job answering on `tx` when its turn ends.
-fn job<R, F>(tx: oneshot::Sender<Result<R, MeshError>>, f: F) -> Job
+/// When a job's caller gets its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Once the turn the job ran in is durable: anything that changes state, so that an
+    /// answer never promises what a crash could take back.
+    Durable,
+    /// As soon as the job has run: reads. Waiting for the turn's fsync would put the
+    /// disk's latency (and its multi-millisecond stalls) on every read while ingesting.
+    /// A read may then show events whose turn is still being made durable, for the
+    /// milliseconds that takes; a crash in that window can take back what a read
+    /// showed, never what a 202 acknowledged.
+    Immediate,
+}
+
+fn job<R, F>(tx: oneshot::Sender<Result<R, MeshError>>, answer: Answer, f: F) -> Job
 where
     R: Send + 'static,
     F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
 {
     Box::new(move |state, now_ms| {
         let value = f(state, now_ms);
-        Box::new(move |outcome: Result<(), MeshError>| {
+        if answer == Answer::Immediate {
             // The caller may have gone; the work is done either way.
+            let _ = tx.send(Ok(value));
+            return Box::new(|_| {});
+        }
+        Box::new(move |outcome: Result<(), MeshError>| {
             let _ = tx.send(outcome.map(|()| value));
         })
     })
@@ -378,6 +435,55 @@ mod tests {
             );
             mesh.thread_done_serving();
             assert_eq!(worker.await.unwrap(), 2);
+        });
+    }
+
+    /// A host whose disk never finishes: it keeps every turn's replies.
+    struct StalledLog {
+        held: Vec<Reply>,
+    }
+
+    impl TurnHost for StalledLog {
+        fn end_turn(&mut self, shard: &mut Shard, replies: Vec<Reply>) {
+            shard.take_journal();
+            self.held.extend(replies);
+        }
+
+        fn tick_interval(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+
+        fn tick(&mut self, _: &mut Shard) {}
+    }
+
+    #[test]
+    fn reads_answer_without_waiting_for_the_turn_to_be_durable() {
+        run(async {
+            let mesh = Mesh::new(1, 16);
+            let shard = Shard::new(
+                Policy::default(),
+                ReceiptSigner::new(&[1; 32]),
+                unix_now_ms(),
+            );
+            let worker_mesh = mesh.clone();
+            tokio::task::spawn_local(async move {
+                let mut host = StalledLog { held: Vec::new() };
+                worker_mesh.run_worker(0, shard, &mut host).await;
+            });
+            let write = mesh.start(0, |s, now_ms| {
+                s.admin_block("p_1", 1000, "t".into(), now_ms)
+            });
+            let write = write.expect("queued");
+            // The read runs after the write and sees it, though the write is not durable.
+            let soon = Duration::from_secs(5);
+            let blocked = mesh.read(0, |s, now_ms| s.blocked(now_ms).len());
+            let blocked = tokio::time::timeout(soon, blocked).await;
+            assert_eq!(blocked.expect("a read does not wait for the disk"), Ok(1));
+            let all = tokio::time::timeout(soon, mesh.read_all(|s, _| s.players_len())).await;
+            assert_eq!(all.expect("nor does a read of every shard"), Ok(vec![1]));
+            // The write's own answer still waits for durability.
+            let waited = tokio::time::timeout(Duration::from_millis(50), write).await;
+            assert!(waited.is_err(), "a write is answered only once durable");
         });
     }
 

@@ -86,7 +86,7 @@ async fn player_view(app: &App, raw_id: &str) -> Outcome {
     let shard = shard_of(&id, app.mesh.shards());
     let view = app
         .mesh
-        .call(shard, move |s, now_ms| s.guard_view(&id, now_ms))
+        .read(shard, move |s, now_ms| s.guard_view(&id, now_ms))
         .await
         .map_err(mesh_error)?
         .ok_or_else(|| ApiError::not_found("player_not_found", "no such player"))?;
@@ -96,7 +96,7 @@ async fn player_view(app: &App, raw_id: &str) -> Outcome {
 async fn blocked(app: &App) -> Outcome {
     let mut all: Vec<_> = app
         .mesh
-        .call_all(|s, now_ms| s.blocked(now_ms))
+        .read_all(|s, now_ms| s.blocked(now_ms))
         .await
         .map_err(mesh_error)?
         .into_iter()
@@ -121,13 +121,13 @@ async fn audit_records(
         Some(id) => {
             let shard = shard_of(&id, app.mesh.shards());
             app.mesh
-                .call(shard, move |s, _| s.audit(Some(&id), kind, limit))
+                .read(shard, move |s, _| s.audit(Some(&id), kind, limit))
                 .await
                 .map_err(mesh_error)?
         }
         None => app
             .mesh
-            .call_all(move |s, _| s.audit(None, kind, limit))
+            .read_all(move |s, _| s.audit(None, kind, limit))
             .await
             .map_err(mesh_error)?
             .into_iter()

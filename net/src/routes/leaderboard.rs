@@ -77,7 +77,7 @@ async fn page(app: &App, query: &Query) -> Outcome {
     let wanted = offset + limit;
     let slices = app
         .mesh
-        .call_all(move |s, now_ms| {
+        .read_all(move |s, now_ms| {
             s.roll_windows(now_ms);
             let board = s.board(kind).expect("configured window");
             match &period {
@@ -126,7 +126,7 @@ async fn history(app: &App, query: &Query) -> Outcome {
     let kind = window(app, query)?;
     let per_shard = app
         .mesh
-        .call_all(move |s, now_ms| {
+        .read_all(move |s, now_ms| {
             s.roll_windows(now_ms);
             let board = s.board(kind).expect("configured window");
             board
@@ -161,7 +161,7 @@ async fn player_rank(app: &App, raw_id: &str, query: &Query) -> Outcome {
     let owned = id.clone();
     let (key, period) = app
         .mesh
-        .call(home, move |s, now_ms| {
+        .read(home, move |s, now_ms| {
             s.roll_windows(now_ms);
             let board = s.board(kind).expect("configured window");
             (board.key_of(&owned), board.period.name.clone())
@@ -174,7 +174,7 @@ async fn player_rank(app: &App, raw_id: &str, query: &Query) -> Outcome {
     let probe = key.clone();
     let parts = app
         .mesh
-        .call_all(move |s, _| {
+        .read_all(move |s, _| {
             let board = s.board(kind).expect("configured window");
             (board.count_ahead(&probe), board.around(&probe, around))
         })

@@ -42,7 +42,7 @@ async fn progress(app: &App, raw_id: &str) -> Outcome {
     let shard = shard_of(&id, app.mesh.shards());
     let view = app
         .mesh
-        .call(shard, move |s, _| s.progress(&id))
+        .read(shard, move |s, _| s.progress(&id))
         .await
         .map_err(mesh_error)?
         .ok_or_else(|| ApiError::not_found("player_not_found", "no such player"))?;
