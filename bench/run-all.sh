@@ -3,6 +3,9 @@
 #
 #   bash bench/run-all.sh            # everything; results in bench/results/<time>/
 #   QUICK=1 bash bench/run-all.sh    # shorter runs (a smoke test of the script)
+#   SKIP_CRITERION=1 bash bench/run-all.sh   # the load scenarios and memory only
+#
+# Needs wrk and curl (apt-get install wrk curl); checked first, before minutes of benches.
 #
 # Everything targets 127.0.0.1, runs with SHARDS=2 and DURABILITY=fsync unless said
 # otherwise, and stops by itself. The engine gets a fresh data directory per scenario.
@@ -13,6 +16,9 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="$root/bench/results/$stamp"
 mkdir -p "$out"
 quick=${QUICK:-0}
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install $tool" >&2; exit 1; }
+done
 secs() { if [ "$quick" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 export HMAC_SECRET=run-all-bench-secret-0123456789abcdef0123
 
@@ -50,10 +56,12 @@ stop_engine() { kill -TERM "$engine_pid"; wait "$engine_pid" 2>/dev/null || true
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 loadtest() { "$root/target/release/loadtest" --port 18080 --read-port 18082 "$@"; }
 
+if [ "${SKIP_CRITERION:-0}" != 1 ]; then
 echo "== criterion: micro (signature, parsing, skip list, shard apply)"
 cargo bench -q -p liveops-bench --bench micro -- --warm-up-time 1 --measurement-time "$(secs 3 1)" 2>&1 | tee "$out/criterion-micro.txt" | grep -E "^[a-z].*time:|thrpt:" || true
 echo "== criterion: durability (append through the store, recovery per million)"
 cargo bench -q -p liveops-bench --bench durability -- --warm-up-time 1 --measurement-time "$(secs 3 1)" 2>&1 | tee "$out/criterion-durability.txt" | grep -E "^[a-z].*time:|thrpt:" || true
+fi
 
 echo "== single events: baseline vs engine (wrk, closed loop, 64 connections)"
 bash bench/wrk-compare.sh "$(secs 10 3)" 64 | tee "$out/wrk-compare.txt" | tail -1

@@ -399,24 +399,33 @@ mod tests {
         tokio::task::LocalSet::new().block_on(&runtime, test);
     }
 
+    /// A one-shard mesh whose worker runs on this thread with the host `make_host`
+    /// builds; the worker's task gives the host back when the mesh closes.
+    fn start_worker<H: TurnHost + 'static>(
+        make_host: impl FnOnce(Arc<Mesh>) -> H,
+    ) -> (Arc<Mesh>, tokio::task::JoinHandle<H>) {
+        let mesh = Mesh::new(1, 16);
+        let shard = Shard::new(
+            Policy::default(),
+            ReceiptSigner::new(&[1; 32]),
+            unix_now_ms(),
+        );
+        let mut host = make_host(mesh.clone());
+        let worker_mesh = mesh.clone();
+        let worker = tokio::task::spawn_local(async move {
+            worker_mesh.run_worker(0, shard, &mut host).await;
+            host
+        });
+        (mesh, worker)
+    }
+
     #[test]
     fn answers_wait_for_the_turn_and_a_failed_commit_stops_the_shard() {
         run(async {
-            let mesh = Mesh::new(1, 16);
-            let shard = Shard::new(
-                Policy::default(),
-                ReceiptSigner::new(&[1; 32]),
-                unix_now_ms(),
-            );
-            let worker_mesh = mesh.clone();
-            let worker = tokio::task::spawn_local(async move {
-                let mut host = FlakyLog {
-                    mesh: worker_mesh.clone(),
-                    commits_ok: 1,
-                    turns: 0,
-                };
-                worker_mesh.run_worker(0, shard, &mut host).await;
-                host.turns
+            let (mesh, worker) = start_worker(|mesh| FlakyLog {
+                mesh,
+                commits_ok: 1,
+                turns: 0,
             });
             assert_eq!(mesh.call(0, |s, _| s.players_len()).await, Ok(0));
             // The second turn's commit fails: its answer is an error, not the value.
@@ -434,7 +443,7 @@ mod tests {
                 Err(MeshError::Failed)
             );
             mesh.thread_done_serving();
-            assert_eq!(worker.await.unwrap(), 2);
+            assert_eq!(worker.await.unwrap().turns, 2);
         });
     }
 
@@ -459,17 +468,7 @@ mod tests {
     #[test]
     fn reads_answer_without_waiting_for_the_turn_to_be_durable() {
         run(async {
-            let mesh = Mesh::new(1, 16);
-            let shard = Shard::new(
-                Policy::default(),
-                ReceiptSigner::new(&[1; 32]),
-                unix_now_ms(),
-            );
-            let worker_mesh = mesh.clone();
-            tokio::task::spawn_local(async move {
-                let mut host = StalledLog { held: Vec::new() };
-                worker_mesh.run_worker(0, shard, &mut host).await;
-            });
+            let (mesh, _worker) = start_worker(|_| StalledLog { held: Vec::new() });
             let write = mesh.start(0, |s, now_ms| {
                 s.admin_block("p_1", 1000, "t".into(), now_ms)
             });
