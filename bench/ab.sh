@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The engine at an older commit against the working tree's, alternated in one session:
+# the machine is shared and drifts, so a change is judged against its predecessor run
+# minutes apart, never against figures from another day.
+#
+#   bash bench/ab.sh REV [rounds=2]
+#
+# Builds REV in a temporary git worktree (target dir target/ab-old), then per round runs
+# each scenario on a fresh old engine and a fresh new one (SHARDS=2, DURABILITY=fsync,
+# 100,000 players, 10 s after 2 s warm-up, 127.0.0.1:18080-18083) and prints the
+# load generator's latency lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+rev=${1:?usage: bench/ab.sh REV [rounds]}
+rounds=${2:-2}
+command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }
+cargo build --release -q -p liveops-net -p liveops-loadtest
+worktree=$(mktemp -d)
+git worktree add -q --detach "$worktree" "$rev"
+(cd "$worktree" && CARGO_TARGET_DIR="$root/target/ab-old" cargo build --release -q -p liveops-net)
+git worktree remove --force "$worktree"
+old="$root/target/ab-old/release/liveops"
+new="$root/target/release/liveops"
+export HMAC_SECRET=ab-bench-secret-0123456789abcdef0123456789
+engine_pid=
+trap '[ -n "$engine_pid" ] && kill "$engine_pid" 2>/dev/null || true' EXIT
+
+# run LABEL BINARY LOADTEST_ARGS...: one fresh engine, one load run.
+run() {
+  local label=$1 binary=$2; shift 2
+  local dir; dir=$(mktemp -d)
+  (cd "$dir" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 \
+     LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 RECEIPT_SECRET="$HMAC_SECRET" \
+     RATE_LIMIT_MAX=1000000 "$binary" >"$dir/engine.log" 2>&1) &
+  engine_pid=$!
+  local ready=0
+  for _ in $(seq 200); do
+    curl -sf http://127.0.0.1:18080/readyz >/dev/null 2>&1 && { ready=1; break; }
+    sleep 0.05
+  done
+  [ "$ready" = 1 ] || { echo "$label engine did not become ready" >&2; cat "$dir/engine.log" >&2; exit 1; }
+  echo "== $label: $*"
+  "$root/target/release/loadtest" --port 18080 --read-port 18082 --duration 10 --warmup 2 \
+    --players 100000 "$@" | grep -E "^(write|read_top|read_rank) |accepted events/s"
+  kill -TERM "$engine_pid"
+  wait "$engine_pid" 2>/dev/null || true
+  engine_pid=
+  rm -rf "$dir"
+}
+
+for round in $(seq "$rounds"); do
+  echo "#### round $round"
+  for scenario in "--rate 20000" "--rate 11000 --read-ratio 0.0909" \
+                  "--rate 400 --batch 500 --connections 16"; do
+    # shellcheck disable=SC2086 # each scenario is a list of arguments
+    run "old $rev" "$old" $scenario
+    # shellcheck disable=SC2086
+    run "new" "$new" $scenario
+  done
+done
