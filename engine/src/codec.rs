@@ -661,9 +661,9 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             let mut drops = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
                 drops.push(Drop {
-                    drop_id: r.str()?,
-                    source: r.opt_str()?,
-                    claimed: r.opt_str()?,
+                    drop_id: r.str()?.into(),
+                    source: r.opt_str()?.map(Into::into),
+                    claimed: r.opt_str()?.map(Into::into),
                 });
             }
             let updated_ms = r.varint()?;

@@ -238,10 +238,11 @@ pub struct PlayerSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Drop {
-    pub drop_id: String,
-    pub source: Option<String>,
+    /// Ids and sources are short: inline, no allocation of their own.
+    pub drop_id: CompactString,
+    pub source: Option<CompactString>,
     /// The receipt id once claimed.
-    pub claimed: Option<String>,
+    pub claimed: Option<CompactString>,
 }
 
 #[derive(Debug, Clone)]
@@ -258,18 +259,54 @@ pub struct Player {
     collection: Option<Box<Collection>>,
 }
 
-/// What a player has collected.
+/// What a player has collected. Vectors grown one element at a time: most players hold
+/// a few bosses and drops, and a `BTreeMap` node or a vector's default growth would cost
+/// hundreds of bytes for one entry (memory is the limit at millions of players; these
+/// change at the pace of gameplay).
 #[derive(Debug, Clone, Default)]
 pub struct Collection {
-    pub boss_kills: BTreeMap<String, u64>,
+    /// Kills per boss, sorted by boss id.
+    pub boss_kills: Vec<(CompactString, u64)>,
     pub drops: Vec<Drop>,
 }
 
 /// The collection of a player who has none.
 static NO_COLLECTION: Collection = Collection {
-    boss_kills: BTreeMap::new(),
+    boss_kills: Vec::new(),
     drops: Vec::new(),
 };
+
+impl Collection {
+    fn boss_position(&self, boss_id: &str) -> Result<usize, usize> {
+        self.boss_kills
+            .binary_search_by(|(boss, _)| boss.as_str().cmp(boss_id))
+    }
+
+    pub fn has_killed(&self, boss_id: &str) -> bool {
+        self.boss_position(boss_id).is_ok()
+    }
+
+    fn add_kill(&mut self, boss_id: &str) {
+        match self.boss_position(boss_id) {
+            Ok(i) => self.boss_kills[i].1 += 1,
+            Err(i) => {
+                self.boss_kills.reserve_exact(1);
+                self.boss_kills.insert(i, (boss_id.into(), 1));
+            }
+        }
+    }
+
+    fn holds(&self, drop_id: &str) -> bool {
+        self.drops.iter().any(|d| d.drop_id == drop_id)
+    }
+
+    /// Adds a drop not yet held.
+    fn add_drop(&mut self, drop: Drop) {
+        debug_assert!(!self.holds(&drop.drop_id), "a drop is held once");
+        self.drops.reserve_exact(1);
+        self.drops.push(drop);
+    }
+}
 
 impl Player {
     fn new(id: &str) -> Self {
@@ -644,7 +681,7 @@ impl Shard {
     fn check_player_limits(&self, player: &Player, kind: &EventKind) -> Option<Rejection> {
         match kind {
             EventKind::BossKill { boss_id, .. }
-                if !player.collection().boss_kills.contains_key(boss_id)
+                if !player.collection().has_killed(boss_id)
                     && player.collection().boss_kills.len()
                         >= self.policy.boss_kinds_per_player_max =>
             {
@@ -654,11 +691,7 @@ impl Shard {
                 })
             }
             EventKind::DropClaimed { drop_id, .. }
-                if !player
-                    .collection()
-                    .drops
-                    .iter()
-                    .any(|d| &d.drop_id == drop_id)
+                if !player.collection().holds(drop_id)
                     && player.collection().drops.len() >= self.policy.drops_per_player_max =>
             {
                 Some(Rejection::PlayerLimit {
@@ -725,7 +758,7 @@ impl Shard {
             .ok_or(ClaimError::NotEarned)?;
         if let Some(receipt_id) = &drop.claimed {
             return Err(ClaimError::AlreadyClaimed {
-                receipt_id: receipt_id.clone(),
+                receipt_id: receipt_id.to_string(),
             });
         }
         let receipt_id = self
@@ -869,18 +902,15 @@ impl Shard {
                 p.updated_ms = at_ms;
                 match &event {
                     EventKind::Progression { .. } => {}
-                    EventKind::BossKill { boss_id, .. } => {
-                        let kills = &mut p.collection_mut().boss_kills;
-                        *kills.entry(boss_id.clone()).or_insert(0) += 1;
-                    }
+                    EventKind::BossKill { boss_id, .. } => p.collection_mut().add_kill(boss_id),
                     EventKind::DropClaimed {
                         drop_id, source, ..
                     } => {
-                        let drops = &mut p.collection_mut().drops;
-                        if !drops.iter().any(|d| &d.drop_id == drop_id) {
-                            drops.push(Drop {
-                                drop_id: drop_id.clone(),
-                                source: source.clone(),
+                        let collection = p.collection_mut();
+                        if !collection.holds(drop_id) {
+                            collection.add_drop(Drop {
+                                drop_id: drop_id.into(),
+                                source: source.as_deref().map(CompactString::from),
                                 claimed: None,
                             });
                         }
@@ -975,7 +1005,7 @@ impl Shard {
                 });
                 debug_assert!(drop.is_some(), "claims are decided against an earned drop");
                 if let Some(drop) = drop {
-                    drop.claimed = Some(receipt_id);
+                    drop.claimed = Some(receipt_id.into());
                 }
             }
             Record::WindowClosed {
@@ -1018,7 +1048,13 @@ impl Shard {
                 let collected = !p.boss_kills.is_empty() || !p.drops.is_empty();
                 player.collection = collected.then(|| {
                     Box::new(Collection {
-                        boss_kills: p.boss_kills.into_iter().collect(),
+                        boss_kills: {
+                            let mut kills: Vec<(CompactString, u64)> = (p.boss_kills.into_iter())
+                                .map(|(boss, n)| (boss.into(), n))
+                                .collect();
+                            kills.sort_unstable();
+                            kills
+                        },
                         drops: p.drops,
                     })
                 });
@@ -1153,7 +1189,7 @@ impl Shard {
                     .collection()
                     .boss_kills
                     .iter()
-                    .map(|(k, v)| (k.clone(), *v))
+                    .map(|(k, v)| (k.to_string(), *v))
                     .collect(),
                 drops: p.collection().drops.clone(),
                 updated_ms: p.updated_ms,
@@ -1244,14 +1280,16 @@ impl Shard {
             season: self.policy.season.clone(),
             xp: p.xp,
             level: level_of(p.xp),
-            boss_kills: p.collection().boss_kills.clone(),
+            boss_kills: (p.collection().boss_kills.iter())
+                .map(|(boss, n)| (boss.to_string(), *n))
+                .collect(),
             drops: p
                 .collection()
                 .drops
                 .iter()
                 .map(|d| DropView {
-                    drop_id: d.drop_id.clone(),
-                    source: d.source.clone(),
+                    drop_id: d.drop_id.to_string(),
+                    source: d.source.as_ref().map(ToString::to_string),
                     claimed: d.claimed.is_some(),
                 })
                 .collect(),
@@ -1359,6 +1397,24 @@ mod tests {
                 source: Some("chest".into()),
             },
         }
+    }
+
+    #[test]
+    fn a_collection_keeps_bosses_sorted_and_drops_once() {
+        let mut c = Collection::default();
+        for boss in ["wyrm", "golem", "wyrm", "arachne"] {
+            c.add_kill(boss);
+        }
+        let kills: Vec<(&str, u64)> = c.boss_kills.iter().map(|(b, n)| (b.as_str(), *n)).collect();
+        assert_eq!(kills, vec![("arachne", 1), ("golem", 1), ("wyrm", 2)]);
+        assert!(c.has_killed("golem") && !c.has_killed("hydra"));
+        assert_eq!(c.boss_kills.capacity(), 3, "grown one at a time");
+        c.add_drop(Drop {
+            drop_id: "sword".into(),
+            source: None,
+            claimed: None,
+        });
+        assert!(c.holds("sword") && !c.holds("shield"));
     }
 
     #[test]
