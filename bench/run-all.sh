@@ -97,4 +97,21 @@ stop_engine
 echo "== memory: 1,000,000 players in all three windows"
 cargo run -q --release -p liveops-bench --example memory -- 1000000 2 3 | tee "$out/memory.txt"
 
+# engine_rss NAME MIX: the running engine's resident memory once ~1M players have scored
+# (batches of 500 spread over 1M players for 25 s reach ~97 % of them).
+engine_rss() {
+  start_engine "$1"
+  loadtest --rate 300 --batch 500 --connections 16 --duration "$(secs 25 5)" --players 1000000 \
+    --mix "$2" --json "$out/$1.json" >"$out/$1.txt"
+  local players rss_kib
+  players=$(curl -s http://127.0.0.1:18080/metrics | awk '/^liveops_players/ { n += $2 } END { print n }')
+  rss_kib=$(awk '/^VmRSS/ { print $2 }' "/proc/$engine_pid/status")
+  awk -v p="$players" -v r="$rss_kib" -v m="$2" 'BEGIN { printf "engine RSS %.0f MB with %d players (%s): %.0f bytes/player\n", r * 1024 / 1e6, p, m, r * 1024 / p }' \
+    | tee -a "$out/memory.txt"
+  stop_engine
+}
+echo "== memory: the running engine, ~1,000,000 players"
+engine_rss rss_progression "progression=100,boss_kill=0,drop_claimed=0"
+engine_rss rss_default_mix "progression=80,boss_kill=15,drop_claimed=5"
+
 echo "== done: $out"
