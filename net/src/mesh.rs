@@ -24,8 +24,9 @@ use tokio::sync::{oneshot, Notify};
 /// A job's answer, sent once the turn it ran in is durable (or has failed).
 pub type Reply = Box<dyn FnOnce(Result<(), MeshError>) + Send>;
 /// A unit of work for a shard: runs with the shard's state and its clock (unix ms) and
-/// returns the answer to send when the turn ends.
-pub type Job = Box<dyn FnOnce(&mut Shard, u64) -> Reply + Send>;
+/// returns the answer to send when the turn ends, or `None` when it has answered already
+/// (a read).
+pub type Job = Box<dyn FnOnce(&mut Shard, u64) -> Option<Reply> + Send>;
 
 /// What a worker needs around its turns; the engine's is the write-ahead log.
 pub trait TurnHost {
@@ -231,17 +232,21 @@ impl Mesh {
         let mut housekeeping_ms = clock.now_ms();
         let mut replies: Vec<Reply> = Vec::with_capacity(TURN_JOBS_MAX);
         loop {
-            while replies.len() < TURN_JOBS_MAX {
+            let mut jobs_run = 0;
+            while jobs_run < TURN_JOBS_MAX {
                 let Some(job) = inbox.queue.pop() else { break };
                 if inbox.failed.load(Ordering::Acquire) {
                     // Dropping the job drops its answer channel: the caller sees the stop.
                     continue;
                 }
                 let now_ms = clock.now_ms();
-                replies.push(job(&mut shard, now_ms));
+                jobs_run += 1;
+                replies.extend(job(&mut shard, now_ms));
             }
-            let full_turn = replies.len() == TURN_JOBS_MAX;
-            if !replies.is_empty() {
+            let full_turn = jobs_run == TURN_JOBS_MAX;
+            // A turn of reads alone may still have changed state (a read rolls the
+            // windows), so the host sees every turn that ran a job; it skips empty ones.
+            if jobs_run > 0 {
                 let turn = std::mem::replace(&mut replies, Vec::with_capacity(TURN_JOBS_MAX));
                 self.end_turn(index, &mut shard, host, turn);
             }
@@ -324,11 +329,12 @@ where
         if answer == Answer::Immediate {
             // The caller may have gone; the work is done either way.
             let _ = tx.send(Ok(value));
-            return Box::new(|_| {});
+            return None;
         }
-        Box::new(move |outcome: Result<(), MeshError>| {
+        let reply: Reply = Box::new(move |outcome: Result<(), MeshError>| {
             let _ = tx.send(outcome.map(|()| value));
-        })
+        });
+        Some(reply)
     })
 }
 
@@ -435,7 +441,7 @@ mod tests {
             );
             assert!(mesh.any_failed());
             assert_eq!(
-                mesh.send(0, Box::new(|_, _| Box::new(|_| {}))).err(),
+                mesh.send(0, Box::new(|_, _| None)).err(),
                 Some(MeshError::Failed)
             );
             assert_eq!(
@@ -490,10 +496,10 @@ mod tests {
     fn a_full_inbox_refuses_at_once() {
         let mesh = Mesh::new(1, 2);
         for _ in 0..2 {
-            assert!(mesh.send(0, Box::new(|_, _| Box::new(|_| {}))).is_ok());
+            assert!(mesh.send(0, Box::new(|_, _| None)).is_ok());
         }
         assert_eq!(
-            mesh.send(0, Box::new(|_, _| Box::new(|_| {}))).err(),
+            mesh.send(0, Box::new(|_, _| None)).err(),
             Some(MeshError::Overloaded)
         );
     }
