@@ -15,10 +15,11 @@
 //!   library's dynamic value (`serde_json::Value`, `simd_json::OwnedValue`,
 //!   `sonic_rs::Value`). simd-json parses in place, and our body is immutable `Bytes`, so
 //!   its figure includes copying the body into a fresh `Vec` first, as the server would
-//!   have to. `parse/engine/*` is our whole `event::parse_body` (serde_json parse plus
-//!   validation into typed events), for reference. Throughput in events.
+//!   have to. `parse/engine/*` is our whole `event::parse_body`: serde_json reading
+//!   the body straight into each event's fields (no dynamic value), plus validation into
+//!   typed events. Throughput in events.
 //! * `skiplist/{insert,update,rank,top100}/{1M,10M}`: a `SkipList<RankKey, ()>` (a
-//!   board's own 32 B key: score, when reached, sequence, player position) of N
+//!   board's own 28 B key: score, when reached, sequence, player position) of N
 //!   members with random scores, built once per size (in random order, as a live board
 //!   grows) and reused by the four benches; a bench that is filtered out does not build it.
 //!   - `insert`: one fresh key (new player, random score). Timed in chunks of 1,000

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! The skip list orders compact [`RankKey`]s (score, when it was reached, sequence, and
-//! the player's position in the shard's player table: 32 B). There is no map from player
+//! the player's position in the shard's player table: 28 B). There is no map from player
 //! to key: a player's current key is rebuilt from the [`Standings`] the shard keeps in
 //! the player's own record. One scoring event moves every window at once, so when a
 //! player reached their score is the same on every board they are on and is stored
