@@ -76,6 +76,9 @@ start_engine findmax
 loadtest --find-max --p99-ms 2 --start-rate 10000 --step-duration "$(secs 5 2)" --players 100000 --json "$out/findmax.json" | tee "$out/findmax.txt" | tail -3
 stop_engine
 
+echo "== where a request's CPU goes: engine and generator at 15,000 events/s"
+bash bench/profile.sh 15000 "$(secs 8 4)" | tee "$out/profile15k.txt"
+
 echo "== batches of 500 events"
 start_engine batch500
 loadtest --rate 1000 --batch 500 --connections 16 --duration "$(secs 20 5)" --warmup 2 --players 100000 --json "$out/batch500.json" | tee "$out/batch500.txt"
