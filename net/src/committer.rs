@@ -77,10 +77,7 @@ impl Committer {
         let flusher_app = app.clone();
         let flusher = std::thread::Builder::new()
             .name(format!("flush-{index}"))
-            .spawn(move || {
-                yield_to_shard_threads();
-                flush_loop(index, store, queue, flusher_app)
-            })?;
+            .spawn(move || flush_loop(index, store, queue, flusher_app))?;
         Ok(Committer {
             index,
             jobs: Some(jobs),
@@ -164,33 +161,6 @@ impl Drop for Committer {
         drop(self.jobs.take());
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
-        }
-    }
-}
-
-/// Makes the calling thread (a flusher) `SCHED_BATCH`: it no longer preempts a running
-/// thread when it wakes.
-///
-/// A flusher sleeps in `fdatasync` and wakes when the disk answers, thousands of times a
-/// second. As a normal thread, each wake-up preempted the shard thread on its core (the
-/// scheduler favours a thread that slept), costing a context switch and the shard's
-/// warm caches: under wrk, 14k involuntary switches/s of the shard threads. As a batch
-/// thread it runs when the shard thread next waits for the network, or at the next
-/// scheduler tick. Measured with `bench/wrk-compare.sh`: 10–15 % more single events
-/// per second, p99 unchanged. Best effort: where the call is refused, the flusher
-/// runs as a normal thread, which is only slower.
-fn yield_to_shard_threads() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is a valid sched_param for the duration of the call, and pid
-        // 0 names the calling thread. Lowering one's own policy needs no privilege.
-        let refused = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0;
-        if refused {
-            tracing::warn!(
-                "flusher stays a normal thread: sched_setscheduler(SCHED_BATCH): {}",
-                std::io::Error::last_os_error()
-            );
         }
     }
 }
