@@ -877,8 +877,97 @@ impl Shard {
 
     /// Applies a decided record and journals it.
     fn record(&mut self, record: Record) {
-        self.apply(record.clone());
+        match &record {
+            // Most records: applied from the journal's copy, so the hot path does not
+            // clone the player id and the event's strings for every event.
+            Record::EventAccepted {
+                player,
+                event,
+                at_ms,
+                seq,
+                flag,
+                ..
+            } => {
+                if let Some(audit) = self.apply_event(player, event, *at_ms, *seq, *flag) {
+                    self.push_flag_audit(audit, &record);
+                }
+            }
+            _ => self.apply(record.clone()),
+        }
         self.journal.push(record);
+    }
+
+    /// An accepted event's effect on its player and the boards. Returns the flag to
+    /// audit when the event was flagged (and so scored nothing).
+    fn apply_event(
+        &mut self,
+        player: &str,
+        event: &EventKind,
+        at_ms: u64,
+        seq: u64,
+        flag: Option<FlagKind>,
+    ) -> Option<FlagKind> {
+        let position = self.ensure_player(player);
+        let p = self.players.at_mut(position);
+        let score = event.score();
+        p.xp = p.xp.saturating_add(score);
+        p.updated_ms = at_ms;
+        match event {
+            EventKind::Progression { .. } => {}
+            EventKind::BossKill { boss_id, .. } => p.collection_mut().add_kill(boss_id),
+            EventKind::DropClaimed {
+                drop_id, source, ..
+            } => {
+                let collection = p.collection_mut();
+                if !collection.holds(drop_id) {
+                    collection.add_drop(Drop {
+                        drop_id: drop_id.into(),
+                        source: source.as_deref().map(CompactString::from),
+                        claimed: None,
+                    });
+                }
+            }
+        }
+        self.next_seq = self.next_seq.max(seq + 1);
+        match flag {
+            None if score > 0 => {
+                let now = Reached { ms: at_ms, seq };
+                add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
+                self.scores.learn(score);
+                None
+            }
+            None => None,
+            Some(kind) => {
+                p.guard.add_flag();
+                Some(kind)
+            }
+        }
+    }
+
+    /// Audits a flagged event (rare: the copies here are off the hot path).
+    fn push_flag_audit(&mut self, kind: FlagKind, record: &Record) {
+        let Record::EventAccepted {
+            player,
+            event,
+            ts,
+            at_ms,
+            z,
+            ..
+        } = record
+        else {
+            unreachable!("only accepted events are flagged");
+        };
+        self.audit.push(
+            AuditRecord {
+                at: at_ms / 1000,
+                at_ms: *at_ms,
+                kind: AuditKind::Flag,
+                player_id: player.clone(),
+                reason: kind.as_str().to_owned(),
+                detail: json!({ "type": event.type_name(), "score": event.score(), "z": z, "ts": ts }),
+            },
+            self.policy.audit_records_max,
+        );
     }
 
     /// The single mutation path for durable state; also what replay calls.
@@ -886,59 +975,16 @@ impl Shard {
         let audit_max = self.policy.audit_records_max;
         match record {
             Record::EventAccepted {
-                player,
-                event,
-                ts,
+                ref player,
+                ref event,
                 at_ms,
                 seq,
                 flag,
-                z,
-                key: _,
+                ..
             } => {
-                let position = self.ensure_player(&player);
-                let p = self.players.at_mut(position);
-                let score = event.score();
-                p.xp = p.xp.saturating_add(score);
-                p.updated_ms = at_ms;
-                match &event {
-                    EventKind::Progression { .. } => {}
-                    EventKind::BossKill { boss_id, .. } => p.collection_mut().add_kill(boss_id),
-                    EventKind::DropClaimed {
-                        drop_id, source, ..
-                    } => {
-                        let collection = p.collection_mut();
-                        if !collection.holds(drop_id) {
-                            collection.add_drop(Drop {
-                                drop_id: drop_id.into(),
-                                source: source.as_deref().map(CompactString::from),
-                                claimed: None,
-                            });
-                        }
-                    }
+                if let Some(audit) = self.apply_event(player, event, at_ms, seq, flag) {
+                    self.push_flag_audit(audit, &record);
                 }
-                match flag {
-                    None if score > 0 => {
-                        let now = Reached { ms: at_ms, seq };
-                        add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
-                        self.scores.learn(score);
-                    }
-                    None => {}
-                    Some(kind) => {
-                        p.guard.add_flag();
-                        self.audit.push(
-                            AuditRecord {
-                                at: at_ms / 1000,
-                                at_ms,
-                                kind: AuditKind::Flag,
-                                player_id: player,
-                                reason: kind.as_str().to_owned(),
-                                detail: json!({ "type": event.type_name(), "score": score, "z": z, "ts": ts }),
-                            },
-                            audit_max,
-                        );
-                    }
-                }
-                self.next_seq = self.next_seq.max(seq + 1);
             }
             Record::Blocked {
                 player,
