@@ -878,8 +878,8 @@ impl Shard {
     /// Applies a decided record and journals it.
     fn record(&mut self, record: Record) {
         match &record {
-            // Most records: applied from the journal's copy, so the hot path does not
-            // clone the player id and the event's strings for every event.
+            // Nearly every record is an accepted event: apply it from the journal's copy,
+            // so the hot path does not clone the player id and the event's strings.
             Record::EventAccepted {
                 player,
                 event,
