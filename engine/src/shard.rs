@@ -880,33 +880,29 @@ impl Shard {
         match &record {
             // Nearly every record is an accepted event: apply it from the journal's copy,
             // so the hot path does not clone the player id and the event's strings.
-            Record::EventAccepted {
-                player,
-                event,
-                at_ms,
-                seq,
-                flag,
-                ..
-            } => {
-                if let Some(audit) = self.apply_event(player, event, *at_ms, *seq, *flag) {
-                    self.push_flag_audit(audit, &record);
-                }
-            }
+            Record::EventAccepted { .. } => self.apply_accepted(&record),
             _ => self.apply(record.clone()),
         }
         self.journal.push(record);
     }
 
-    /// An accepted event's effect on its player and the boards. Returns the flag to
-    /// audit when the event was flagged (and so scored nothing).
-    fn apply_event(
-        &mut self,
-        player: &str,
-        event: &EventKind,
-        at_ms: u64,
-        seq: u64,
-        flag: Option<FlagKind>,
-    ) -> Option<FlagKind> {
+    /// An accepted event's effect on its player and the boards, or on the audit trail
+    /// when it was flagged (a flagged event scores nothing).
+    fn apply_accepted(&mut self, record: &Record) {
+        let Record::EventAccepted {
+            player,
+            event,
+            ts,
+            at_ms,
+            seq,
+            flag,
+            z,
+            ..
+        } = record
+        else {
+            unreachable!("called for accepted events only");
+        };
+        let (at_ms, seq) = (*at_ms, *seq);
         let position = self.ensure_player(player);
         let p = self.players.at_mut(position);
         let score = event.score();
@@ -928,64 +924,37 @@ impl Shard {
                 }
             }
         }
-        self.next_seq = self.next_seq.max(seq + 1);
         match flag {
             None if score > 0 => {
                 let now = Reached { ms: at_ms, seq };
                 add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
                 self.scores.learn(score);
-                None
             }
-            None => None,
+            None => {}
             Some(kind) => {
                 p.guard.add_flag();
-                Some(kind)
+                // Rare: the copies for the audit line are off the hot path.
+                self.audit.push(
+                    AuditRecord {
+                        at: at_ms / 1000,
+                        at_ms,
+                        kind: AuditKind::Flag,
+                        player_id: player.clone(),
+                        reason: kind.as_str().to_owned(),
+                        detail: json!({ "type": event.type_name(), "score": score, "z": z, "ts": ts }),
+                    },
+                    self.policy.audit_records_max,
+                );
             }
         }
-    }
-
-    /// Audits a flagged event (rare: the copies here are off the hot path).
-    fn push_flag_audit(&mut self, kind: FlagKind, record: &Record) {
-        let Record::EventAccepted {
-            player,
-            event,
-            ts,
-            at_ms,
-            z,
-            ..
-        } = record
-        else {
-            unreachable!("only accepted events are flagged");
-        };
-        self.audit.push(
-            AuditRecord {
-                at: at_ms / 1000,
-                at_ms: *at_ms,
-                kind: AuditKind::Flag,
-                player_id: player.clone(),
-                reason: kind.as_str().to_owned(),
-                detail: json!({ "type": event.type_name(), "score": event.score(), "z": z, "ts": ts }),
-            },
-            self.policy.audit_records_max,
-        );
+        self.next_seq = self.next_seq.max(seq + 1);
     }
 
     /// The single mutation path for durable state; also what replay calls.
     pub fn apply(&mut self, record: Record) {
         let audit_max = self.policy.audit_records_max;
         match record {
-            Record::EventAccepted {
-                ref player,
-                ref event,
-                at_ms,
-                seq,
-                flag,
-                ..
-            } => {
-                if let Some(audit) = self.apply_event(player, event, at_ms, seq, flag) {
-                    self.push_flag_audit(audit, &record);
-                }
-            }
+            Record::EventAccepted { .. } => self.apply_accepted(&record),
             Record::Blocked {
                 player,
                 until_ms,
