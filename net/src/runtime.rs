@@ -137,6 +137,11 @@ impl Connections {
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
+/// The connection's remote address, put into every request's extensions so routes can
+/// keep budgets per client host (no single host may exhaust one shared by all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// Serves HTTP/1.1 (keep-alive) on `listener` with `handler` until `shutdown` turns
 /// true; then stops accepting and asks each open connection to close after its
 /// in-flight request.
@@ -162,8 +167,8 @@ pub async fn serve<H, Fut>(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|&s| s) => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning on the error.
                 tracing::warn!(error = %e, "accept failed");
@@ -181,7 +186,8 @@ pub async fn serve<H, Fut>(
         let connections = connections.clone();
         let mut stop = shutdown.clone();
         tokio::task::spawn_local(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
                 let response = handler(req);
                 async move { Ok::<_, std::convert::Infallible>(response.await) }
             });
