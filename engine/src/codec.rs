@@ -733,7 +733,11 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             let kind = audit_from_tag(r.u8()?)?;
             let player_id = r.str()?;
             let reason = r.str()?;
-            let detail = serde_json::from_str(&r.str()?).map_err(|_| DecodeError::BadJson)?;
+            let detail = match serde_json::from_str(&r.str()?).map_err(|_| DecodeError::BadJson)? {
+                // Unblock records of earlier versions had no detail.
+                serde_json::Value::Null => serde_json::json!({}),
+                detail => detail,
+            };
             Record::Audit(Box::new(AuditRecord {
                 at: at_ms / 1000,
                 at_ms,

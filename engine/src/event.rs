@@ -17,9 +17,10 @@ pub const SCORE_PER_EVENT_MAX: u64 = 1_000_000;
 pub const BATCH_EVENTS_MAX: usize = 1000;
 /// Bounds for the free-text identifiers (`bossId`, `dropId`, `source`, `activity`), in chars.
 pub const LABEL_CHARS_MAX: usize = 64;
-/// Bounds for `playerId`, in ASCII chars.
-pub const PLAYER_ID_CHARS_MIN: usize = 3;
-pub const PLAYER_ID_CHARS_MAX: usize = 50;
+/// Bounds for `playerId`, in ASCII chars: the contract's `^[A-Za-z0-9_.-]{1,64}$` admits
+/// the original Go services' `p1`, UUIDs and platform ids.
+pub const PLAYER_ID_CHARS_MIN: usize = 1;
+pub const PLAYER_ID_CHARS_MAX: usize = 64;
 
 /// One validated gameplay event.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,7 +261,7 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, ValidationError> {
     value.ok_or_else(|| ValidationError::missing(field))
 }
 
-/// Reads the required `playerId`: `^[A-Za-z0-9_]{3,50}$`.
+/// Reads the required `playerId`: `^[A-Za-z0-9_.-]{1,64}$`.
 fn player_id_field(value: Option<&Scalar<'_>>) -> Result<String, ValidationError> {
     const KEY: &str = "playerId";
     match value {
@@ -276,28 +277,59 @@ fn player_id_field(value: Option<&Scalar<'_>>) -> Result<String, ValidationError
     }
 }
 
-/// Checks a player id against `^[A-Za-z0-9_]{3,50}$`; the error is a message.
+/// Checks a player id against `^[A-Za-z0-9_.-]{1,64}$`; the error is a message.
 pub fn check_player_id(s: &str) -> Result<(), String> {
     let len_ok = (PLAYER_ID_CHARS_MIN..=PLAYER_ID_CHARS_MAX).contains(&s.len());
-    if len_ok && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if len_ok
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
         Ok(())
     } else {
         Err(format!(
-            "playerId must match ^[A-Za-z0-9_]{{{PLAYER_ID_CHARS_MIN},{PLAYER_ID_CHARS_MAX}}}$"
+            "playerId must match ^[A-Za-z0-9_.-]{{{PLAYER_ID_CHARS_MIN},{PLAYER_ID_CHARS_MAX}}}$"
         ))
     }
 }
 
-/// Checks a free-text label: 1..=64 chars, none of them a control character.
+/// Checks a free-text label: 1..=64 chars, each one visible text. Control characters,
+/// format characters (zero-width spaces, bidi overrides, the byte-order mark), line and
+/// paragraph separators, surrogates and noncharacters (U+FFFF, U+FDD0..) are refused:
+/// they make two labels look identical, or reorder what an operator reads in a log or
+/// a console, while comparing different.
 pub fn check_label(s: &str) -> Result<(), String> {
+    check_text(s, LABEL_CHARS_MAX)
+}
+
+/// Checks free text of 1..=`chars_max` characters by the rule of [`check_label`].
+pub fn check_text(s: &str, chars_max: usize) -> Result<(), String> {
     let chars = s.chars().count();
-    if chars == 0 || chars > LABEL_CHARS_MAX {
-        return Err(format!("must be 1 to {LABEL_CHARS_MAX} characters"));
+    if chars == 0 || chars > chars_max {
+        return Err(format!("must be 1 to {chars_max} characters"));
     }
-    if s.chars().any(char::is_control) {
-        return Err("must contain printable characters only".to_owned());
+    if let Some(c) = s.chars().find(|&c| !is_printable(c)) {
+        return Err(format!(
+            "must contain printable characters only (found U+{:04X})",
+            u32::from(c)
+        ));
     }
     Ok(())
+}
+
+/// Whether `c` is visible text, as far as a label goes.
+fn is_printable(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let code = u32::from(c);
+    let noncharacter = (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE;
+    !noncharacter
+        && !matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::Surrogate
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
 }
 
 /// Reads an optional label; `path` names it in errors (`payload.bossId`).
@@ -369,7 +401,7 @@ fn weight_field(value: Option<&Scalar<'_>>) -> Result<Option<f64>, ValidationErr
 }
 
 /// Keeps echoed client text short in error messages.
-fn truncate_for_message(s: &str) -> String {
+pub(crate) fn truncate_for_message(s: &str) -> String {
     s.chars().take(LABEL_CHARS_MAX).collect()
 }
 
@@ -467,11 +499,11 @@ mod tests {
             ("type".into(), "invalid_field")
         );
         assert_eq!(
-            field_of(r#"{"type":"progression","playerId":"a-b","ts":1,"payload":{"deltaXp":1}}"#),
+            field_of(r#"{"type":"progression","playerId":"a/b","ts":1,"payload":{"deltaXp":1}}"#),
             ("playerId".into(), "invalid_field")
         );
         assert_eq!(
-            field_of(r#"{"type":"progression","playerId":"ab","ts":1,"payload":{"deltaXp":1}}"#),
+            field_of(r#"{"type":"progression","playerId":"","ts":1,"payload":{"deltaXp":1}}"#),
             ("playerId".into(), "invalid_field")
         );
         assert_eq!(
@@ -482,6 +514,64 @@ mod tests {
             field_of(r#"{"type":"progression","playerId":"abc","ts":1,"payload":[]}"#),
             ("payload".into(), "invalid_field")
         );
+    }
+
+    /// The contract's `^[A-Za-z0-9_.-]{1,64}$`: the original README's `p1`, UUIDs and
+    /// dotted platform ids pass; anything else, or longer, does not.
+    #[test]
+    fn player_ids_follow_the_contract() {
+        for good in [
+            "p1",
+            "x",
+            "0f8e4a3c-5b1d-4c8e-9a7f-2d6b1e3c4f5a",
+            "steam.76561198000000000",
+            "a_b-c.d",
+            &"z".repeat(PLAYER_ID_CHARS_MAX),
+        ] {
+            assert_eq!(check_player_id(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "a:b",
+            "é",
+            "a\u{0}",
+            &"z".repeat(PLAYER_ID_CHARS_MAX + 1),
+        ] {
+            assert!(check_player_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Invisible and reordering characters would let two labels look alike, or rewrite
+    /// what an operator reads; ordinary text in any script passes.
+    #[test]
+    fn labels_refuse_format_control_and_noncharacters() {
+        for bad in [
+            "a\u{200B}b",  // zero-width space
+            "a\u{202E}b",  // right-to-left override
+            "\u{FEFF}ab",  // byte-order mark
+            "a\u{2028}b",  // line separator
+            "a\u{2029}b",  // paragraph separator
+            "a\u{FFFF}",   // noncharacter
+            "a\u{FDD0}",   // noncharacter
+            "a\u{10FFFE}", // noncharacter
+            "a\u{7}b",     // control
+            "a\u{85}b",    // control (next line)
+            "a\u{E0041}",  // tag character (format)
+        ] {
+            let err = check_label(bad).unwrap_err();
+            assert!(err.contains("printable"), "{bad:?}: {err}");
+        }
+        for good in [
+            "dragon_lord",
+            "ドラゴン",
+            "épée +1",
+            "🐉 raid",
+            "a\u{E000}b",
+        ] {
+            assert_eq!(check_label(good), Ok(()), "{good:?}");
+        }
     }
 
     #[test]
@@ -659,17 +749,55 @@ mod tests {
         }
     }
 
-    /// The one difference from the `Value` parser, on purpose: a number beyond `f64`'s
-    /// range is valid JSON, and where the engine skips the value (a key it does not
-    /// know) it is no longer an error; in a field it reads, it still is.
+    /// A number beyond `f64`'s range is refused wherever it stands, as the `Value` parser
+    /// refused it: skipped values are read (not jumped over) so that objects inside them
+    /// are checked for repeated keys too.
     #[test]
-    fn numbers_out_of_range_matter_only_where_read() {
+    fn numbers_out_of_range_are_refused_even_where_skipped() {
         let event = |payload: &str| {
             format!(r#"{{"type":"progression","playerId":"abc","ts":1,"payload":{payload}}}"#)
         };
-        assert!(one(&event(r#"{"deltaXp":1,"extra":[1e400]}"#)).is_ok());
         let code = |b: &str| parse_body(b.as_bytes(), NOW_S, TS).unwrap_err().code;
+        assert_eq!(
+            code(&event(r#"{"deltaXp":1,"extra":[1e400]}"#)),
+            "invalid_json"
+        );
         assert_eq!(code(&event(r#"{"deltaXp":1e400}"#)), "invalid_json");
+    }
+
+    /// A repeated key means different events to different parsers: refused, named.
+    #[test]
+    fn repeated_keys_are_malformed_and_named() {
+        let refused = |body: &str, key: &str| {
+            let err = parse_body(body.as_bytes(), NOW_S, TS).unwrap_err();
+            assert_eq!(err.code, "invalid_json", "{body}");
+            assert!(
+                err.message.contains(&format!("duplicate key \"{key}\"")),
+                "{body}: {}",
+                err.message
+            );
+        };
+        let event = |payload: &str| {
+            format!(r#"{{"type":"progression","playerId":"abc","ts":1,"payload":{payload}}}"#)
+        };
+        refused(&event(r#"{"deltaXp":1,"deltaXp":1000000}"#), "deltaXp");
+        refused(&event(r#"{"deltaXp":1,"delta\u0058p":1000000}"#), "deltaXp");
+        refused(&event(r#"{"deltaXp":1,"note":1,"note":2}"#), "note");
+        refused(&event(r#"{"deltaXp":1,"meta":{"a":[{"k":1,"k":2}]}}"#), "k");
+        refused(
+            r#"{"type":"progression","type":"boss_kill","playerId":"abc","ts":1,"payload":{"deltaXp":1}}"#,
+            "type",
+        );
+        refused(
+            &format!(
+                "[{},{}]",
+                event(r#"{"deltaXp":1}"#),
+                event(r#"{"points":1,"points":2}"#)
+            ),
+            "points",
+        );
+        // The same key in two different objects is no repeat.
+        assert!(one(&event(r#"{"deltaXp":1,"meta":{"deltaXp":2}}"#)).is_ok());
     }
 
     #[test]

@@ -301,6 +301,7 @@ pub struct AuditRecord {
     pub kind: AuditKind,
     pub player_id: String,
     pub reason: String,
+    /// The decision's evidence, always a JSON object (the API's schema says so).
     pub detail: serde_json::Value,
 }
 

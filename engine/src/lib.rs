@@ -4,7 +4,8 @@
 //! out; there is no I/O, no async and no clock here — every call takes `now_ms` — so the
 //! same code runs in the server, in model tests and in replay from the write-ahead log.
 //!
-//! * [`event`] turns hostile JSON into validated [`event::Event`]s with stable error codes.
+//! * [`event`] turns hostile JSON into validated [`event::Event`]s with stable error codes;
+//!   [`json`] reads other bodies, refusing repeated keys as event bodies do.
 //! * [`shard::Shard`] owns one shard's players: progression, fairness guard,
 //!   leaderboards, claims and idempotency keys. Decisions produce [`shard::Record`]s and
 //!   every durable change goes through [`shard::Shard::apply`].
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod event;
 pub mod fairness;
 pub mod idempotency;
+pub mod json;
 pub mod policy;
 pub mod shard;
 pub mod signing;

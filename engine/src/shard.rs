@@ -988,11 +988,18 @@ impl Shard {
                 reason,
                 at_ms,
             } => {
+                // The lifted block's end, for the audit trail.
+                let mut lifted_until_ms = None;
                 if let Some(p) = self.players.get_mut(player.as_str()) {
+                    lifted_until_ms = p.guard.block().map(|b| b.until_ms);
                     p.guard.set_block(None);
                     p.guard.reset_strikes();
                 }
                 self.blocked.remove(player.as_str());
+                let detail = match lifted_until_ms {
+                    Some(until_ms) => json!({ "until": until_ms / 1000, "untilMs": until_ms }),
+                    None => json!({}),
+                };
                 self.audit.push(
                     AuditRecord {
                         at: at_ms / 1000,
@@ -1000,7 +1007,7 @@ impl Shard {
                         kind: AuditKind::Unblock,
                         player_id: player,
                         reason,
-                        detail: serde_json::Value::Null,
+                        detail,
                     },
                     audit_max,
                 );
@@ -1493,6 +1500,13 @@ mod tests {
                 && kinds.contains(&AuditKind::Unblock)
                 && kinds.contains(&AuditKind::Drop)
         );
+        // Every record's detail is an object, as the API's schema says; an unblock
+        // names the end of the block it lifted.
+        let audit = s.audit(Some("fld"), None, 100);
+        assert!(audit.iter().all(|r| r.detail.is_object()), "{audit:?}");
+        let block = audit.iter().find(|r| r.kind == AuditKind::Block).unwrap();
+        let unblock = audit.iter().find(|r| r.kind == AuditKind::Unblock).unwrap();
+        assert_eq!(unblock.detail["untilMs"], block.detail["untilMs"]);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub struct Receipt {
 }
 
 /// The exact bytes a receipt signature covers. Newlines separate the fields because no
-/// field may contain one (player ids are `[A-Za-z0-9_]`, items are printable labels).
+/// field may contain one (player ids are `[A-Za-z0-9_.-]`, items are printable labels).
 pub fn receipt_canonical(receipt_id: &str, player_id: &str, item: &str, timestamp: u64) -> String {
     format!("liveops-receipt-v1\n{receipt_id}\n{player_id}\n{item}\n{timestamp}")
 }

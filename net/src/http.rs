@@ -188,6 +188,24 @@ pub async fn read_body(
     }
 }
 
+/// Parses a request body that must be one JSON object; repeated keys are refused at any
+/// depth, as in event bodies (see `liveops_engine::json`).
+pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match liveops_engine::json::parse_unique(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body is not valid JSON: {e}"),
+        )),
+    }
+}
+
 /// Query parameters, percent-decoded. Repeated keys keep the last value.
 pub struct Query(Vec<(String, String)>);
 

@@ -204,6 +204,16 @@ fn admin_block_and_unblock_need_the_token() {
         "admin"
     );
 
+    // The scheme name is case-insensitive.
+    let lowercase = format!("bearer {}", common::ADMIN_TOKEN);
+    let r = engine.request(
+        "fairness",
+        "POST",
+        "/fairness/players/badguy/block",
+        &[("Authorization", lowercase.as_str())],
+        br#"{"seconds":3600,"reason":"chargeback"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = engine.admin("POST", "/fairness/players/badguy/block", r#"{"seconds":0}"#);
     assert_eq!((r.status, r.error_code()), (400, "invalid_field".into()));
     let r = engine.admin("DELETE", "/fairness/players/badguy/block", "");
@@ -230,6 +240,8 @@ fn admin_block_and_unblock_need_the_token() {
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds[0], "unblock", "newest first");
+    let unblock = &audit["records"][0];
+    assert!(unblock["detail"].is_object(), "{unblock}");
     assert!(
         kinds.contains(&"block") && kinds.contains(&"drop"),
         "{kinds:?}"

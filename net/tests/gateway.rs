@@ -94,7 +94,10 @@ fn invalid_input_is_refused_with_code_and_field() {
         ("{not json".into(), 400, "invalid_json", None),
         ("42".into(), 400, "invalid_json", None),
         ("[]".into(), 400, "empty_batch", None),
-        (r#"{"type":"progression","playerId":"ab","ts":1,"payload":{"deltaXp":1}}"#.into(), 400, "invalid_field", Some("playerId")),
+        (r#"{"type":"progression","playerId":"a b","ts":1,"payload":{"deltaXp":1}}"#.into(), 400, "invalid_field", Some("playerId")),
+        (format!(r#"{{"type":"progression","playerId":"{}","ts":1,"payload":{{"deltaXp":1}}}}"#, "p".repeat(65)), 400, "invalid_field", Some("playerId")),
+        (r#"{"type":"boss_kill","playerId":"abc","ts":1,"payload":{"bossId":"dra\u202egon","points":5}}"#.into(), 400, "invalid_field", Some("payload.bossId")),
+        (r#"{"type":"drop_claimed","playerId":"abc","ts":1,"payload":{"dropId":"x\u200b"}}"#.into(), 400, "invalid_field", Some("payload.dropId")),
         (r#"{"type":"levelup","playerId":"abc","ts":1,"payload":{}}"#.into(), 400, "invalid_field", Some("type")),
         (r#"{"type":"progression","playerId":"abc","ts":1,"payload":{"deltaXp":-5}}"#.into(), 400, "invalid_field", Some("payload.deltaXp")),
         (r#"{"type":"progression","playerId":"abc","ts":1,"payload":{"deltaXp":"5"}}"#.into(), 400, "invalid_field", Some("payload.deltaXp")),
@@ -151,7 +154,7 @@ fn batches_report_each_event() {
     let body = format!(
         "[{},{},{},{}]",
         progression("batch_a", 100),
-        r#"{"type":"progression","playerId":"x","ts":1,"payload":{"deltaXp":1}}"#,
+        r#"{"type":"progression","playerId":"x/y","ts":1,"payload":{"deltaXp":1}}"#,
         boss_kill("batch_b", "dragon_lord", 2500),
         drop_claimed("batch_a", "epic_sword_001"),
     );
@@ -369,4 +372,57 @@ fn wrong_method_and_unknown_routes() {
     );
     let v: Value = engine.get("gateway", "/nope").json();
     assert_eq!(v["error"]["code"], "not_found");
+}
+
+/// The original Go services' README sample, `p1` and UUID player ids: the contract's
+/// `^[A-Za-z0-9_.-]{1,64}$`.
+#[test]
+fn the_original_samples_player_ids_are_accepted() {
+    let engine = Engine::start();
+    for id in ["p1", "0f8e4a3c-5b1d-4c8e-9a7f-2d6b1e3c4f5a", "psn.user-01"] {
+        let body = format!(
+            r#"{{"type":"progression","playerId":"{id}","ts":1730560000,"payload":{{"deltaXp":10}}}}"#
+        );
+        let r = engine.post_events(&body, None);
+        assert_eq!(r.status, 202, "{id}: {}", String::from_utf8_lossy(&r.body));
+        let progress = engine.get("progression", &format!("/players/{id}/progress"));
+        assert_eq!(progress.json()["xp"], 10, "{id}");
+    }
+}
+
+/// A repeated key means another event to a parser that keeps the first copy: refused
+/// with `invalid_json` naming the key, and nothing applied.
+#[test]
+fn repeated_keys_are_refused_and_named() {
+    let engine = Engine::start();
+    for (body, key) in [
+        (
+            r#"{"type":"progression","playerId":"dup_a","ts":1,"payload":{"deltaXp":1,"deltaXp":1000000}}"#,
+            "deltaXp",
+        ),
+        (
+            r#"{"type":"progression","playerId":"dup_a","ts":1,"type":"boss_kill","payload":{"deltaXp":1,"bossId":"b","points":9}}"#,
+            "type",
+        ),
+        (
+            r#"[{"type":"progression","playerId":"dup_a","ts":1,"payload":{"deltaXp":1,"meta":{"k":1,"k":2}}}]"#,
+            "k",
+        ),
+    ] {
+        let r = engine.post_events(body, None);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "invalid_json".into()),
+            "{body}"
+        );
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(&format!("duplicate key \"{key}\"")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        engine.get("progression", "/players/dup_a/progress").status,
+        404
+    );
 }

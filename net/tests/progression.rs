@@ -29,7 +29,7 @@ fn progress_tracks_xp_levels_bosses_and_drops() {
     assert!(p["updatedAt"].as_u64().unwrap() >= now_s() - 60);
     let r = engine.get("progression", "/players/nobody_yet/progress");
     assert_eq!((r.status, r.error_code()), (404, "player_not_found".into()));
-    let r = engine.get("progression", "/players/no-dashes/progress");
+    let r = engine.get("progression", "/players/no%20spaces/progress");
     assert_eq!((r.status, r.error_code()), (400, "invalid_field".into()));
 }
 
@@ -97,6 +97,21 @@ fn a_drop_is_claimed_once_with_a_verifiable_receipt() {
         b"{\"sig\":1}",
     );
     assert_eq!((r.status, r.error_code()), (400, "invalid_json".into()));
+    // A timestamp no receipt can carry is well-formed but not genuine, as the API says;
+    // one that is not an integer at all is malformed.
+    for timestamp in [json!(-1), json!(1e30), json!(u64::MAX as f64 * 4.0)] {
+        let mut odd = receipt.clone();
+        odd["timestamp"] = timestamp.clone();
+        let r = verify(&odd);
+        assert_eq!(
+            (r.status, r.json()),
+            (200, json!({"valid": false})),
+            "{timestamp}"
+        );
+    }
+    let mut fractional = receipt.clone();
+    fractional["timestamp"] = json!(1.5);
+    assert_eq!(verify(&fractional).error_code(), "invalid_json");
 
     let again = engine.post_signed("progression", "/rewards/claim", claim);
     assert_eq!(
@@ -117,7 +132,7 @@ fn claims_validate_and_respect_blocks() {
         ("nope", "invalid_json", None),
         (r#"{"item":"x"}"#, "missing_field", Some("playerId")),
         (
-            r#"{"playerId":"ab","item":"x"}"#,
+            r#"{"playerId":"a b","item":"x"}"#,
             "invalid_field",
             Some("playerId"),
         ),
@@ -130,6 +145,16 @@ fn claims_validate_and_respect_blocks() {
             r#"{"playerId":"abc","item":7}"#,
             "invalid_field",
             Some("item"),
+        ),
+        (
+            r#"{"playerId":"abc","item":"x\u2028y"}"#,
+            "invalid_field",
+            Some("item"),
+        ),
+        (
+            r#"{"playerId":"abc","item":"x","item":"y"}"#,
+            "invalid_json",
+            None,
         ),
     ] {
         let r = engine.post_signed("progression", "/rewards/claim", body);

@@ -5,16 +5,16 @@
 //! other kind". So reading never fails on a wrong type; only malformed JSON is an error,
 //! and each wrong field is reported by validation with its own path and code, exactly
 //! as when the body was a `serde_json::Value`. Unknown keys, and the values of known
-//! keys that are not scalars, are skipped without being built. When a key appears
-//! twice the last one wins, as it does in a `serde_json::Map`.
+//! keys that are not scalars, are skipped without being built. An object that repeats a
+//! key, anywhere in the body, is malformed (`invalid_json`, naming the key): parsers
+//! disagree on which copy wins, so a proxy or validator in front of the engine could
+//! see another event than the one applied.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{
-    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::BATCH_EVENTS_MAX;
 
@@ -100,15 +100,141 @@ trait FromArray<'de>: Sized {
 
 impl<'de> FromObject<'de> for Skipped {
     fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        let mut keys = UnknownKeys::default();
+        while let Some(KeyText(key)) = map.next_key()? {
+            keys.push(key);
+            map.next_value::<Skipped>()?;
+        }
+        keys.check()?;
         Ok(Skipped)
     }
 }
 
 impl<'de> FromArray<'de> for Skipped {
     fn from_array<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skipped>()?.is_some() {}
         Ok(Skipped)
+    }
+}
+
+/// Any JSON value, read past and dropped; objects inside it are still checked for
+/// repeated keys.
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkippedVisitor)
+    }
+}
+
+struct SkippedVisitor;
+
+impl<'de> Visitor<'de> for SkippedVisitor {
+    type Value = Skipped;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Skipped::from_array(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Skipped::from_object(map)
+    }
+}
+
+/// An object key's text, borrowed from the body when it has no escapes.
+struct KeyText<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyTextVisitor)
+    }
+}
+
+struct KeyTextVisitor;
+
+impl<'de> Visitor<'de> for KeyTextVisitor {
+    type Value = KeyText<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(KeyText(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(KeyText(Cow::Owned(v.to_owned())))
+    }
+}
+
+/// The keys of one object that no reader knows, checked for repeats once the object is
+/// read: sorting costs O(k log k) however many keys a hostile body packs in, where a
+/// check per key would cost O(k²). Empty (no allocation) for ordinary events.
+#[derive(Default)]
+struct UnknownKeys<'a>(Vec<Cow<'a, str>>);
+
+impl<'a> UnknownKeys<'a> {
+    fn push(&mut self, key: Cow<'a, str>) {
+        self.0.push(key);
+    }
+
+    fn check<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.0.sort_unstable();
+        match self.0.windows(2).find(|pair| pair[0] == pair[1]) {
+            Some(pair) => Err(duplicate_key(&pair[0])),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error for a key an object repeats; serde_json appends where it was found.
+fn duplicate_key<E: serde::de::Error>(key: &str) -> E {
+    E::custom(format_args!(
+        "duplicate key {:?}",
+        super::truncate_for_message(key)
+    ))
+}
+
+/// The known keys an object has shown so far, one bit each.
+#[derive(Default)]
+struct KnownKeys(u16);
+
+impl KnownKeys {
+    /// Marks key `index` of `names` seen; an error if it was already.
+    fn see<E: serde::de::Error>(&mut self, index: usize, names: &[&str]) -> Result<(), E> {
+        let bit = 1u16 << index;
+        if self.0 & bit != 0 {
+            return Err(duplicate_key(names[index]));
+        }
+        self.0 |= bit;
+        Ok(())
     }
 }
 
@@ -212,8 +338,13 @@ impl<'de, O: FromObject<'de>, S: FromArray<'de>> Visitor<'de> for JsonVisitor<O,
     }
 }
 
-/// An object key looked up among the names a reader knows: its index there, or `None`
+/// An object key looked up among the names a reader knows: its index there, or its text
 /// for a key to skip. Escaped keys match too: serde_json hands them over unescaped.
+enum KeyName<'a> {
+    Known(usize),
+    Unknown(Cow<'a, str>),
+}
+
 struct Key<const N: usize>([&'static str; N]);
 
 impl<const N: usize> Key<N> {
@@ -221,72 +352,98 @@ impl<const N: usize> Key<N> {
     fn next<'de, A: MapAccess<'de>>(
         map: &mut A,
         names: [&'static str; N],
-    ) -> Result<Option<Option<usize>>, A::Error> {
+    ) -> Result<Option<KeyName<'de>>, A::Error> {
         map.next_key_seed(Key(names))
     }
 }
 
 impl<'de, const N: usize> DeserializeSeed<'de> for Key<N> {
-    type Value = Option<usize>;
+    type Value = KeyName<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl<const N: usize> Visitor<'_> for Key<N> {
-    type Value = Option<usize>;
+impl<'de, const N: usize> Visitor<'de> for Key<N> {
+    type Value = KeyName<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object key")
     }
 
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(match self.0.iter().position(|name| *name == v) {
+            Some(index) => KeyName::Known(index),
+            None => KeyName::Unknown(Cow::Borrowed(v)),
+        })
+    }
+
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|name| *name == v))
+        Ok(match self.0.iter().position(|name| *name == v) {
+            Some(index) => KeyName::Known(index),
+            None => KeyName::Unknown(Cow::Owned(v.to_owned())),
+        })
     }
 }
 
 impl<'de> FromObject<'de> for Event<'de> {
     fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        const NAMES: [&str; 4] = ["playerId", "type", "ts", "payload"];
         let mut event = Event::default();
-        while let Some(key) = Key::next(&mut map, ["playerId", "type", "ts", "payload"])? {
+        let (mut known, mut unknown) = (KnownKeys::default(), UnknownKeys::default());
+        while let Some(key) = Key::next(&mut map, NAMES)? {
             match key {
-                Some(0) => event.player_id = Some(map.next_value()?),
-                Some(1) => event.kind = Some(map.next_value()?),
-                Some(2) => event.ts = Some(map.next_value()?),
-                Some(3) => event.payload = Some(map.next_value()?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                KeyName::Known(index) => {
+                    known.see(index, &NAMES)?;
+                    match index {
+                        0 => event.player_id = Some(map.next_value()?),
+                        1 => event.kind = Some(map.next_value()?),
+                        2 => event.ts = Some(map.next_value()?),
+                        _ => event.payload = Some(map.next_value()?),
+                    }
+                }
+                KeyName::Unknown(name) => {
+                    unknown.push(name);
+                    map.next_value::<Skipped>()?;
                 }
             }
         }
+        unknown.check()?;
         Ok(event)
     }
 }
 
 impl<'de> FromObject<'de> for PayloadFields<'de> {
     fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut fields = PayloadFields::default();
-        let names = [
+        const NAMES: [&str; 8] = [
             "deltaXp", "activity", "bossId", "tier", "points", "dropId", "weight", "source",
         ];
-        while let Some(key) = Key::next(&mut map, names)? {
-            let slot = match key {
-                Some(0) => &mut fields.delta_xp,
-                Some(1) => &mut fields.activity,
-                Some(2) => &mut fields.boss_id,
-                Some(3) => &mut fields.tier,
-                Some(4) => &mut fields.points,
-                Some(5) => &mut fields.drop_id,
-                Some(6) => &mut fields.weight,
-                Some(7) => &mut fields.source,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+        let mut fields = PayloadFields::default();
+        let (mut known, mut unknown) = (KnownKeys::default(), UnknownKeys::default());
+        while let Some(key) = Key::next(&mut map, NAMES)? {
+            let index = match key {
+                KeyName::Known(index) => index,
+                KeyName::Unknown(name) => {
+                    unknown.push(name);
+                    map.next_value::<Skipped>()?;
                     continue;
                 }
             };
+            known.see(index, &NAMES)?;
+            let slot = match index {
+                0 => &mut fields.delta_xp,
+                1 => &mut fields.activity,
+                2 => &mut fields.boss_id,
+                3 => &mut fields.tier,
+                4 => &mut fields.points,
+                5 => &mut fields.drop_id,
+                6 => &mut fields.weight,
+                _ => &mut fields.source,
+            };
             *slot = Some(map.next_value()?);
         }
+        unknown.check()?;
         Ok(fields)
     }
 }
@@ -302,7 +459,7 @@ impl<'de> FromArray<'de> for Batch<'de> {
         }
         let mut len = entries.len();
         // Past the limit: count the rest for the error message, keep none of it.
-        while seq.next_element::<IgnoredAny>()?.is_some() {
+        while seq.next_element::<Skipped>()?.is_some() {
             len += 1;
         }
         Ok(Batch { entries, len })

@@ -12,7 +12,7 @@ use super::{
 /// Parses a `POST /events` body. The outer error means the request as a whole is
 /// refused (not JSON, wrong top-level shape, empty or oversized batch).
 pub(super) fn parse_body(bytes: &[u8], now_s: u64, ts: TsPolicy) -> Result<Body, ValidationError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let value: Value = crate::json::parse_unique(bytes).map_err(|e| {
         ValidationError::new("invalid_json", format!("body is not valid JSON: {e}"))
     })?;
     match value {
@@ -127,7 +127,7 @@ fn required<T>(value: Option<T>, field: &str) -> Result<T, ValidationError> {
     value.ok_or_else(|| ValidationError::missing(field))
 }
 
-/// Reads a required `playerId`-shaped field: `^[A-Za-z0-9_]{3,50}$`.
+/// Reads a required `playerId`-shaped field: `^[A-Za-z0-9_.-]{1,64}$`.
 fn player_id_field(map: &Map<String, Value>, key: &str) -> Result<String, ValidationError> {
     match map.get(key) {
         None | Some(Value::Null) => Err(ValidationError::missing(key)),

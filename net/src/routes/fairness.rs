@@ -9,7 +9,8 @@ use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::{mesh_error, method_not_allowed, only, player_id, unknown_route, App, Outcome};
-use crate::http::{json_response, read_body, ApiError, Query};
+use crate::http::{json_object, json_response, read_body, ApiError, Query};
+use liveops_engine::event::check_text;
 use liveops_engine::fairness::{AuditKind, AuditRecord};
 use liveops_engine::shard_of;
 
@@ -198,20 +199,7 @@ fn block_request(bytes: &[u8], default_s: u64) -> Result<(u64, String), ApiError
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((default_s, "admin".to_owned()));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "body must be a JSON object",
-        ));
-    };
+    let map = json_object(bytes)?;
     let seconds = match map.get("seconds") {
         None | Some(Value::Null) => default_s,
         Some(v) => v
@@ -221,13 +209,7 @@ fn block_request(bytes: &[u8], default_s: u64) -> Result<(u64, String), ApiError
     };
     let reason = match map.get("reason") {
         None | Some(Value::Null) => "admin".to_owned(),
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.chars().count() <= ADMIN_REASON_CHARS_MAX
-                && !s.chars().any(char::is_control) =>
-        {
-            s.clone()
-        }
+        Some(Value::String(s)) if check_text(s, ADMIN_REASON_CHARS_MAX).is_ok() => s.clone(),
         Some(_) => {
             return Err(invalid(
                 "reason",
@@ -249,7 +231,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     };
     let presented = headers
         .get(AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .and_then(|v| bearer_credentials(v.as_bytes()))
         .unwrap_or(b"");
     if constant_time_eq(presented, expected.as_bytes()) {
         Ok(())
@@ -260,6 +242,16 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "Authorization: Bearer <ADMIN_TOKEN> is required",
         ))
     }
+}
+
+/// The token of a `Bearer` credential. The scheme name is case-insensitive (RFC 9110,
+/// section 11.1), so `bearer` and `BEARER` work too.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    let scheme = value.get(..SCHEME.len())?;
+    scheme
+        .eq_ignore_ascii_case(SCHEME)
+        .then(|| value[SCHEME.len()..].trim_ascii_start())
 }
 
 /// Equality whose time does not depend on where the inputs differ (only on length,
@@ -294,6 +286,28 @@ mod tests {
             Some("reason")
         );
         assert_eq!(block_request(b"[1]", 60).unwrap_err().code, "invalid_json");
+        assert_eq!(
+            block_request(br#"{"seconds":5,"seconds":31536000}"#, 60)
+                .unwrap_err()
+                .code,
+            "invalid_json"
+        );
+        assert_eq!(
+            block_request("{\"reason\":\"a\u{202E}b\"}".as_bytes(), 60)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("reason")
+        );
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_credentials(b"Bearer tok"), Some(&b"tok"[..]));
+        assert_eq!(bearer_credentials(b"bearer tok"), Some(&b"tok"[..]));
+        assert_eq!(bearer_credentials(b"BEARER  tok"), Some(&b"tok"[..]));
+        assert_eq!(bearer_credentials(b"Basic tok"), None);
+        assert_eq!(bearer_credentials(b"Bear"), None);
     }
 
     #[test]

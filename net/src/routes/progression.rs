@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::gateway::{blocked_error, verify_signature};
 use super::{mesh_error, only, player_id, unknown_route, App, Outcome};
-use crate::http::{json_response, read_body, ApiError};
+use crate::http::{json_object, json_response, read_body, ApiError};
 use liveops_engine::event::check_label;
 use liveops_engine::shard::ClaimError;
 use liveops_engine::shard_of;
@@ -47,22 +47,6 @@ async fn progress(app: &App, raw_id: &str) -> Outcome {
         .map_err(mesh_error)?
         .ok_or_else(|| ApiError::not_found("player_not_found", "no such player"))?;
     Ok(json_response(StatusCode::OK, &view))
-}
-
-fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("body is not valid JSON: {e}"),
-        )),
-    }
 }
 
 async fn claim(app: &App, req: Request<Incoming>) -> Outcome {
@@ -146,16 +130,39 @@ async fn verify(app: &App, req: Request<Incoming>) -> Outcome {
     only(req.method(), Method::POST)?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(&parts.headers, body, REWARD_BODY_BYTES_MAX).await?;
-    json_object(&bytes)?;
-    let receipt: Receipt = serde_json::from_slice(&bytes).map_err(|e| {
+    let map = json_object(&bytes)?;
+    let malformed = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("body must be a receipt {{receiptId, playerId, item, timestamp, sig}}: {e}"),
+            "body must be a receipt {receiptId, playerId, item, timestamp, sig}: four strings and an integer",
         )
-    })?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "valid": app.receipts.verify(&receipt) }),
-    ))
+    };
+    let text = |key: &str| match map.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(malformed()),
+    };
+    let (receipt_id, player_id, item, sig) = (
+        text("receiptId")?,
+        text("playerId")?,
+        text("item")?,
+        text("sig")?,
+    );
+    // Any JSON integer is a well-formed timestamp; one no receipt can carry (negative,
+    // beyond 64 bits) is simply not genuine.
+    let timestamp = match map.get("timestamp") {
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.as_u64(),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => None,
+        _ => return Err(malformed()),
+    };
+    let valid = timestamp.is_some_and(|timestamp| {
+        app.receipts.verify(&Receipt {
+            receipt_id,
+            player_id,
+            item,
+            timestamp,
+            sig,
+        })
+    });
+    Ok(json_response(StatusCode::OK, &json!({ "valid": valid })))
 }
