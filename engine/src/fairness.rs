@@ -193,6 +193,13 @@ pub enum FlagKind {
 }
 
 impl FlagKind {
+    /// Every kind, so that metrics can show each one from the first scrape.
+    pub const ALL: [FlagKind; 3] = [
+        FlagKind::ScoreJump,
+        FlagKind::ImpossibleScore,
+        FlagKind::Flood,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FlagKind::ScoreJump => "score_jump",

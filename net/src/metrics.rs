@@ -1,10 +1,24 @@
 //! Prometheus metrics. No metric has a per-player label: cardinality stays bounded by
 //! the number of services, routes, statuses and reasons, all fixed sets.
 
+use liveops_engine::fairness::FlagKind;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+/// Every `reason` of `dropped_events_total`: a request refused as a whole (bad signature,
+/// malformed body) counts once, an event refused inside a batch once per event.
+pub const DROP_REASONS: [&str; 8] = [
+    "bad_signature",
+    "invalid",
+    "blocked",
+    "rate_limited",
+    "overloaded",
+    "players_full",
+    "player_limit",
+    "too_large",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -94,6 +108,14 @@ impl Metrics {
             "1 once recovery finished and traffic is accepted.",
         )
         .expect("valid metric");
+        // Alerts and dashboards need every series to exist before its first increment:
+        // `rate()` over a series that appears mid-incident misses the incident's start.
+        for reason in DROP_REASONS {
+            dropped_events.with_label_values(&[reason]);
+        }
+        for kind in FlagKind::ALL {
+            anomaly_flags.with_label_values(&[kind.as_str()]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -138,5 +160,25 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_and_kind_is_exported_from_the_start() {
+        let text = String::from_utf8(Metrics::new().render()).unwrap();
+        for reason in DROP_REASONS {
+            assert!(
+                text.contains(&format!("dropped_events_total{{reason=\"{reason}\"}} 0")),
+                "{reason}: {text}"
+            );
+        }
+        for kind in FlagKind::ALL {
+            let line = format!("anomaly_flags_total{{kind=\"{}\"}} 0", kind.as_str());
+            assert!(text.contains(&line), "{line}: {text}");
+        }
     }
 }

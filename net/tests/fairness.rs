@@ -271,3 +271,44 @@ fn fairness_reads_validate_and_404() {
     let empty: Value = engine.get("fairness", "/fairness/blocked").json();
     assert_eq!(empty["blocked"].as_array().unwrap().len(), 0);
 }
+
+/// Alerts need every series from the first scrape; refused signatures and malformed
+/// bodies are counted too.
+#[test]
+fn drop_and_flag_series_exist_from_the_first_scrape_and_count_refusals() {
+    let engine = Engine::start();
+    let text = String::from_utf8(engine.get("fairness", "/metrics").body).unwrap();
+    for series in [
+        "dropped_events_total{reason=\"bad_signature\"} 0",
+        "dropped_events_total{reason=\"invalid\"} 0",
+        "dropped_events_total{reason=\"blocked\"} 0",
+        "dropped_events_total{reason=\"rate_limited\"} 0",
+        "dropped_events_total{reason=\"overloaded\"} 0",
+        "anomaly_flags_total{kind=\"score_jump\"} 0",
+        "anomaly_flags_total{kind=\"impossible_score\"} 0",
+        "anomaly_flags_total{kind=\"flood\"} 0",
+    ] {
+        assert!(text.contains(series), "{series} missing from\n{text}");
+    }
+    let body = progression("metric_p", 5);
+    let unsigned = engine.request("gateway", "POST", "/events", &[], body.as_bytes());
+    assert_eq!(unsigned.status, 401);
+    let forged = sign(b"another body");
+    let r = engine.request(
+        "gateway",
+        "POST",
+        "/events",
+        &[("X-Signature", &forged)],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(engine.post_events("{bad", None).status, 400);
+    assert_eq!(
+        metric(&engine, "dropped_events_total{reason=\"bad_signature\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&engine, "dropped_events_total{reason=\"invalid\"}"),
+        1
+    );
+}

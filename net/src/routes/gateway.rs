@@ -43,23 +43,31 @@ pub(super) async fn route(
 async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     only(req.method(), Method::POST)?;
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, EVENTS_BODY_BYTES_MAX).await?;
-    verify_signature(app, &parts.headers, &bytes)?;
-    let key = idempotency_key(&parts.headers)?;
-    let now_s = unix_now_ms() / 1000;
-    let body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
+    let refused = |reason: &str| {
         app.metrics
             .dropped_events
-            .with_label_values(&["invalid"])
-            .inc();
+            .with_label_values(&[reason])
+            .inc()
+    };
+    let bytes = read_body(&parts.headers, body, EVENTS_BODY_BYTES_MAX)
+        .await
+        .inspect_err(|e| {
+            refused(if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "invalid"
+            })
+        })?;
+    verify_signature(app, &parts.headers, &bytes).inspect_err(|_| refused("bad_signature"))?;
+    let key = idempotency_key(&parts.headers).inspect_err(|_| refused("invalid"))?;
+    let now_s = unix_now_ms() / 1000;
+    let body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
+        refused("invalid");
         ApiError::bad_request(e)
     })?;
     if let Body::Single(Err(e)) = body {
         // Nothing to apply: answer before touching any key.
-        app.metrics
-            .dropped_events
-            .with_label_values(&["invalid"])
-            .inc();
+        refused("invalid");
         return Err(ApiError::bad_request(e));
     }
     let app = app.clone();
