@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod openapi;
+
 pub const HMAC_SECRET: &str = "test-hmac-secret-0123456789abcdef0123";
 pub const RECEIPT_SECRET: &str = "test-receipt-secret-0123456789abcdef01";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -219,7 +221,9 @@ impl Engine {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        request(self.port(service), method, path, headers, body)
+        let response = request(self.port(service), method, path, headers, body);
+        openapi::check(service, method, path, &response);
+        response
     }
 
     pub fn get(&self, service: &str, path: &str) -> Response {
