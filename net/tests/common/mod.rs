@@ -77,15 +77,20 @@ pub fn spawn(env: &[(&str, &str)]) -> Child {
 
 /// Runs `liveops wal <command>` on `dir/data`: (exit code, stdout).
 pub fn wal_tool(dir: &std::path::Path, command: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_liveops"))
-        .args(["wal", command, "data"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = wal_tool_output(dir, command);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// Runs `liveops wal <command>` on `dir/data` and returns all it printed.
+pub fn wal_tool_output(dir: &std::path::Path, command: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_liveops"))
+        .args(["wal", command, "data"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 pub fn spawn_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
