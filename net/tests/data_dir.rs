@@ -4,43 +4,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use liveops_net::layout::DataDirLock;
 use liveops_net::server::{Server, StartError};
 use serde_json::{json, Value};
-
-/// Waits for `child` to exit, at most `deadline` (then kills it and fails): its exit
-/// code and stderr.
-fn exit_within(mut child: Child, deadline: Duration) -> (i32, String) {
-    let mut pipe = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "still running after {deadline:?}: {}",
-                reader.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code().unwrap_or(-1), reader.join().unwrap())
-}
 
 /// `liveops wal verify` on `dir/data`: exit code and stderr.
 fn verify_stderr(dir: &Path) -> (i32, String) {
@@ -62,7 +33,7 @@ fn a_second_engine_on_the_same_data_directory_exits_1_naming_the_first() {
         202
     );
 
-    let (code, stderr) = exit_within(spawn_in(&dir, &[]), Duration::from_secs(20));
+    let Exited { code, stderr, .. } = exit_within(spawn_in(&dir, &[]), Duration::from_secs(20));
     assert_eq!(code, 1, "{stderr}");
     let line = stderr
         .lines()
@@ -117,7 +88,7 @@ fn a_shard_that_cannot_be_recovered_stops_the_start_with_its_reason() {
     std::fs::remove_dir_all(&shard).unwrap();
     std::fs::write(&shard, b"not a directory").unwrap();
 
-    let (code, stderr) = exit_within(spawn_in(&dir, &[]), Duration::from_secs(10));
+    let Exited { code, stderr, .. } = exit_within(spawn_in(&dir, &[]), Duration::from_secs(10));
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("recovery of shard 1") && stderr.contains("Not a directory"),

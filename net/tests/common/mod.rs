@@ -75,6 +75,50 @@ pub fn spawn(env: &[(&str, &str)]) -> Child {
     spawn_in(&temp_dir(), env)
 }
 
+/// How a child process ended and what it printed.
+pub struct Exited {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Waits for `child` to exit, at most `deadline` (then kills it and fails the test),
+/// reading its piped output meanwhile so it never blocks on a full pipe.
+pub fn exit_within(mut child: Child, deadline: Duration) -> Exited {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after {deadline:?}: {}{}",
+                stdout.join().unwrap(),
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// Runs `liveops wal <command>` on `dir/data`: (exit code, stdout).
 pub fn wal_tool(dir: &std::path::Path, command: &str) -> (i32, String) {
     let out = wal_tool_output(dir, command);
