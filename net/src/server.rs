@@ -36,6 +36,8 @@ use liveops_storage::{FileSystem, StdFs, WalOptions};
 const DRAIN_DEADLINE_MS: u64 = 1_500;
 /// Housekeeping tick with fsync durability: checkpoints are checked this often.
 const TICK_INTERVAL_FSYNC_MS: u64 = 1_000;
+/// While waiting for recovery, how often shard threads are checked for having died.
+const SHARD_THREAD_CHECK_INTERVAL_MS: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -55,6 +57,8 @@ pub enum StartError {
         dir: PathBuf,
         error: StoreError,
     },
+    #[error("shard thread {shard} died during start (see the panic above)")]
+    ShardThreadDied { shard: usize },
     #[error("recovery of shard {shard} ({dir}) crashed: {message}")]
     RecoveryPanicked {
         shard: usize,
@@ -204,12 +208,23 @@ impl Server {
     /// then on refuses every request with 503 `storage_failed`, not `not_ready`.
     pub fn wait_ready(&self) -> Result<(), StartError> {
         let mut keyed = KeyedEvents::new();
-        for _ in 0..self.threads.len() {
-            // Every shard thread sends exactly one result, even if its recovery panics.
-            let result = self
+        let mut reported = 0;
+        while reported < self.threads.len() {
+            // Each shard thread sends one result, even if its recovery panics; a thread
+            // that dies otherwise is noticed here rather than waited for forever.
+            let result = match self
                 .recovered
-                .recv()
-                .expect("shard threads report their recovery");
+                .recv_timeout(Duration::from_millis(SHARD_THREAD_CHECK_INTERVAL_MS))
+            {
+                Ok(result) => result,
+                Err(mpsc::RecvTimeoutError::Timeout) => match self.dead_shard_thread() {
+                    Some(shard) => Err(StartError::ShardThreadDied { shard }),
+                    None => continue,
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(StartError::ShardThreadDied {
+                    shard: self.dead_shard_thread().unwrap_or(0),
+                }),
+            };
             match result {
                 Ok(shard_keyed) => merge_keyed(&mut keyed, shard_keyed),
                 Err(e) => {
@@ -217,6 +232,7 @@ impl Server {
                     return Err(e);
                 }
             }
+            reported += 1;
         }
         let restored = self.restore_keys(keyed);
         if restored > 0 {
@@ -229,6 +245,11 @@ impl Server {
         self.app.metrics.ready.set(1);
         tracing::info!(shards = self.app.mesh.shards(), "ready");
         Ok(())
+    }
+
+    /// A shard thread that ended: before shutdown, only a panic ends one.
+    fn dead_shard_thread(&self) -> Option<usize> {
+        self.threads.iter().position(JoinHandle::is_finished)
     }
 
     fn restore_keys(&self, keyed: KeyedEvents) -> usize {
