@@ -299,6 +299,7 @@ mod tests {
             lb_topn: 100,
             admin_token: None,
             ready: std::sync::atomic::AtomicBool::new(true),
+            start_failed: Default::default(),
             shutting_down: Default::default(),
         })
     }

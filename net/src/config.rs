@@ -118,7 +118,8 @@ pub struct Config {
     /// Time after which a checkpoint is taken if anything changed (`CHECKPOINT_INTERVAL`).
     pub checkpoint_interval_ms: u64,
     pub policy: Policy,
-    /// Secrets generated for this run (dev only), to warn about once.
+    /// Secrets not set and generated (dev only); [`Config::keep_dev_secrets`] swaps
+    /// them for the ones an earlier start kept in the data directory.
     pub generated_secrets: Vec<&'static str>,
 }
 
@@ -185,6 +186,115 @@ fn random_secret() -> Vec<u8> {
     let mut file = std::fs::File::open("/dev/urandom").expect("/dev/urandom is readable");
     std::io::Read::read_exact(&mut file, &mut bytes).expect("/dev/urandom yields bytes");
     hex::encode(bytes).into_bytes()
+}
+
+/// Where generated dev secrets are kept between starts: `DATA_DIR/dev-secrets/<KEY>`.
+pub const DEV_SECRETS_DIR: &str = "dev-secrets";
+
+/// A generated dev secret and the file that keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSecret {
+    pub key: &'static str,
+    pub path: PathBuf,
+    /// Generated at this start (else read back from an earlier one).
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevSecretError {
+    #[error("{key}: cannot read the dev secret kept in {}: {source}", .path.display())]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{key}: the dev secret kept in {} is {len} bytes, under {SECRET_BYTES_MIN}; delete the file to generate a new one", .path.display())]
+    TooShort {
+        key: &'static str,
+        path: PathBuf,
+        len: usize,
+    },
+    #[error("{key}: cannot keep the generated dev secret in {}: {source}", .path.display())]
+    Write {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// With `ENV=dev` and a secret unset, the engine must sign with the same secret at
+    /// every start, or receipts minted before a restart stop verifying while the claims
+    /// they record still stand: each generated secret is replaced by the one kept in
+    /// `DATA_DIR/dev-secrets/<KEY>`, or, at the first start, kept there (mode 0600).
+    /// Takes the data directory's lock because it reads and writes inside it.
+    pub fn keep_dev_secrets(
+        &mut self,
+        lock: &crate::layout::DataDirLock,
+    ) -> Result<Vec<KeptSecret>, DevSecretError> {
+        let dir = lock.data_dir().join(DEV_SECRETS_DIR);
+        let mut kept = Vec::new();
+        for &key in &self.generated_secrets {
+            let secret = match key {
+                "HMAC_SECRET" => &mut self.hmac_secret,
+                _ => &mut self.receipt_secret,
+            };
+            let path = dir.join(key);
+            let created = match std::fs::read(&path) {
+                Ok(mut bytes) => {
+                    // An editor's trailing newline is not part of the secret.
+                    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+                        bytes.pop();
+                    }
+                    if bytes.len() < SECRET_BYTES_MIN {
+                        let len = bytes.len();
+                        return Err(DevSecretError::TooShort { key, path, len });
+                    }
+                    *secret = bytes;
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    write_private(&dir, &path, secret).map_err(|source| DevSecretError::Write {
+                        key,
+                        path: path.clone(),
+                        source,
+                    })?;
+                    true
+                }
+                Err(source) => return Err(DevSecretError::Read { key, path, source }),
+            };
+            kept.push(KeptSecret { key, path, created });
+        }
+        Ok(kept)
+    }
+}
+
+/// Writes `bytes` to `path` readable by the owner only (in a directory only the owner
+/// can list), atomically: write, fsync, rename, fsync the directory.
+fn write_private(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    // The umask can only narrow the mode; set it exactly anyway.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Parses and validates; collects every problem rather than stopping at the first.
@@ -544,6 +654,48 @@ mod tests {
         }
         let line = problems[0].to_string();
         assert!(line.starts_with("config error: "), "{line}");
+    }
+
+    #[test]
+    fn generated_dev_secrets_are_kept_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("liveops-secrets-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lock = crate::layout::DataDirLock::acquire(&dir).unwrap();
+        let set_hmac = vars(&[("HMAC_SECRET", "h".repeat(40).as_str())]);
+        let mut first = from_vars(&set_hmac, fixed_secret).unwrap();
+        let kept = first.keep_dev_secrets(&lock).unwrap();
+        let path = dir.join(DEV_SECRETS_DIR).join("RECEIPT_SECRET");
+        assert_eq!(
+            kept,
+            vec![KeptSecret {
+                key: "RECEIPT_SECRET",
+                path: path.clone(),
+                created: true
+            }],
+            "only the unset secret is generated and kept"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), fixed_secret());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let mut second = from_vars(&set_hmac, || vec![b'x'; 64]).unwrap();
+        assert!(!second.keep_dev_secrets(&lock).unwrap()[0].created);
+        assert_eq!(
+            second.receipt_secret,
+            fixed_secret(),
+            "read back, not regenerated"
+        );
+        assert_eq!(second.hmac_secret, "h".repeat(40).into_bytes());
+
+        std::fs::write(&path, "short\n").unwrap();
+        let error = second.keep_dev_secrets(&lock).unwrap_err();
+        assert!(
+            matches!(error, DevSecretError::TooShort { len: 5, .. }),
+            "{error}"
+        );
+        drop(lock);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

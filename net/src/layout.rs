@@ -2,6 +2,7 @@
 //! engine moves to a different shard count.
 //!
 //! ```text
+//! DATA_DIR/LOCK                   flock'ed by the engine for its life; holds its pid
 //! DATA_DIR/LAYOUT                 "liveops-layout 1\ngeneration G\nshards N\n"
 //! DATA_DIR/gen-G/shard-I/         shard I's log segments and checkpoints
 //! ```
@@ -13,8 +14,12 @@
 //! generation removed. A crash before the switch leaves the old generation current;
 //! leftovers of an unfinished migration are removed at the next start.
 
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use liveops_engine::shard::{Record, Shard};
 use liveops_storage::{latest_checkpoint, FileSystem, Wal, WalOptions};
@@ -23,6 +28,139 @@ use crate::store::{decode_checkpoint, encode_checkpoint, note_keyed, KeyedEvents
 
 const LAYOUT_FILE: &str = "LAYOUT";
 const LAYOUT_MAGIC: &str = "liveops-layout 1";
+/// The file an engine `flock`s for its whole life; it holds the holder's pid.
+pub const LOCK_FILE: &str = "LOCK";
+/// How long a process that found the lock taken waits for the holder to write its pid
+/// (the holder writes it right after locking).
+const HOLDER_PID_WAIT_MS: u64 = 200;
+
+/// An exclusive `flock` on `DATA_DIR/LOCK`: while it is held no other engine serves from
+/// (or re-shards, or writes into) the directory. The kernel drops it when the process
+/// dies, however it dies, so a `kill -9` never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DataDirLock {
+    /// The open lock file; the lock lives exactly as long as this descriptor.
+    _file: File,
+    /// The directory this lock guards, as configured (`DATA_DIR`).
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "data directory {} is in use by another liveops process ({}, per {}); stop it or set another DATA_DIR",
+        .dir.display(),
+        .pid.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}")),
+        .dir.join(LOCK_FILE).display()
+    )]
+    Held {
+        dir: PathBuf,
+        /// The holder's pid as it wrote it into the lock file, if it has.
+        pid: Option<u32>,
+    },
+    #[error("cannot lock data directory {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl DataDirLock {
+    /// Creates `data_dir` if needed and takes its lock, or says who holds it. Call it
+    /// before reading or writing anything else in the directory.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, LockError> {
+        let path = data_dir.join(LOCK_FILE);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        if !try_flock(&file, libc::LOCK_EX).map_err(io)? {
+            return Err(LockError::Held {
+                dir: data_dir.to_path_buf(),
+                pid: holder_pid(&mut file),
+            });
+        }
+        // Ours now: replace the previous holder's pid with ours, for the next one to name.
+        file.set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(io)?;
+        Ok(DataDirLock {
+            _file: file,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Fails when a process holds `data_dir`'s lock, for the offline tools: they read
+    /// the files an engine is writing. Takes nothing and creates nothing.
+    pub fn check_unheld(data_dir: &Path) -> Result<(), LockError> {
+        let path = data_dir.join(LOCK_FILE);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            // No lock file: no engine of this version ever ran here.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(LockError::Io { path, source }),
+        };
+        // A shared lock is refused while an engine holds its exclusive one; this one is
+        // released when `file` closes.
+        match try_flock(&file, libc::LOCK_SH) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LockError::Held {
+                dir: data_dir.to_path_buf(),
+                pid: holder_pid(&mut file),
+            }),
+            Err(source) => Err(LockError::Io { path, source }),
+        }
+    }
+
+    /// The locked directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// `flock(fd, operation | LOCK_NB)`: true when taken, false when another holds it.
+fn try_flock(file: &File, operation: libc::c_int) -> std::io::Result<bool> {
+    // SAFETY: flock only reads the descriptor number, which `file` keeps open.
+    let status = unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) };
+    if status == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
+/// The pid the lock's holder wrote, waiting briefly if it has only just locked.
+fn holder_pid(file: &mut File) -> Option<u32> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(HOLDER_PID_WAIT_MS);
+    loop {
+        let mut text = String::new();
+        let read = std::io::Seek::rewind(file).and_then(|()| {
+            // A pid is a few digits; anything longer is not one.
+            Read::by_ref(file).take(32).read_to_string(&mut text)
+        });
+        if read.is_ok() {
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -106,18 +244,18 @@ pub struct Prepared {
 }
 
 /// Returns the layout for `shards`, creating or migrating it. `empty_shard` makes a
-/// fresh shard to rebuild state into.
+/// fresh shard to rebuild state into. Taking `lock` proves no other engine uses the
+/// directory meanwhile.
 pub fn prepare(
     fs: Arc<dyn FileSystem>,
-    data_dir: &Path,
+    lock: &DataDirLock,
     shards: usize,
     config: &WalOptions,
     empty_shard: &dyn Fn() -> Shard,
     ttl_ms: u64,
     now_ms: u64,
 ) -> Result<Prepared, StoreError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| layout_error(data_dir, format!("cannot create: {e}")))?;
+    let data_dir = lock.data_dir();
     let current = Layout::read(data_dir)?;
     remove_stale_generations(data_dir, current.as_ref().map(|l| l.generation));
     match current {
@@ -260,4 +398,33 @@ pub fn restore_keys(shards: &mut [Shard], keyed: KeyedEvents, ttl_ms: u64, now_m
             )
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_lock_per_data_directory_until_dropped() {
+        let dir = std::env::temp_dir().join(format!("liveops-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(DataDirLock::check_unheld(&dir).is_ok(), "no lock file yet");
+        let lock = DataDirLock::acquire(&dir).unwrap();
+        let me = std::process::id();
+        // flock belongs to the open file, so a second open conflicts even in-process.
+        match DataDirLock::acquire(&dir) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(me)),
+            other => panic!("a second lock: {other:?}"),
+        }
+        match DataDirLock::check_unheld(&dir) {
+            Err(e @ LockError::Held { .. }) => {
+                assert!(e.to_string().contains(&format!("pid {me}")), "{e}")
+            }
+            other => panic!("the tools' check: {other:?}"),
+        }
+        drop(lock);
+        assert!(DataDirLock::check_unheld(&dir).is_ok());
+        drop(DataDirLock::acquire(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use liveops_net::config::{self, Env};
+use liveops_net::config::{self, Config, Env};
+use liveops_net::layout::DataDirLock;
 use liveops_net::server::Server;
 
 /// From the signal to exit, the contract allows 2 s; leave room for the process exit.
@@ -14,7 +15,7 @@ const USAGE: &str = "usage: liveops [serve]
        liveops wal dump [DATA_DIR]     print every record as a JSON line
 
 Configuration comes from the environment and ./.env; see README.md. The wal commands
-read DATA_DIR (default ./data) and must run while the engine is stopped.";
+read DATA_DIR (default ./data) and refuse to run while an engine holds it.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +45,11 @@ fn wal(command: &str, data_dir: Option<&str>) -> ExitCode {
         .map(str::to_owned)
         .or_else(|| std::env::var("DATA_DIR").ok().filter(|d| !d.is_empty()))
         .unwrap_or_else(|| "./data".to_owned());
+    // A live engine is appending: its last records would read as a torn tail.
+    if let Err(e) = DataDirLock::check_unheld(data_dir.as_ref()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     let mut out = std::io::stdout().lock();
     let result = match command {
         "verify" => liveops_net::tools::verify(data_dir.as_ref(), &mut out),
@@ -70,7 +76,7 @@ fn wal(command: &str, data_dir: Option<&str>) -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    let config = match config::from_process() {
+    let mut config = match config::from_process() {
         Ok(config) => config,
         Err(problems) => {
             for problem in problems {
@@ -87,15 +93,17 @@ fn serve() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    for key in &config.generated_secrets {
-        let value = match *key {
-            "HMAC_SECRET" => &config.hmac_secret,
-            _ => &config.receipt_secret,
-        };
-        tracing::warn!(
-            "{key} is not set; generated for this run (ENV=dev only): {}",
-            String::from_utf8_lossy(value)
-        );
+    // Before anything reads or writes in the data directory, and for the process's life.
+    let lock = match DataDirLock::acquire(&config.data_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = log_dev_secrets(&mut config, &lock) {
+        tracing::error!("{e}");
+        return ExitCode::from(1);
     }
     if config.env != Env::Dev && config.admin_token.is_none() {
         tracing::warn!("ADMIN_TOKEN is not set: admin routes are disabled");
@@ -106,7 +114,7 @@ fn serve() -> ExitCode {
     tracing::info!(?config, "starting");
     // Handlers first: a signal during start-up must shut down cleanly, not kill.
     let signals = Signals::install();
-    let server = match Server::start(&config) {
+    let server = match Server::start(&config, lock) {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("{e}");
@@ -129,6 +137,32 @@ fn serve() -> ExitCode {
         tracing::warn!("shards still busy at the shutdown deadline; exiting");
     }
     ExitCode::SUCCESS
+}
+
+/// Keeps generated dev secrets across starts and says where: the value itself only
+/// when it was just generated (it cannot be known otherwise), later the file to read.
+fn log_dev_secrets(config: &mut Config, lock: &DataDirLock) -> Result<(), config::DevSecretError> {
+    for kept in config.keep_dev_secrets(lock)? {
+        let key = kept.key;
+        let path = std::path::absolute(&kept.path).unwrap_or(kept.path);
+        if kept.created {
+            let value = match key {
+                "HMAC_SECRET" => &config.hmac_secret,
+                _ => &config.receipt_secret,
+            };
+            tracing::warn!(
+                "{key} is not set; generated one (ENV=dev only) and kept it in {} for the next starts: export {key}={}",
+                path.display(),
+                String::from_utf8_lossy(value)
+            );
+        } else {
+            tracing::warn!(
+                "{key} is not set; using the one generated at an earlier start (ENV=dev only): export {key}=$(cat {})",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM and SIGINT, caught from the moment they are installed.

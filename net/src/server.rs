@@ -2,11 +2,12 @@
 //! worker and its share of every port's connections, recovery before readiness, and
 //! graceful shutdown.
 //!
-//! Start-up: the data directory's layout is prepared (re-sharded if `SHARDS` changed);
-//! each shard thread starts serving at once (`/healthz` 200, everything else 503
-//! `not_ready`) while its shard is recovered on a helper thread; when every shard is
-//! back, keys whose completion a crash cut off are rebuilt on their home shards, and
-//! only then is the engine ready.
+//! Start-up: with the data directory locked, its layout is prepared (re-sharded if
+//! `SHARDS` changed); each shard thread starts serving at once (`/healthz` 200,
+//! everything else 503 `not_ready`) while its shard is recovered on a helper thread; when
+//! every shard is back, keys whose completion a crash cut off are rebuilt on their home
+//! shards, and only then is the engine ready. If a shard cannot be recovered, every
+//! request is refused with 503 `storage_failed` until the process exits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::committer::{Committer, CommitterConfig};
 use crate::config::{Config, Durability, RecoveryMode, Service};
-use crate::layout::{self, Layout};
+use crate::layout::{self, DataDirLock, Layout};
 use crate::mesh::{unix_now_ms, Mesh};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
@@ -35,6 +36,8 @@ use liveops_storage::{FileSystem, StdFs, WalOptions};
 const DRAIN_DEADLINE_MS: u64 = 1_500;
 /// Housekeeping tick with fsync durability: checkpoints are checked this often.
 const TICK_INTERVAL_FSYNC_MS: u64 = 1_000;
+/// While waiting for recovery, how often shard threads are checked for having died.
+const SHARD_THREAD_CHECK_INTERVAL_MS: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,6 +57,14 @@ pub enum StartError {
         dir: PathBuf,
         error: StoreError,
     },
+    #[error("shard thread {shard} died during start (see the panic above)")]
+    ShardThreadDied { shard: usize },
+    #[error("recovery of shard {shard} ({dir}) crashed: {message}")]
+    RecoveryPanicked {
+        shard: usize,
+        dir: PathBuf,
+        message: String,
+    },
 }
 
 /// A running engine.
@@ -65,6 +76,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     recovered: mpsc::Receiver<Result<KeyedEvents, StartError>>,
     ttl_ms: u64,
+    /// Held for the server's life: no other engine uses the data directory meanwhile.
+    _data_dir_lock: DataDirLock,
 }
 
 /// How each shard's log writes and recovers.
@@ -84,9 +97,9 @@ fn wal_options(config: &Config) -> WalOptions {
 }
 
 impl Server {
-    /// Binds, prepares the data directory and starts the shard threads; recovery runs
-    /// in the background: call [`Server::wait_ready`].
-    pub fn start(config: &Config) -> Result<Server, StartError> {
+    /// Binds, prepares the data directory `lock` guards (`config.data_dir`) and starts
+    /// the shard threads; recovery runs in the background: call [`Server::wait_ready`].
+    pub fn start(config: &Config, lock: DataDirLock) -> Result<Server, StartError> {
         let shards = config.shards;
         let mut per_thread: Vec<Vec<(Service, std::net::TcpListener)>> =
             (0..shards).map(|_| Vec::new()).collect();
@@ -115,7 +128,7 @@ impl Server {
         let ttl_ms = policy.idempotency_ttl_ms;
         let prepared = layout::prepare(
             fs.clone(),
-            &config.data_dir,
+            &lock,
             shards,
             &wal,
             &empty_shard,
@@ -139,6 +152,7 @@ impl Server {
             lb_topn: config.lb_topn,
             admin_token: config.admin_token.clone(),
             ready: Default::default(),
+            start_failed: Default::default(),
             shutting_down: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -185,19 +199,40 @@ impl Server {
             threads,
             recovered,
             ttl_ms,
+            _data_dir_lock: lock,
         })
     }
 
     /// Waits for every shard's recovery, rebuilds cut-off idempotency keys, and opens
-    /// for traffic.
+    /// for traffic. On the first shard that fails, returns its error at once and from
+    /// then on refuses every request with 503 `storage_failed`, not `not_ready`.
     pub fn wait_ready(&self) -> Result<(), StartError> {
         let mut keyed = KeyedEvents::new();
-        for _ in 0..self.threads.len() {
-            let result = self
+        let mut reported = 0;
+        while reported < self.threads.len() {
+            // Each shard thread sends one result, even if its recovery panics; a thread
+            // that dies otherwise is noticed here rather than waited for forever.
+            let result = match self
                 .recovered
-                .recv()
-                .expect("shard threads report their recovery");
-            merge_keyed(&mut keyed, result?);
+                .recv_timeout(Duration::from_millis(SHARD_THREAD_CHECK_INTERVAL_MS))
+            {
+                Ok(result) => result,
+                Err(mpsc::RecvTimeoutError::Timeout) => match self.dead_shard_thread() {
+                    Some(shard) => Err(StartError::ShardThreadDied { shard }),
+                    None => continue,
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(StartError::ShardThreadDied {
+                    shard: self.dead_shard_thread().unwrap_or(0),
+                }),
+            };
+            match result {
+                Ok(shard_keyed) => merge_keyed(&mut keyed, shard_keyed),
+                Err(e) => {
+                    self.app.start_failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+            reported += 1;
         }
         let restored = self.restore_keys(keyed);
         if restored > 0 {
@@ -210,6 +245,11 @@ impl Server {
         self.app.metrics.ready.set(1);
         tracing::info!(shards = self.app.mesh.shards(), "ready");
         Ok(())
+    }
+
+    /// A shard thread that ended: before shutdown, only a panic ends one.
+    fn dead_shard_thread(&self) -> Option<usize> {
+        self.threads.iter().position(JoinHandle::is_finished)
     }
 
     fn restore_keys(&self, keyed: KeyedEvents) -> usize {
@@ -288,14 +328,37 @@ async fn shard_thread(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let recovery_dir = dir.clone();
     std::thread::spawn(move || {
-        let _ = done_tx.send(ShardStore::recover(
-            recovery.fs,
-            &recovery_dir,
-            recovery.wal,
-            recovery.empty,
-        ));
+        // A panic here must become a reported failure: the engine would otherwise wait
+        // for this shard, answering "not_ready", forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ShardStore::recover(recovery.fs, &recovery_dir, recovery.wal, recovery.empty)
+        }));
+        let _ = done_tx.send(result.map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        }));
     });
-    let worker = match done_rx.await.expect("the recovery thread answers") {
+    let recovered = match done_rx.await {
+        Ok(Ok(result)) => result.map_err(|error| StartError::Recovery {
+            shard: index,
+            dir: dir.clone(),
+            error,
+        }),
+        Ok(Err(message)) => Err(StartError::RecoveryPanicked {
+            shard: index,
+            dir: dir.clone(),
+            message,
+        }),
+        Err(_) => Err(StartError::RecoveryPanicked {
+            shard: index,
+            dir: dir.clone(),
+            message: "the recovery thread ended without an answer".to_owned(),
+        }),
+    };
+    let worker = match recovered {
         Ok(recovered) => {
             let report = &recovered.report;
             tracing::info!(
@@ -335,11 +398,7 @@ async fn shard_thread(
             }
         }
         Err(error) => {
-            let _ = recovered_tx.send(Err(StartError::Recovery {
-                shard: index,
-                dir,
-                error,
-            }));
+            let _ = recovered_tx.send(Err(error));
             None
         }
     };

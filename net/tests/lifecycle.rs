@@ -106,7 +106,7 @@ fn secrets_are_required_outside_dev_and_generated_in_dev() {
     let mut engine = Engine::start_with(&[("HMAC_SECRET", ""), ("RECEIPT_SECRET", "")]);
     let logs = engine.stderr.lock().unwrap().join("\n");
     assert!(
-        logs.contains("HMAC_SECRET is not set; generated for this run"),
+        logs.contains("HMAC_SECRET is not set; generated one (ENV=dev only)"),
         "{logs}"
     );
     let (status, _) = engine.stop("TERM", Duration::from_secs(5));

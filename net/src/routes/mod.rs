@@ -39,6 +39,9 @@ pub struct App {
     pub admin_token: Option<String>,
     /// Recovery finished and every shard is serving.
     pub ready: AtomicBool,
+    /// A shard could not be recovered at start: the process is exiting, and must not
+    /// claim to be merely starting meanwhile.
+    pub start_failed: AtomicBool,
     /// A shutdown signal arrived: new work is refused with 503.
     pub shutting_down: AtomicBool,
 }
@@ -47,6 +50,14 @@ impl App {
     fn refuse_if_not_serving(&self) -> Result<(), ApiError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(ApiError::shutting_down());
+        }
+        if self.start_failed.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_failed",
+                "the engine could not recover its data at start (see its log) and is exiting",
+            )
+            .retry_after(60));
         }
         if !self.ready.load(Ordering::Acquire) {
             return Err(ApiError::new(

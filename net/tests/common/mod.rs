@@ -109,17 +109,66 @@ pub fn spawn(env: &[(&str, &str)]) -> Child {
     spawn_in(&temp_dir(), env)
 }
 
+/// How a child process ended and what it printed.
+pub struct Exited {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Waits for `child` to exit, at most `deadline` (then kills it and fails the test),
+/// reading its piped output meanwhile so it never blocks on a full pipe.
+pub fn exit_within(mut child: Child, deadline: Duration) -> Exited {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after {deadline:?}: {}{}",
+                stdout.join().unwrap(),
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// Runs `liveops wal <command>` on `dir/data`: (exit code, stdout).
 pub fn wal_tool(dir: &std::path::Path, command: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_liveops"))
-        .args(["wal", command, "data"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = wal_tool_output(dir, command);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// Runs `liveops wal <command>` on `dir/data` and returns all it printed.
+pub fn wal_tool_output(dir: &std::path::Path, command: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_liveops"))
+        .args(["wal", command, "data"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 pub fn spawn_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
