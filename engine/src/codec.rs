@@ -608,7 +608,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             let key = match r.u8()? {
                 0 => None,
                 tag @ (1 | 2) => Some(KeyRef {
-                    key: r.str()?,
+                    key: r.str()?.into_boxed_str(),
                     fingerprint: r.array32()?,
                     index: u32::try_from(r.varint()?)
                         .map_err(|_| DecodeError::TooLong(usize::MAX))?,

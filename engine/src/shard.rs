@@ -219,7 +219,9 @@ impl Record {
 /// An accepted event's idempotency key, body fingerprint and position in its batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRef {
-    pub key: String,
+    /// A boxed `str` (16 bytes, not a `String`'s 24): with `reserved_ms` the key
+    /// still fits 64 bytes, so accepted-event records stay as small as before.
+    pub key: Box<str>,
     #[serde(serialize_with = "crate::codec::hex_bytes")]
     pub fingerprint: [u8; 32],
     pub index: u32,
@@ -1797,7 +1799,7 @@ mod tests {
             let player = format!("p{:02}", i % 7);
             let at = T0 + i * 3_600_000 / 7;
             let key = (i % 3 == 0).then(|| KeyRef {
-                key: format!("k{i}"),
+                key: format!("k{i}").into(),
                 fingerprint: [i as u8; 32],
                 index: 0,
                 reserved_ms: at,

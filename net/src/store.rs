@@ -74,7 +74,7 @@ pub fn note_keyed(keyed: &mut KeyedEvents, record: &Record) {
             at_ms: *at_ms,
             events: vec![(k.index, player.clone(), event.type_name())],
         };
-        add_keyed(keyed, k.key.clone(), request);
+        add_keyed(keyed, k.key.to_string(), request);
     }
 }
 

@@ -235,7 +235,7 @@ impl Model {
             } => {
                 let entry = self
                     .keyed
-                    .entry(k.key.clone())
+                    .entry(k.key.to_string())
                     .or_insert((k.fingerprint, *at_ms));
                 entry.1 = entry.1.min(*at_ms);
             }
@@ -565,7 +565,7 @@ impl Run {
             let player = *self.rng.pick(&PLAYERS);
             let event = self.random_event(player);
             let key_ref = KeyRef {
-                key: key.clone(),
+                key: key.as_str().into(),
                 fingerprint,
                 index: index as u32,
                 reserved_ms: self.now,

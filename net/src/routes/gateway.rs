@@ -66,9 +66,10 @@ async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     }
     let app = app.clone();
     let request_fingerprint = fingerprint(&bytes);
-    let host = parts
-        .extensions
-        .get::<PeerAddr>()
+    // Only a keyed request is charged to its host.
+    let host = key
+        .as_ref()
+        .and_then(|_| parts.extensions.get::<PeerAddr>())
         .map(|peer| client_host(peer.0.ip()));
     tokio::task::spawn_local(async move {
         apply_events(&app, body, key, request_fingerprint, host).await
@@ -233,7 +234,7 @@ fn key_ref(
     index: usize,
 ) -> Option<KeyRef> {
     key.as_ref().map(|key| KeyRef {
-        key: key.clone(),
+        key: key.as_str().into(),
         fingerprint,
         index: index as u32,
         reserved_ms,
