@@ -12,6 +12,9 @@
 //! every other, each client host may hold at most a share of both
 //! ([`Limits::host_keys_max`], [`Limits::host_bytes_max`]); the host of each key is
 //! logged with its completion, so recovery rebuilds the same per-host accounting.
+//! Limits are checked when a key is reserved and its response is charged when it
+//! completes (its size is not known before), so a budget can be passed by the
+//! responses of the requests in flight at that moment, never by more.
 //!
 //! Responses are remembered in a compact form ([`StoredResponse::compact`]): a batch's
 //! results repeat the same shapes, so the form keeps each distinct shape once and the
@@ -43,6 +46,7 @@ pub const EXPANDED_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoredResponse {
     pub status: u16,
+    /// The JSON as sent or its compact form; dumps show it as the JSON.
     #[serde(serialize_with = "json_text")]
     pub body: Vec<u8>,
 }
@@ -239,7 +243,10 @@ pub enum Reserve {
 /// What one client host holds.
 #[derive(Debug, Default)]
 struct HostUsage {
+    /// Keys the host holds, in flight or completed: checked against its key share.
     keys: usize,
+    /// Bytes those keys count (keys, responses, overhead): checked against its byte
+    /// share.
     bytes: usize,
     /// Expiry times of the host's completed keys, with their count: the soonest tells
     /// the host honestly when its share frees up.
@@ -250,9 +257,12 @@ struct HostUsage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletedKey<'a> {
     pub key: &'a str,
+    /// The request body's fingerprint: a retry must match it to be replayed.
     pub fingerprint: &'a [u8; 32],
+    /// What a retry is answered, in its stored (possibly compact) form.
     pub response: &'a StoredResponse,
     pub expires_ms: u64,
+    /// The client host charged, so a checkpoint keeps each host's share.
     pub host: Option<IpAddr>,
 }
 
@@ -292,7 +302,7 @@ impl IdempotencyStore {
         }
     }
 
-    /// Bytes held by the store, and by `host`.
+    /// Bytes held by `host`, or by the whole store for `None`.
     pub fn bytes(&self, host: Option<IpAddr>) -> usize {
         match host {
             None => self.bytes,
