@@ -10,7 +10,8 @@
 //! ```text
 //! kind 1 EventAccepted   player str | type u8 | type fields | ts v | at_ms v | seq v
 //!                        | flag u8 (0 none, 1 score_jump) | z f64
-//!                        | key? u8 (0/1) [key str | fingerprint [32] | index v]
+//!                        | key u8 (0 none; 2: key str | fingerprint [32] | index v | reserved_ms v;
+//!                          1, older logs: the same without reserved_ms)
 //!    type 1 progression  delta_xp v | activity? u8 [str]
 //!    type 2 boss_kill    boss_id str | tier v | points v
 //!    type 3 drop_claimed drop_id str | weight? u8 [f64] | source? u8 [str]
@@ -20,6 +21,8 @@
 //! kind 5 WindowClosed    window u8 (1 daily, 2 weekly, 3 seasonal) | next name str
 //!                        | next ends_ms v | at_ms v
 //! kind 6 KeyCompleted    key str | fingerprint [32] | status v | body bytes | expires_ms v | at_ms v
+//!                        (older logs; read with no host)
+//! kind 7 KeyCompleted    as kind 6, then host u8 (0 none, 4 [IPv4 4], 6 [IPv6 16])
 //!
 //! Snapshot kinds (checkpoints only):
 //! kind 10 PlayerState    player str | xp v | n v × (boss str | kills v)
@@ -40,6 +43,7 @@ use crate::fairness::{AuditKind, AuditRecord, Block, BlockedBy, FlagKind};
 use crate::idempotency::StoredResponse;
 use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record};
 use crate::window::{Period, WindowKind};
+use std::net::IpAddr;
 
 /// Longest string field a record may hold (bytes): labels are 64 chars (≤ 256 bytes
 /// UTF-8), reasons 200 chars, keys 255; generous but bounded.
@@ -238,7 +242,9 @@ pub mod kind {
     pub const UNBLOCKED: u8 = 3;
     pub const REWARD_CLAIMED: u8 = 4;
     pub const WINDOW_CLOSED: u8 = 5;
-    pub const KEY_COMPLETED: u8 = 6;
+    /// Key completions of older builds, without the client host.
+    pub const KEY_COMPLETED_NO_HOST: u8 = 6;
+    pub const KEY_COMPLETED: u8 = 7;
     pub const PLAYER_STATE: u8 = 10;
     pub const BOARD_PERIOD: u8 = 11;
     pub const BOARD_ENTRY: u8 = 12;
@@ -367,10 +373,11 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             match key {
                 None => w.u8(0),
                 Some(k) => {
-                    w.u8(1);
+                    w.u8(2);
                     w.str(&k.key);
                     w.array32(&k.fingerprint);
                     w.varint(u64::from(k.index));
+                    w.varint(k.reserved_ms);
                 }
             }
             kind::EVENT_ACCEPTED
@@ -428,6 +435,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             response,
             expires_ms,
             at_ms,
+            host,
         } => {
             w.str(key);
             w.array32(fingerprint);
@@ -435,6 +443,17 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             w.bytes(&response.body);
             w.varint(*expires_ms);
             w.varint(*at_ms);
+            match host {
+                None => w.u8(0),
+                Some(IpAddr::V4(ip)) => {
+                    w.u8(4);
+                    w.0.extend_from_slice(&ip.octets());
+                }
+                Some(IpAddr::V6(ip)) => {
+                    w.u8(6);
+                    w.0.extend_from_slice(&ip.octets());
+                }
+            }
             kind::KEY_COMPLETED
         }
         Record::PlayerState(p) => {
@@ -588,11 +607,12 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             let z = r.f64()?;
             let key = match r.u8()? {
                 0 => None,
-                1 => Some(KeyRef {
-                    key: r.str()?,
+                tag @ (1 | 2) => Some(KeyRef {
+                    key: r.str()?.into_boxed_str(),
                     fingerprint: r.array32()?,
                     index: u32::try_from(r.varint()?)
                         .map_err(|_| DecodeError::TooLong(usize::MAX))?,
+                    reserved_ms: if tag == 2 { r.varint()? } else { 0 },
                 }),
                 tag => {
                     return Err(DecodeError::UnknownTag {
@@ -639,7 +659,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 at_ms: r.varint()?,
             }
         }
-        kind::KEY_COMPLETED => Record::KeyCompleted {
+        kind::KEY_COMPLETED_NO_HOST | kind::KEY_COMPLETED => Record::KeyCompleted {
             key: r.str()?,
             fingerprint: r.array32()?,
             response: StoredResponse {
@@ -648,6 +668,25 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             },
             expires_ms: r.varint()?,
             at_ms: r.varint()?,
+            host: if kind == kind::KEY_COMPLETED {
+                match r.u8()? {
+                    0 => None,
+                    4 => Some(IpAddr::from(
+                        <[u8; 4]>::try_from(r.take(4)?).expect("4 bytes"),
+                    )),
+                    6 => Some(IpAddr::from(
+                        <[u8; 16]>::try_from(r.take(16)?).expect("16 bytes"),
+                    )),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "host",
+                            tag: u64::from(tag),
+                        })
+                    }
+                }
+            } else {
+                None
+            },
         },
         kind::PLAYER_STATE => {
             let player = r.str()?;
@@ -769,6 +808,7 @@ mod tests {
             key: "k-1".into(),
             fingerprint: [9; 32],
             index: 3,
+            reserved_ms: 1_795_521_599_990,
         };
         vec![
             Record::EventAccepted {
@@ -848,6 +888,26 @@ mod tests {
                 },
                 expires_ms: 10,
                 at_ms: 9,
+                host: Some(IpAddr::from([127, 0, 0, 2])),
+            },
+            Record::KeyCompleted {
+                key: "k6".into(),
+                fingerprint: [1; 32],
+                response: StoredResponse::compact(202, br#"[{"a":1},{"a":2},{"a":3}]"#),
+                expires_ms: 10,
+                at_ms: 9,
+                host: Some(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])),
+            },
+            Record::KeyCompleted {
+                key: "k0".into(),
+                fingerprint: [1; 32],
+                response: StoredResponse {
+                    status: 202,
+                    body: b"{}".to_vec(),
+                },
+                expires_ms: 10,
+                at_ms: 9,
+                host: None,
             },
             Record::PlayerState(Box::new(PlayerSnapshot {
                 player: "p1x".into(),
@@ -912,6 +972,38 @@ mod tests {
             let kind = encode(&record, &mut buf);
             assert_eq!(decode(kind, &buf), Ok(record.clone()), "{record:?}");
         }
+    }
+
+    /// Logs written before keys carried their host and reservation time still replay.
+    #[test]
+    fn older_key_records_still_decode() {
+        let mut buf = Vec::new();
+        let mut w = Writer(&mut buf);
+        w.str("k");
+        w.array32(&[1; 32]);
+        w.varint(202);
+        w.bytes(b"{}");
+        w.varint(10);
+        w.varint(9);
+        let Ok(Record::KeyCompleted { host, response, .. }) =
+            decode(kind::KEY_COMPLETED_NO_HOST, &buf)
+        else {
+            panic!("a kind-6 completion decodes");
+        };
+        assert_eq!((host, response.body.as_slice()), (None, &b"{}"[..]));
+        let mut record = samples().remove(0);
+        let Record::EventAccepted { key: Some(k), .. } = &mut record else {
+            unreachable!("the first sample is keyed")
+        };
+        k.reserved_ms = 0;
+        let mut buf = Vec::new();
+        let kind = encode(&record, &mut buf);
+        // The same event as an older build wrote it: key tag 1, no reservation time.
+        let tag_at = buf.len() - 1 - 1 - 32 - 4 - 1;
+        assert_eq!(buf[tag_at], 2);
+        buf[tag_at] = 1;
+        buf.pop();
+        assert_eq!(decode(kind, &buf), Ok(record));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Policy {
     pub idempotency_keys_max: usize,
     /// Bytes of remembered responses one shard keeps at most, same reasoning.
     pub idempotency_bytes_max: usize,
+    /// Percent of those keys and bytes one client host may hold (`IDEMP_HOST_SHARE`):
+    /// one client filling the store must not refuse every other client's keys.
+    pub idempotency_host_share_percent: usize,
     /// Players one shard holds at most; past it, events of new players get 503.
     pub players_max: usize,
     /// Distinct bosses tracked per player.
@@ -67,6 +70,7 @@ impl Default for Policy {
             idempotency_ttl_ms: 300_000,
             idempotency_keys_max: 1_000_000,
             idempotency_bytes_max: 256 << 20,
+            idempotency_host_share_percent: 10,
             players_max: 10_000_000,
             boss_kinds_per_player_max: 256,
             drops_per_player_max: 1024,

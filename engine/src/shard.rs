@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 
 use compact_str::CompactString;
 use hashbrown::HashTable;
@@ -24,7 +25,7 @@ use crate::fairness::{
     Assessment, AuditKind, AuditLog, AuditRecord, Block, BlockedBy, FlagKind, PlayerGuard,
     RateDecision, ScoreModel,
 };
-use crate::idempotency::{IdempotencyStore, Reserve, StoredResponse};
+use crate::idempotency::{IdempotencyStore, Limits, Reserve, StoredResponse};
 use crate::policy::Policy;
 use crate::signing::{Receipt, ReceiptSigner};
 use crate::window::{Period, WindowKind};
@@ -87,6 +88,9 @@ pub enum Record {
         response: StoredResponse,
         expires_ms: u64,
         at_ms: u64,
+        /// The client host the key is charged to, so recovery rebuilds each host's
+        /// share of the store as it was (`None`: not attributable).
+        host: Option<IpAddr>,
     },
     // Snapshot records: a checkpoint is the shard's state as a stream of these.
     /// One player's whole state.
@@ -215,10 +219,16 @@ impl Record {
 /// An accepted event's idempotency key, body fingerprint and position in its batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRef {
-    pub key: String,
+    /// A boxed `str` (16 bytes, not a `String`'s 24): with `reserved_ms` the key
+    /// still fits 64 bytes, so accepted-event records stay as small as before.
+    pub key: Box<str>,
     #[serde(serialize_with = "crate::codec::hex_bytes")]
     pub fingerprint: [u8; 32],
     pub index: u32,
+    /// When the key was reserved, by its home shard's clock: tells the events of this
+    /// use of the key from those of an earlier use that expired, so recovery rebuilds
+    /// only the latest (0 in records of builds that did not log it).
+    pub reserved_ms: u64,
 }
 
 /// A player's durable state, as checkpointed.
@@ -1058,10 +1068,11 @@ impl Shard {
                 fingerprint,
                 response,
                 expires_ms,
+                host,
                 ..
             } => self
                 .idempotency
-                .complete(&key, fingerprint, response, expires_ms),
+                .complete(&key, fingerprint, response, expires_ms, host),
             Record::PlayerState(p) => {
                 let p = *p;
                 let position = self.ensure_player(&p.player);
@@ -1148,14 +1159,26 @@ impl Shard {
 
     // --- idempotency (for keys homed on this shard) ---
 
-    pub fn reserve_key(&mut self, key: &str, fingerprint: [u8; 32], now_ms: u64) -> Reserve {
-        self.idempotency.reserve(
-            key,
-            fingerprint,
-            now_ms,
-            self.policy.idempotency_keys_max,
-            self.policy.idempotency_bytes_max,
-        )
+    /// Reserves `key` for a request from `host` (`None`: charged to no host).
+    pub fn reserve_key(
+        &mut self,
+        key: &str,
+        fingerprint: [u8; 32],
+        host: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Reserve {
+        let policy = &self.policy;
+        let share =
+            |max: usize| (max.saturating_mul(policy.idempotency_host_share_percent) / 100).max(1);
+        let limits = Limits {
+            keys_max: policy.idempotency_keys_max,
+            bytes_max: policy.idempotency_bytes_max,
+            host_keys_max: share(policy.idempotency_keys_max),
+            host_bytes_max: share(policy.idempotency_bytes_max),
+            ttl_ms: policy.idempotency_ttl_ms,
+        };
+        self.idempotency
+            .reserve(key, fingerprint, host, now_ms, limits)
     }
 
     pub fn complete_key(
@@ -1166,19 +1189,28 @@ impl Shard {
         now_ms: u64,
     ) {
         let expires_ms = now_ms.saturating_add(self.policy.idempotency_ttl_ms);
+        let host = self.idempotency.host_of(&key);
         self.record(Record::KeyCompleted {
             key,
             fingerprint,
             response,
             expires_ms,
             at_ms: now_ms,
+            host,
         });
     }
 
     /// Recovery: completes a key whose events were logged but whose completion was not
     /// (the crash came between), so a retry is answered instead of applied again.
-    /// `expires_ms` runs from the original request. False when the key is known or
-    /// already expired.
+    /// `expires_ms` runs from the request's first logged event. False when the key's
+    /// completion is known or the request's time is up.
+    ///
+    /// A completion the log holds for the key may be of an earlier use that expired
+    /// before this request reserved the key: that one expired at or before the
+    /// reservation, so before `expires_ms` (one TTL after the request's events), while
+    /// this request's own completion, logged after its events, expires at or after it.
+    /// An earlier completion is replaced, never kept: it would expire and let a retry
+    /// of this request apply again.
     pub fn restore_key(
         &mut self,
         key: String,
@@ -1187,7 +1219,11 @@ impl Shard {
         expires_ms: u64,
         now_ms: u64,
     ) -> bool {
-        if self.idempotency.contains(&key) || expires_ms <= now_ms {
+        let completed_for_this_use = self
+            .idempotency
+            .expires_ms(&key)
+            .is_some_and(|known| known >= expires_ms);
+        if completed_for_this_use || expires_ms <= now_ms {
             return false;
         }
         self.record(Record::KeyCompleted {
@@ -1196,6 +1232,7 @@ impl Shard {
             response,
             expires_ms,
             at_ms: now_ms,
+            host: None,
         });
         true
     }
@@ -1259,18 +1296,14 @@ impl Shard {
             .oldest_first()
             .cloned()
             .map(|r| Record::Audit(Box::new(r)));
-        let keys = self
-            .idempotency
-            .completed()
-            .map(
-                |(key, fingerprint, response, expires_ms)| Record::KeyCompleted {
-                    key: key.to_owned(),
-                    fingerprint: *fingerprint,
-                    response: response.clone(),
-                    expires_ms,
-                    at_ms: 0,
-                },
-            );
+        let keys = self.idempotency.completed().map(|k| Record::KeyCompleted {
+            key: k.key.to_owned(),
+            fingerprint: *k.fingerprint,
+            response: k.response.clone(),
+            expires_ms: k.expires_ms,
+            at_ms: 0,
+            host: k.host,
+        });
         let seq = std::iter::once(Record::NextSeq(self.next_seq));
         players
             .chain(boards)
@@ -1618,6 +1651,87 @@ mod tests {
         );
     }
 
+    /// Issue 9, item 2: a key used, expired and used again keeps its latest
+    /// completion through a replay of the log, and through a checkpoint of the replay.
+    #[test]
+    fn a_key_reused_after_expiry_replays_to_its_latest_completion() {
+        let ttl = policy().idempotency_ttl_ms;
+        let client = IpAddr::from([127, 0, 0, 2]);
+        let host = Some(client);
+        let mut live = shard();
+        let use_key = |live: &mut Shard, at: u64, body: &str| {
+            assert_eq!(live.reserve_key("K", [5; 32], host, at), Reserve::Reserved);
+            let key = KeyRef {
+                key: "K".into(),
+                fingerprint: [5; 32],
+                index: 0,
+                reserved_ms: at,
+            };
+            live.submit_event(progression("alice", 10), Some(key), at);
+            let response = StoredResponse::compact(202, body.as_bytes());
+            live.complete_key("K".into(), [5; 32], response, at);
+        };
+        use_key(&mut live, T0, r#"{"use":1}"#);
+        let second = T0 + ttl + 1_000;
+        use_key(&mut live, second, r#"{"use":2}"#);
+        let retry = second + 1_000;
+        let latest = Reserve::Replay(StoredResponse::compact(202, br#"{"use":2}"#));
+        assert_eq!(live.reserve_key("K", [5; 32], host, retry), latest);
+        let mut replayed = shard();
+        replayed.begin_replay();
+        for record in live.take_journal() {
+            replayed.apply(record);
+        }
+        replayed.finish_replay();
+        let mut from_checkpoint = shard();
+        from_checkpoint.begin_replay();
+        for record in replayed.snapshot().collect::<Vec<_>>() {
+            from_checkpoint.apply(record);
+        }
+        from_checkpoint.finish_replay();
+        for restarted in [&mut replayed, &mut from_checkpoint] {
+            assert_eq!(restarted.progress("alice").unwrap().xp, 20);
+            restarted.tick(retry);
+            assert_eq!(restarted.reserve_key("K", [5; 32], host, retry), latest);
+            // The host's share is rebuilt too: one key, charged to the same host.
+            assert_eq!(restarted.idempotency.host_keys(client), 1);
+        }
+    }
+
+    /// Issue 9, item 2, crash cut: the latest use's completion is missing from the log;
+    /// rebuilding it must replace the earlier use's completion, not keep it.
+    #[test]
+    fn a_rebuilt_key_replaces_an_earlier_completion_of_the_same_key() {
+        let ttl = policy().idempotency_ttl_ms;
+        let mut restarted = shard();
+        let old = StoredResponse::compact(202, br#"{"use":1}"#);
+        restarted.apply(Record::KeyCompleted {
+            key: "K".into(),
+            fingerprint: [5; 32],
+            response: old.clone(),
+            expires_ms: T0 + ttl,
+            at_ms: T0,
+            host: None,
+        });
+        // The second use's events were logged at T0 + ttl + 1000; its completion was cut.
+        let second_events_ms = T0 + ttl + 1_000;
+        let now = second_events_ms + 2_000;
+        let rebuilt = StoredResponse::compact(202, br#"{"recovered":true}"#);
+        let expires = second_events_ms + ttl;
+        assert!(restarted.restore_key("K".into(), [5; 32], rebuilt.clone(), expires, now));
+        restarted.tick(now);
+        assert_eq!(
+            restarted.reserve_key("K", [5; 32], None, now),
+            Reserve::Replay(rebuilt.clone())
+        );
+        // A completion of the same use is kept: nothing to rebuild.
+        assert!(!restarted.restore_key("K".into(), [5; 32], old, expires - 10, now));
+        assert_eq!(
+            restarted.reserve_key("K", [5; 32], None, now),
+            Reserve::Replay(rebuilt)
+        );
+    }
+
     #[test]
     fn replaying_the_journal_rebuilds_the_same_state() {
         let mut live = shard();
@@ -1699,9 +1813,10 @@ mod tests {
             let player = format!("p{:02}", i % 7);
             let at = T0 + i * 3_600_000 / 7;
             let key = (i % 3 == 0).then(|| KeyRef {
-                key: format!("k{i}"),
+                key: format!("k{i}").into(),
                 fingerprint: [i as u8; 32],
                 index: 0,
+                reserved_ms: at,
             });
             match i % 5 {
                 0 => live.submit_event(drop(&player, &format!("d{}", i % 3)), key, at),
@@ -1749,7 +1864,15 @@ mod tests {
         let keys: Vec<_> = s
             .idempotency
             .completed()
-            .map(|(k, f, r, e)| (k.to_owned(), *f, r.clone(), e))
+            .map(|k| {
+                (
+                    k.key.to_owned(),
+                    *k.fingerprint,
+                    k.response.clone(),
+                    k.expires_ms,
+                    k.host,
+                )
+            })
             .collect();
         out += &format!("{keys:?}\n");
         out

@@ -454,6 +454,20 @@ pub fn from_vars(
             .filter(|d| !d.is_zero() && d.as_secs() <= 7 * 86_400)
             .ok_or_else(|| "must be a duration like 300s, 5m or 1h (at most 7 days)".into())
     });
+    let idem_keys_max = p.parse("IDEMP_KEYS_MAX", "1000000", |s| match s.parse::<usize>() {
+        Ok(n) if (1_000..=100_000_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number 1000..=100000000".into()),
+    });
+    let idem_bytes_max = p.parse("IDEMP_BYTES_MAX", "268435456", |s| {
+        match s.parse::<usize>() {
+            Ok(n) if ((1 << 20)..=(64 << 30)).contains(&n) => Ok(n),
+            _ => Err("must be bytes 1048576..=68719476736 (1 MiB to 64 GiB)".into()),
+        }
+    });
+    let idem_host_share = p.parse("IDEMP_HOST_SHARE", "10", |s| match s.parse::<usize>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err("must be a percentage 1..=100".into()),
+    });
     let skew = p.parse("TS_SKEW", "300s", |s| {
         parse_duration(s).ok_or_else(|| "must be a duration like 300s or 5m".into())
     });
@@ -512,8 +526,9 @@ pub fn from_vars(
         anomaly_min_samples: anomaly_min_samples.expect("no problems"),
         idempotency_ttl_ms: idem_ttl.expect("no problems").as_millis() as u64,
         // Engine-wide budgets, split across shards.
-        idempotency_keys_max: defaults.idempotency_keys_max.div_ceil(shards),
-        idempotency_bytes_max: defaults.idempotency_bytes_max.div_ceil(shards),
+        idempotency_keys_max: idem_keys_max.expect("no problems").div_ceil(shards),
+        idempotency_bytes_max: idem_bytes_max.expect("no problems").div_ceil(shards),
+        idempotency_host_share_percent: idem_host_share.expect("no problems"),
         players_max: defaults.players_max.div_ceil(shards),
         ..defaults
     };
@@ -620,6 +635,7 @@ mod tests {
         );
         assert_eq!(config.policy.rate_limit_per_s, 50);
         assert_eq!(config.policy.idempotency_ttl_ms, 300_000);
+        assert_eq!(config.policy.idempotency_host_share_percent, 10);
         assert_eq!(config.policy.windows.len(), 3);
         assert_eq!(config.lb_topn, 100);
         assert!(config.admin_token.is_none());
@@ -635,6 +651,8 @@ mod tests {
                 ("LB_WINDOWS", "daily,monthly"),
                 ("HMAC_SECRET", "short"),
                 ("IDEMP_TTL", "soon"),
+                ("IDEMP_HOST_SHARE", "0"),
+                ("IDEMP_BYTES_MAX", "1k"),
                 ("REDIS_URL", "http://x"),
             ]),
             fixed_secret,
@@ -648,6 +666,8 @@ mod tests {
             "HMAC_SECRET",
             "RECEIPT_SECRET",
             "IDEMP_TTL",
+            "IDEMP_HOST_SHARE",
+            "IDEMP_BYTES_MAX",
             "REDIS_URL",
         ] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");

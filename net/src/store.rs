@@ -10,6 +10,7 @@
 //!   [`Shard::apply`]. Accepted events carrying an idempotency key are remembered
 //!   ([`KeyedEvents`]) so keys whose completion was cut off can be rebuilt.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,11 +42,15 @@ pub enum StoreError {
 }
 
 /// Events of requests with an idempotency key, seen during recovery: key → what
-/// recovery knows of the request.
+/// recovery knows of the key's latest request (a key used again after it expired has
+/// events of several requests in the log; only the latest may need rebuilding).
 pub type KeyedEvents = HashMap<String, KeyedRequest>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyedRequest {
+    /// When the request reserved its key (its events' `KeyRef::reserved_ms`): tells
+    /// this request's events from those of an earlier use of the key.
+    pub reserved_ms: u64,
     pub fingerprint: [u8; 32],
     /// When its first event was accepted: the key's TTL runs from there.
     pub at_ms: u64,
@@ -63,15 +68,32 @@ pub fn note_keyed(keyed: &mut KeyedEvents, record: &Record) {
         ..
     } = record
     {
-        let entry = keyed.entry(k.key.clone()).or_insert_with(|| KeyedRequest {
+        let request = KeyedRequest {
+            reserved_ms: k.reserved_ms,
             fingerprint: k.fingerprint,
             at_ms: *at_ms,
-            events: Vec::new(),
-        });
-        entry.at_ms = entry.at_ms.min(*at_ms);
-        entry
-            .events
-            .push((k.index, player.clone(), event.type_name()));
+            events: vec![(k.index, player.clone(), event.type_name())],
+        };
+        add_keyed(keyed, k.key.to_string(), request);
+    }
+}
+
+/// Adds what is known of one request to `keyed`: a later use of the key replaces what
+/// an earlier one left, an earlier one is ignored, the same one is merged.
+fn add_keyed(keyed: &mut KeyedEvents, key: String, request: KeyedRequest) {
+    match keyed.entry(key) {
+        Entry::Vacant(slot) => {
+            slot.insert(request);
+        }
+        Entry::Occupied(mut slot) => {
+            let known = slot.get_mut();
+            if request.reserved_ms > known.reserved_ms {
+                *known = request;
+            } else if request.reserved_ms == known.reserved_ms {
+                known.at_ms = known.at_ms.min(request.at_ms);
+                known.events.extend(request.events);
+            }
+        }
     }
 }
 
@@ -229,15 +251,7 @@ pub fn decode_checkpoint(bytes: &[u8], mut apply: impl FnMut(Record)) -> Result<
 /// Adds another shard's keyed events to `into` (a batch may span shards).
 pub fn merge_keyed(into: &mut KeyedEvents, from: KeyedEvents) {
     for (key, request) in from {
-        match into.get_mut(&key) {
-            Some(existing) => {
-                existing.at_ms = existing.at_ms.min(request.at_ms);
-                existing.events.extend(request.events);
-            }
-            None => {
-                into.insert(key, request);
-            }
-        }
+        add_keyed(into, key, request);
     }
 }
 
@@ -283,6 +297,54 @@ mod tests {
             ..Policy::default()
         };
         Shard::new(policy, ReceiptSigner::new(&[3; 32]), 1_795_521_600_000)
+    }
+
+    fn keyed_event(player: &str, index: u32, reserved_ms: u64, at_ms: u64) -> Record {
+        Record::EventAccepted {
+            player: player.into(),
+            event: EventKind::Progression {
+                delta_xp: 1,
+                activity: None,
+            },
+            ts: 1,
+            at_ms,
+            seq: at_ms,
+            flag: None,
+            z: 0.0,
+            key: Some(liveops_engine::shard::KeyRef {
+                key: "K".into(),
+                fingerprint: [4; 32],
+                index,
+                reserved_ms,
+            }),
+        }
+    }
+
+    /// Issue 9, item 2, crash cut: a key's events from an earlier, expired use must not
+    /// be merged into the request whose completion was cut, whatever order the shards'
+    /// logs are read in.
+    #[test]
+    fn only_the_latest_use_of_a_key_is_rebuilt() {
+        let earlier = keyed_event("alice", 0, 1_000, 1_001);
+        let latest = [
+            keyed_event("bob", 0, 9_000, 9_002),
+            keyed_event("carol", 1, 9_000, 9_001),
+        ];
+        let mut shard_a = KeyedEvents::new();
+        note_keyed(&mut shard_a, &earlier);
+        note_keyed(&mut shard_a, &latest[0]);
+        let mut shard_b = KeyedEvents::new();
+        note_keyed(&mut shard_b, &latest[1]);
+        note_keyed(&mut shard_b, &earlier);
+        for (first, second) in [(&shard_a, &shard_b), (&shard_b, &shard_a)] {
+            let mut keyed = first.clone();
+            merge_keyed(&mut keyed, second.clone());
+            let request = &keyed["K"];
+            assert_eq!((request.reserved_ms, request.at_ms), (9_000, 9_001));
+            let mut players: Vec<&str> = request.events.iter().map(|e| e.1.as_str()).collect();
+            players.sort_unstable();
+            assert_eq!(players, ["bob", "carol"]);
+        }
     }
 
     #[test]

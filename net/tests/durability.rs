@@ -295,6 +295,48 @@ fn retried_acknowledged_requests_answer_208_after_a_crash() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 9, item 2: a key used, expired, used again and replayed keeps answering 208
+/// across a restart and a crash; its events are applied once per use.
+#[test]
+fn a_key_reused_after_it_expired_is_not_applied_again_after_a_restart() {
+    let dir = temp_dir();
+    let env = [NO_RATE_LIMIT, ("IDEMP_TTL", "4s")];
+    let mut engine = Engine::start_in(&dir, &env);
+    let body = progression("reuser_1", 10);
+    let xp = |engine: &Engine| {
+        engine
+            .get("progression", "/players/reuser_1/progress")
+            .json()["xp"]
+            .clone()
+    };
+    assert_eq!(engine.post_events(&body, Some("K")).status, 202);
+    std::thread::sleep(Duration::from_millis(4_300));
+    let second = engine.post_events(&body, Some("K"));
+    assert_eq!(second.status, 202, "expired: a new use");
+    assert_eq!(engine.post_events(&body, Some("K")).status, 208);
+    let (status, _) = engine.stop("TERM", Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    let mut engine = Engine::start_in(&dir, &env);
+    let after_restart = engine.post_events(&body, Some("K"));
+    let text = |r: &Response| (r.status, String::from_utf8_lossy(&r.body).into_owned());
+    assert_eq!(
+        text(&after_restart),
+        (208, text(&second).1),
+        "the latest use's response, after a restart"
+    );
+    assert_eq!(xp(&engine), 20);
+    engine.kill9();
+    let engine = Engine::start_in(&dir, &env);
+    assert_eq!(
+        engine.post_events(&body, Some("K")).status,
+        208,
+        "and after a crash"
+    );
+    assert_eq!(xp(&engine), 20);
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_torn_tail_is_named_by_verify_and_cut_by_recovery() {
     let dir = temp_dir();

@@ -53,6 +53,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,6 +79,9 @@ const LIVE_CHECK_PERCENT: u64 = 5;
 const MERGE_TURNS_MAX: u32 = 4;
 /// Tue 2026-11-24 12:00 UTC.
 const T0: u64 = 1_795_521_600_000;
+/// The client host keyed requests come from: its share of the key store is logged and
+/// must be rebuilt like the keys.
+const CLIENT: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
 const HOUR_MS: u64 = 3_600_000;
 const TTL_MS: u64 = 3 * HOUR_MS;
 const RECEIPT_SECRET: &[u8] = b"store-crash-model receipts";
@@ -231,7 +235,7 @@ impl Model {
             } => {
                 let entry = self
                     .keyed
-                    .entry(k.key.clone())
+                    .entry(k.key.to_string())
                     .or_insert((k.fingerprint, *at_ms));
                 entry.1 = entry.1.min(*at_ms);
             }
@@ -550,7 +554,7 @@ impl Run {
         }
         let context = self.context();
         assert_eq!(
-            shard.reserve_key(&key, fingerprint, self.now),
+            shard.reserve_key(&key, fingerprint, CLIENT, self.now),
             Reserve::Reserved,
             "{context}: a new key"
         );
@@ -561,9 +565,10 @@ impl Run {
             let player = *self.rng.pick(&PLAYERS);
             let event = self.random_event(player);
             let key_ref = KeyRef {
-                key: key.clone(),
+                key: key.as_str().into(),
                 fingerprint,
                 index: index as u32,
+                reserved_ms: self.now,
             };
             let outcome = shard.submit_event(event, Some(key_ref), self.now);
             self.count_outcome(&outcome);
@@ -599,11 +604,11 @@ impl Run {
             let mut other = fingerprint;
             other[0] ^= 1;
             assert_eq!(
-                shard.reserve_key(&key, other, self.now),
+                shard.reserve_key(&key, other, CLIENT, self.now),
                 Reserve::Mismatch,
                 "{context}: key {key} with another body"
             );
-            let got = shard.reserve_key(&key, fingerprint, self.now);
+            let got = shard.reserve_key(&key, fingerprint, CLIENT, self.now);
             let logged = Reserve::Replay(response);
             assert!(
                 got == logged,
@@ -614,7 +619,7 @@ impl Run {
             self.stats.retries_replayed += 1;
         } else {
             assert_eq!(
-                shard.reserve_key(&key, fingerprint, self.now),
+                shard.reserve_key(&key, fingerprint, CLIENT, self.now),
                 Reserve::Reserved,
                 "{context}: key {key} expired at {expires_ms}, now {}",
                 self.now
@@ -863,8 +868,11 @@ impl Run {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (key, (fingerprint, response, expires_ms)) in keys {
-            let got = shard.reserve_key(&key, fingerprint, self.now);
-            let want = self.model.shard.reserve_key(&key, fingerprint, self.now);
+            let got = shard.reserve_key(&key, fingerprint, CLIENT, self.now);
+            let want = self
+                .model
+                .shard
+                .reserve_key(&key, fingerprint, CLIENT, self.now);
             assert!(
                 got == want,
                 "{context}: key {key} after recovery answers {}, the model {}",
@@ -900,7 +908,7 @@ impl Run {
             if at_ms + TTL_MS > self.now {
                 assert!(
                     matches!(
-                        shard.reserve_key(key, *fingerprint, self.now),
+                        shard.reserve_key(key, *fingerprint, CLIENT, self.now),
                         Reserve::Replay(_)
                     ),
                     "{context}: keyed request {key} has events in the log but does not replay"

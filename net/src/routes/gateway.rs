@@ -6,6 +6,7 @@
 //! its own task: a client hanging up must not leave a key in flight or half a batch
 //! unrecorded.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 use super::{mesh_error, only, unknown_route, App, Outcome};
 use crate::http::{bytes_response, read_body, retry_after_s, set_retry_after, ApiError};
 use crate::mesh::{unix_now_ms, MeshError};
+use crate::runtime::PeerAddr;
 use liveops_engine::event::{parse_body, Body, Event, ValidationError};
 use liveops_engine::fairness::FlagKind;
 use liveops_engine::idempotency::{Reserve, StoredResponse};
@@ -72,9 +74,14 @@ async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     }
     let app = app.clone();
     let request_fingerprint = fingerprint(&bytes);
-    tokio::task::spawn_local(
-        async move { apply_events(&app, body, key, request_fingerprint).await },
-    )
+    // Only a keyed request is charged to its host.
+    let host = key
+        .as_ref()
+        .and_then(|_| parts.extensions.get::<PeerAddr>())
+        .map(|peer| client_host(peer.0.ip()));
+    tokio::task::spawn_local(async move {
+        apply_events(&app, body, key, request_fingerprint, host).await
+    })
     .await
     .unwrap_or_else(|_| Err(ApiError::overloaded()))
 }
@@ -99,6 +106,19 @@ pub(super) fn verify_signature(
     })
 }
 
+/// The client host a request's idempotency key is charged to: its IPv4 address, or the
+/// /64 prefix of its IPv6 address (one host usually holds a whole /64, so counting its
+/// addresses apart would let it multiply its share).
+fn client_host(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -120,23 +140,35 @@ async fn apply_events(
     body: Body,
     key: Option<String>,
     request_fingerprint: [u8; 32],
+    host: Option<IpAddr>,
 ) -> Outcome {
+    let mut reserved_ms = 0;
     if let Some(key) = &key {
         let home = shard_of(key, app.mesh.shards());
         let owned = key.clone();
-        let reserved = app
+        let (reserved, now_ms) = app
             .mesh
             .call(home, move |shard, now_ms| {
-                shard.reserve_key(&owned, request_fingerprint, now_ms)
+                let reserved = shard.reserve_key(&owned, request_fingerprint, host, now_ms);
+                (reserved, now_ms)
             })
             .await
             .map_err(mesh_error)?;
+        reserved_ms = now_ms;
         match reserved {
             Reserve::Reserved => {}
             Reserve::Replay(stored) => {
+                let json = stored.json().map_err(|e| {
+                    tracing::error!(error = %e, "a remembered response does not decode");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the remembered response for this Idempotency-Key is unreadable",
+                    )
+                })?;
                 let mut response = bytes_response(
                     StatusCode::ALREADY_REPORTED,
-                    stored.body.into(),
+                    json.into_owned().into(),
                     "application/json",
                 );
                 response
@@ -158,27 +190,28 @@ async fn apply_events(
                     "this Idempotency-Key was used with a different body",
                 ))
             }
-            Reserve::Full => {
+            Reserve::Full { retry_after_ms } => {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "idempotency_store_full",
-                    "too many live idempotency keys; retry later",
+                    "the idempotency store, or this client's share of it, is full; \
+                     retry after Retry-After, when one of the keys holding it expires",
                 )
-                .retry_after(1))
+                .retry_after(retry_after_s(retry_after_ms)))
             }
         }
     }
     let (status, body, retry_after, applied) = match body {
-        Body::Single(Ok(event)) => single(app, event, key_ref(&key, request_fingerprint, 0)).await,
+        Body::Single(Ok(event)) => {
+            let key = key_ref(&key, request_fingerprint, reserved_ms, 0);
+            single(app, event, key).await
+        }
         Body::Single(Err(_)) => unreachable!("refused before reserving"),
-        Body::Batch(items) => batch(app, items, &key, request_fingerprint).await,
+        Body::Batch(items) => batch(app, items, &key, request_fingerprint, reserved_ms).await,
     };
     if let Some(key) = key {
         let home = shard_of(&key, app.mesh.shards());
-        let stored = StoredResponse {
-            status,
-            body: body.clone(),
-        };
+        let stored = StoredResponse::compact(status, &body);
         // The key must leave the in-flight state whatever happens, so this waits for
         // room in the inbox rather than failing.
         let _ = app
@@ -202,11 +235,17 @@ async fn apply_events(
 
 /// Ties an event to its request's idempotency key, so recovery can rebuild the key if a
 /// crash cuts off its completion.
-fn key_ref(key: &Option<String>, fingerprint: [u8; 32], index: usize) -> Option<KeyRef> {
+fn key_ref(
+    key: &Option<String>,
+    fingerprint: [u8; 32],
+    reserved_ms: u64,
+    index: usize,
+) -> Option<KeyRef> {
     key.as_ref().map(|key| KeyRef {
-        key: key.clone(),
+        key: key.as_str().into(),
         fingerprint,
         index: index as u32,
+        reserved_ms,
     })
 }
 
@@ -281,6 +320,7 @@ async fn batch(
     items: Vec<Result<Event, ValidationError>>,
     key: &Option<String>,
     request_fingerprint: [u8; 32],
+    reserved_ms: u64,
 ) -> Answer {
     let shards = app.mesh.shards();
     let mut results: Vec<Option<Result<AcceptedEvent, ApiError>>> =
@@ -313,7 +353,8 @@ async fn batch(
             group
                 .into_iter()
                 .map(|(index, event)| {
-                    s.submit_event(event, key_ref(&key, request_fingerprint, index), now_ms)
+                    let key = key_ref(&key, request_fingerprint, reserved_ms, index);
+                    s.submit_event(event, key, now_ms)
                 })
                 .collect::<Vec<_>>()
         });
@@ -495,6 +536,22 @@ pub(super) fn blocked_error(until_ms: u64, reason: &str, new_flag: Option<FlagKi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_host_is_an_ipv4_address_or_an_ipv6_64() {
+        let v4: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(client_host(v4), v4);
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_host(mapped),
+            v4,
+            "one host whatever the socket family"
+        );
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(client_host(a), client_host(b));
+        assert_eq!(client_host(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+    }
 
     #[test]
     fn idempotency_key_bounds() {

@@ -381,7 +381,32 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    request_from(None, port, method, path, headers, body)
+}
+
+/// [`request`] from the local address `from` (e.g. 127.0.0.2: another client host to
+/// the engine), or the system's choice.
+pub fn request_from(
+    from: Option<std::net::Ipv4Addr>,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = match from {
+        None => TcpStream::connect(server).expect("connects"),
+        Some(ip) => {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("a socket");
+            socket
+                .bind(&std::net::SocketAddr::from((ip, 0)).into())
+                .expect("binds the client address");
+            socket.connect(&server.into()).expect("connects");
+            TcpStream::from(socket)
+        }
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
