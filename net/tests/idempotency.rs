@@ -8,9 +8,9 @@ use common::*;
 /// A keyed, signed `POST /events` from the client address `from`.
 fn post_keyed_from(engine: &Engine, from: std::net::Ipv4Addr, body: &str, key: &str) -> Response {
     let sig = sign(body.as_bytes());
-    request_from(
+    engine.request_from(
         Some(from),
-        engine.port("gateway"),
+        "gateway",
         "POST",
         "/events",
         &[("X-Signature", &sig), ("Idempotency-Key", key)],

@@ -270,7 +270,22 @@ impl Engine {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let response = request(self.port(service), method, path, headers, body);
+        self.request_from(None, service, method, path, headers, body)
+    }
+
+    /// [`Engine::request`] from the local address `from` (another client host to the
+    /// engine, e.g. 127.0.0.2), or the system's choice. Every response is checked
+    /// against `api/openapi.yaml`.
+    pub fn request_from(
+        &self,
+        from: Option<std::net::Ipv4Addr>,
+        service: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let response = request_from(from, self.port(service), method, path, headers, body);
         openapi::check(service, method, path, &response);
         response
     }
