@@ -19,6 +19,7 @@ pub mod codec;
 pub mod event;
 pub mod fairness;
 pub mod idempotency;
+pub mod page;
 pub mod policy;
 pub mod shard;
 pub mod signing;
