@@ -119,6 +119,17 @@ pub struct ClosedPeriod {
     pub entries: Vec<BoardKey>,
 }
 
+impl ClosedPeriod {
+    /// A period with no entries: what a shard that does not keep a period reads as.
+    pub fn empty() -> Self {
+        ClosedPeriod {
+            name: String::new(),
+            closed_ms: 0,
+            entries: Vec::new(),
+        }
+    }
+}
+
 pub struct Board {
     pub kind: WindowKind,
     pub period: Period,
