@@ -267,6 +267,41 @@ impl Selection {
     }
 }
 
+/// A page selection over shards this thread can read directly: the steps the route runs
+/// as fan-outs, one after the other. For tests and benches; returns the page and how
+/// many fan-outs the route would have made.
+pub fn select_in_process(
+    shards: &[&dyn RankedEntries],
+    offset: usize,
+    limit: usize,
+) -> (Result<Page, Moved>, usize) {
+    let mut selection = Selection::new(offset, limit);
+    let mut fan_outs = 0;
+    while let Some(bounds) = selection.next_round() {
+        let proposals: Vec<Proposal> = shards.iter().map(|s| propose(*s, &bounds)).collect();
+        fan_outs += 1;
+        let pivots = selection.pivots(&proposals);
+        if pivots.is_empty() {
+            continue;
+        }
+        let counts: Vec<Vec<usize>> = shards
+            .iter()
+            .map(|s| count_ahead_each(*s, &pivots))
+            .collect();
+        fan_outs += 1;
+        selection.narrow(&pivots, &counts);
+    }
+    let Some((from, n)) = selection.walk_plan() else {
+        let past_end = Page {
+            first_rank: offset + 1,
+            entries: Vec::new(),
+        };
+        return (Ok(past_end), fan_outs);
+    };
+    let walks = shards.iter().map(|s| walk(*s, from.as_ref(), n)).collect();
+    (selection.page(walks, n), fan_outs + 1)
+}
+
 /// Entries of `page` (best first) at or before `cutoff`: a closed period keeps each
 /// shard's best entries only, so past the worst kept entry of a shard that was cut, the
 /// merged order would skip entries nobody kept.

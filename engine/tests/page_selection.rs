@@ -9,9 +9,7 @@ use compact_str::CompactString;
 use liveops_engine::board::{
     add_to_boards, Board, BoardKey, BoardView, HistoryLimits, Reached, Roster, Standings,
 };
-use liveops_engine::page::{
-    count_ahead_each, cut_at, propose, walk, Page, RankedEntries, Selection, ROUNDS_MAX,
-};
+use liveops_engine::page::{cut_at, select_in_process, Page, RankedEntries, ROUNDS_MAX};
 use liveops_engine::window::{Period, WindowKind};
 use proptest::prelude::*;
 
@@ -92,36 +90,9 @@ fn boards(shards: usize, players: usize, events: usize, seed: u64) -> Vec<TestSh
     out
 }
 
-/// Runs a selection over `shards` the way the route does, one fan-out per step.
 fn select(shards: &[&dyn RankedEntries], offset: usize, limit: usize) -> (Page, usize) {
-    let mut selection = Selection::new(offset, limit);
-    let mut fan_outs = 0;
-    while let Some(bounds) = selection.next_round() {
-        let proposals: Vec<_> = shards.iter().map(|s| propose(*s, &bounds)).collect();
-        fan_outs += 1;
-        let pivots = selection.pivots(&proposals);
-        if pivots.is_empty() {
-            continue;
-        }
-        let counts: Vec<_> = shards
-            .iter()
-            .map(|s| count_ahead_each(*s, &pivots))
-            .collect();
-        fan_outs += 1;
-        selection.narrow(&pivots, &counts);
-    }
-    let Some((from, n)) = selection.walk_plan() else {
-        let empty = Page {
-            first_rank: offset + 1,
-            entries: Vec::new(),
-        };
-        return (empty, fan_outs);
-    };
-    let walks = shards.iter().map(|s| walk(*s, from.as_ref(), n)).collect();
-    let page = selection
-        .page(walks, n)
-        .expect("nothing moves between the fan-outs");
-    (page, fan_outs + 1)
+    let (page, fan_outs) = select_in_process(shards, offset, limit);
+    (page.expect("nothing moves between the fan-outs"), fan_outs)
 }
 
 fn all_sorted(shards: &[&dyn RankedEntries]) -> Vec<BoardKey> {
