@@ -333,3 +333,58 @@ impl RankedEntries for ClosedPeriod {
         rest.iter().take(n).cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+
+    fn key(score: u64, player: &str) -> BoardKey {
+        BoardKey {
+            score: Reverse(score),
+            reached_ms: 0,
+            seq: 0,
+            player: player.into(),
+        }
+    }
+
+    /// When players pass the low bound between the last count and the walk, the walk
+    /// counts more entries ahead than the page's offset: the page is reported as moved,
+    /// with the ranks the walk counted, never labelled with ranks it does not have.
+    #[test]
+    fn a_page_moved_by_writes_is_reported_with_the_ranks_observed() {
+        let selection = Selection::new(10, 2);
+        let (from, n) = selection.walk_plan().expect("not past the end");
+        assert_eq!((from, n), (None, 12));
+        // Two shards; 11 entries now ahead of where the walk started.
+        let walks = vec![
+            Walk {
+                ahead: 6,
+                entries: vec![key(50, "a"), key(40, "c")],
+            },
+            Walk {
+                ahead: 5,
+                entries: vec![key(45, "b")],
+            },
+        ];
+        let moved = selection.page(walks, 2).expect_err("the page moved");
+        assert_eq!(moved.observed.first_rank, 12);
+        assert_eq!(moved.observed.entries, vec![key(50, "a"), key(45, "b")]);
+    }
+
+    /// A walk that fell short of the page (entries left on the shards that were not
+    /// walked) is reported as moved too, rather than as a short page.
+    #[test]
+    fn a_walk_short_of_the_page_is_reported_as_moved() {
+        let selection = Selection::new(3, 2);
+        let walks = vec![Walk {
+            ahead: 0,
+            entries: vec![key(9, "a"), key(8, "b"), key(7, "c"), key(6, "d")],
+        }];
+        assert!(selection.page(walks.clone(), 4).is_err());
+        // The same walk with room to spare: nothing was left out, the page is exact.
+        let page = selection.page(walks, 5).expect("complete");
+        assert_eq!(page.first_rank, 4);
+        assert_eq!(page.entries, vec![key(6, "d")]);
+    }
+}
