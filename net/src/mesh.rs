@@ -7,6 +7,9 @@
 //! result on a oneshot channel. A full inbox refuses the job at once: the request gets
 //! 503 with `Retry-After` instead of queueing without bound.
 //!
+//! Reads wait in a second queue of the inbox, run after each turn's writes within a
+//! time budget, so a burst of reads cannot hold writes back.
+//!
 //! Local work goes through the same inbox as remote work, so every state change of a
 //! shard happens in its worker's turn. A job's answer is held until the end of the turn:
 //! the worker hands the turn's answers to its [`TurnHost`] (the write-ahead log), which
