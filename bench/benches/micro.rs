@@ -30,6 +30,15 @@
 //!   - `rank`: `count_less` of a random existing key.
 //!   - `top100`: `iter().take(100)` with the keys copied into a `Vec` (a board then
 //!     names each by its player id).
+//! * `page/{top_walk,selection}/...`: one page of a weekly board of 2,000,000 players
+//!   split over two shards of 1,000,000 (random scores, ranked once), computed in one
+//!   thread for both shards plus the merge; each shard's part is about half.
+//!   - `top_walk`: what pages cost before the selection: each shard's best
+//!     `offset + limit` entries (`BoardView::top`), merged, the page cut out.
+//!   - `selection`: `page::select_in_process`, the route's fan-outs one after the other:
+//!     rounds of 16 pivots per shard counted through the spans, then a walk of `limit`
+//!     from the found boundary. `limit10` shows the selection's own cost; with
+//!     `limit1000` most of the time is the walk and the merge of 1,000 entries per shard.
 //! * `shard/submit_event/100k_players`: `Shard::submit_event(event, None, now)` for a
 //!   random player among 100,000 already-ranked ones (80 % progression, 15 % boss kills,
 //!   5 % drops; all three windows), `rate_limit_per_s: 1_000_000`. The journal is taken
@@ -43,13 +52,18 @@ use std::cmp::Reverse;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use liveops_engine::board::{RankKey, Reached};
+use liveops_engine::board::{
+    add_to_boards, merge_sorted, Board, BoardView, RankKey, Reached, Roster, Standings,
+};
 use liveops_engine::event::{self, Body, Event, EventKind, TsPolicy};
+use liveops_engine::page::{select_in_process, RankedEntries};
 use liveops_engine::policy::Policy;
 use liveops_engine::shard::{EventOutcome, Record, Shard};
 use liveops_engine::signing::{ReceiptSigner, Signer};
 use liveops_engine::skiplist::SkipList;
+use liveops_engine::window::{Period, WindowKind};
 
 const PROGRESSION: &[u8] = include_bytes!("../../sample_events/progression.json");
 const BOSS_KILL: &[u8] = include_bytes!("../../sample_events/boss_kill.json");
@@ -340,6 +354,116 @@ fn skiplist(c: &mut Criterion) {
     group.finish();
 }
 
+/// One shard's players and its weekly board, as much of a shard as a page reads.
+struct PageShard {
+    ids: Vec<CompactString>,
+    standings: Vec<Standings>,
+    boards: [Board; 1],
+}
+
+impl Roster for PageShard {
+    fn id(&self, position: u32) -> &CompactString {
+        &self.ids[position as usize]
+    }
+
+    fn find(&self, _: &str) -> Option<(u32, &Standings)> {
+        unreachable!("pages never look players up by id")
+    }
+}
+
+impl PageShard {
+    /// `players` players with random scores, ranked once (as recovery ranks a board).
+    fn build(shard: u64, players: u64) -> PageShard {
+        let period = Period {
+            name: "2026-W01".into(),
+            ends_ms: u64::MAX,
+        };
+        let mut s = PageShard {
+            ids: Vec::with_capacity(players as usize),
+            standings: vec![Standings::default(); players as usize],
+            boards: [Board::new(WindowKind::Weekly, period)],
+        };
+        s.boards[0].defer_ranking();
+        let mut rng = Rng(shard + 1);
+        for i in 0..players {
+            s.ids.push(player_id(shard * players + i).into());
+            let now = Reached {
+                ms: BASE_MS + rng.below(3_600_000),
+                seq: i + 1,
+            };
+            let score = 1 + rng.below(1_000_000);
+            add_to_boards(
+                &mut s.boards,
+                i as u32,
+                &mut s.standings[i as usize],
+                score,
+                now,
+            );
+        }
+        let board = &mut s.boards[0];
+        board.rank_all((0u32..).zip(s.standings.iter()));
+        s
+    }
+}
+
+fn page(c: &mut Criterion) {
+    const SHARD_PLAYERS: u64 = 1_000_000;
+    let mut group = c.benchmark_group("page");
+    group.measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_millis(500));
+    group.sample_size(10);
+    // Built by the first bench that runs; a filtered-out group builds nothing.
+    let mut shards: Option<Vec<PageShard>> = None;
+    // Pages whose fan-out count was printed (criterion calls a bench more than once).
+    let mut reported: Vec<(usize, usize)> = Vec::new();
+    let build = || {
+        let started = Instant::now();
+        let shards: Vec<PageShard> = (0..2).map(|i| PageShard::build(i, SHARD_PLAYERS)).collect();
+        eprintln!(
+            "page: built 2 shards of {SHARD_PLAYERS} players in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        shards
+    };
+    for (offset, limit) in [(10_000usize, 1_000usize), (999_000, 1_000), (999_000, 10)] {
+        let label = format!("offset{offset}_limit{limit}");
+        // The old way walks a million entries per shard at the deepest offset: too slow
+        // to be worth a bench run, so it is measured at 10,000 only.
+        if offset <= 10_000 {
+            group.bench_function(BenchmarkId::new("top_walk", &label), |b| {
+                let shards = shards.get_or_insert_with(build);
+                b.iter(|| {
+                    let wanted = offset + limit;
+                    let lists = shards
+                        .iter()
+                        .map(|s| BoardView::new(&s.boards[0], s).top(wanted))
+                        .collect();
+                    let merged = merge_sorted(lists, wanted);
+                    merged.into_iter().skip(offset).collect::<Vec<_>>()
+                });
+            });
+        }
+        group.bench_function(BenchmarkId::new("selection", &label), |b| {
+            let shards = shards.get_or_insert_with(build);
+            let views: Vec<BoardView> = shards
+                .iter()
+                .map(|s| BoardView::new(&s.boards[0], s))
+                .collect();
+            let ranked: Vec<&dyn RankedEntries> =
+                views.iter().map(|v| v as &dyn RankedEntries).collect();
+            let (page, fan_outs) = select_in_process(&ranked, offset, limit);
+            let page = page.expect("nothing moves");
+            assert_eq!(page.entries.len(), limit);
+            if !reported.contains(&(offset, limit)) {
+                reported.push((offset, limit));
+                eprintln!("page: offset {offset} limit {limit}: {fan_outs} fan-outs");
+            }
+            b.iter(|| select_in_process(black_box(&ranked), offset, limit));
+        });
+    }
+    group.finish();
+}
+
 /// The `i`th event kind: 80 % progression, 15 % boss kills, 5 % drops (as the
 /// durability bench), scores small enough that the guard never flags them.
 fn event_kind(h: u64) -> EventKind {
@@ -476,6 +600,7 @@ fn main() {
     signature(&mut c, &bodies);
     parse(&mut c, &bodies);
     skiplist(&mut c);
+    page(&mut c);
     shard(&mut c);
     c.final_summary();
 }

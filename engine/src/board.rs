@@ -27,6 +27,7 @@ use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::ops::Deref;
 
+use crate::page::RankedEntries;
 use crate::skiplist::SkipList;
 use crate::window::{Period, WindowKind};
 
@@ -116,6 +117,17 @@ pub struct ClosedPeriod {
     pub name: String,
     pub closed_ms: u64,
     pub entries: Vec<BoardKey>,
+}
+
+impl ClosedPeriod {
+    /// A period with no entries: what a shard that does not keep a period reads as.
+    pub fn empty() -> Self {
+        ClosedPeriod {
+            name: String::new(),
+            closed_ms: 0,
+            entries: Vec::new(),
+        }
+    }
 }
 
 pub struct Board {
@@ -405,6 +417,77 @@ impl<'a> BoardView<'a> {
                 .map(|(k, _)| full_key(k, self.roster)),
         );
         out
+    }
+}
+
+impl RankedEntries for BoardView<'_> {
+    fn entry_count(&self) -> usize {
+        self.board.ranking.len()
+    }
+
+    fn count_ahead(&self, key: &BoardKey) -> usize {
+        BoardView::count_ahead(self, key)
+    }
+
+    fn entry_at(&self, rank: usize) -> Option<BoardKey> {
+        let (key, _) = self.board.ranking.get_by_rank(rank)?;
+        Some(full_key(key, self.roster))
+    }
+
+    fn entries_from(&self, from: usize, n: usize) -> Vec<BoardKey> {
+        self.board
+            .ranking
+            .iter_from_rank(from)
+            .take(n)
+            .map(|(k, _)| full_key(k, self.roster))
+            .collect()
+    }
+}
+
+/// The entries of one period of a board, live or closed: what a page reads.
+pub enum PeriodEntries<'a> {
+    Live(BoardView<'a>),
+    Closed(&'a ClosedPeriod),
+}
+
+impl<'a> BoardView<'a> {
+    /// The live period when `period` is `None` or names it, else the kept closed period
+    /// of that name, if any.
+    pub fn period_entries(self, period: Option<&str>) -> Option<PeriodEntries<'a>> {
+        match period {
+            Some(name) if name != self.board.period.name => {
+                self.board.closed(name).map(PeriodEntries::Closed)
+            }
+            _ => Some(PeriodEntries::Live(self)),
+        }
+    }
+}
+
+impl PeriodEntries<'_> {
+    pub fn ranked(&self) -> &dyn RankedEntries {
+        match self {
+            PeriodEntries::Live(view) => view,
+            PeriodEntries::Closed(closed) => *closed,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            PeriodEntries::Live(view) => &view.board.period.name,
+            PeriodEntries::Closed(closed) => &closed.name,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PeriodEntries::Closed(_))
+    }
+
+    /// When the period last changed (closed: when it closed), ms.
+    pub fn updated_ms(&self) -> u64 {
+        match self {
+            PeriodEntries::Live(view) => view.board.updated_ms,
+            PeriodEntries::Closed(closed) => closed.closed_ms,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod event;
 pub mod fairness;
 pub mod idempotency;
 pub mod json;
+pub mod page;
 pub mod policy;
 pub mod shard;
 pub mod signing;

@@ -51,14 +51,23 @@ enum Op {
         selector: usize,
         take_count: usize,
     },
+    /// What a leaderboard page selection asks of one shard's list: evenly spaced pivots
+    /// from a rank interval (`get_by_rank`), each pivot's count of keys ahead
+    /// (`count_less`, also just past it), and a walk from that count (`iter_from_rank`).
+    /// The interval is `from = selector % (len + 1)` up to `from + width`, clipped.
+    SpacedPivots {
+        selector: usize,
+        width: usize,
+        pivots: usize,
+    },
 }
 
 /// Draws an op as a flat tuple of numbers and decodes it, rather than as a `prop_oneof!` of
 /// per-variant strategies: the tuple generates several times faster in debug builds, which is
 /// what keeps thousands of ops per case affordable. The first number picks the variant, in
-/// proportion to its share of 0..24.
+/// proportion to its share of 0..26.
 fn op_strategy(key_end: u32) -> impl Strategy<Value = Op> {
-    (0..24u8, 0..key_end, any::<u32>(), any::<usize>()).prop_map(
+    (0..26u8, 0..key_end, any::<u32>(), any::<usize>()).prop_map(
         |(variant, key, value, selector)| match variant {
             0..=5 => Op::Insert { key, value },
             6..=7 => Op::UpdatePresent {
@@ -72,9 +81,14 @@ fn op_strategy(key_end: u32) -> impl Strategy<Value = Op> {
             16 => Op::Rank { key },
             17..=18 => Op::CountLess { key },
             19..=21 => Op::GetByRank { selector },
-            _ => Op::IterFromRank {
+            22..=23 => Op::IterFromRank {
                 selector,
                 take_count: value as usize % 40,
+            },
+            _ => Op::SpacedPivots {
+                selector,
+                width: value as usize % 300,
+                pivots: 1 + (value >> 16) as usize % 16,
             },
         },
     )
@@ -143,6 +157,35 @@ fn apply(list: &mut SkipList<u32, u32>, model: &mut BTreeMap<u32, u32>, op: &Op)
             let actual: Vec<_> = iter.take(take_count).collect();
             let expected: Vec<_> = model.iter().skip(rank).take(take_count).collect();
             assert_eq!(actual, expected, "{op:?}");
+        }
+        Op::SpacedPivots {
+            selector,
+            width,
+            pivots,
+        } => {
+            let from = selector % (model.len() + 1);
+            let to = (from + width).min(model.len());
+            let keys: Vec<u32> = model.keys().copied().collect();
+            for i in 0..pivots {
+                let rank = from + i * (to - from) / pivots;
+                let Some((&pivot, _)) = list.get_by_rank(rank) else {
+                    assert_eq!(rank, model.len(), "{op:?}: only the end has no key");
+                    continue;
+                };
+                assert_eq!(pivot, keys[rank], "{op:?}");
+                assert_eq!(list.count_less(&pivot), rank, "{op:?}");
+                // Just past the pivot (present or not): the pivot itself is ahead too.
+                if let Some(past) = pivot.checked_add(1) {
+                    assert_eq!(list.count_less(&past), rank + 1, "{op:?}");
+                }
+                let walked: Vec<u32> = list
+                    .iter_from_rank(list.count_less(&pivot))
+                    .take(3)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let expected: Vec<u32> = keys.iter().skip(rank).take(3).copied().collect();
+                assert_eq!(walked, expected, "{op:?}");
+            }
         }
     }
     assert_eq!(list.len(), model.len(), "len after {op:?}");

@@ -7,6 +7,9 @@
 //! result on a oneshot channel. A full inbox refuses the job at once: the request gets
 //! 503 with `Retry-After` instead of queueing without bound.
 //!
+//! Reads wait in a second queue of the inbox, run after each turn's writes within a
+//! time budget, so a burst of reads cannot hold writes back.
+//!
 //! Local work goes through the same inbox as remote work, so every state change of a
 //! shard happens in its worker's turn. A job's answer is held until the end of the turn:
 //! the worker hands the turn's answers to its [`TurnHost`] (the write-ahead log), which
@@ -43,6 +46,10 @@ pub trait TurnHost {
 /// Jobs a worker runs before it yields to the connections on its thread: keeps a busy
 /// inbox from starving the accept loop and request parsing.
 const TURN_JOBS_MAX: usize = 256;
+/// Time a worker spends on reads per turn, after the turn's writes went to the disk:
+/// writes queued meanwhile wait at most this (plus one read) for their turn, however
+/// many readers there are. At least one read runs per turn, so reads always progress.
+const TURN_READS_BUDGET: Duration = Duration::from_micros(250);
 /// Housekeeping period: window rollover, block and idempotency expiry.
 const HOUSEKEEPING_INTERVAL_MS: u64 = 1000;
 
@@ -58,7 +65,12 @@ pub enum MeshError {
 }
 
 struct Inbox {
+    /// Jobs answered once durable (writes, and anything else that must be ordered with
+    /// them).
     queue: ArrayQueue<Job>,
+    /// Reads (answered at once): run after each turn's writes, within
+    /// [`TURN_READS_BUDGET`], so a burst of reads does not hold writes back.
+    reads: ArrayQueue<Job>,
     wake: Notify,
     /// Set when the shard's storage failed; new work is refused.
     failed: AtomicBool,
@@ -78,6 +90,7 @@ impl Mesh {
             inboxes: (0..shards)
                 .map(|_| Inbox {
                     queue: ArrayQueue::new(inbox_jobs_max),
+                    reads: ArrayQueue::new(inbox_jobs_max),
                     wake: Notify::new(),
                     failed: AtomicBool::new(false),
                 })
@@ -93,11 +106,20 @@ impl Mesh {
 
     /// Queues `job` on `shard`.
     pub fn send(&self, shard: usize, job: Job) -> Result<(), MeshError> {
+        self.send_as(shard, Answer::Durable, job)
+    }
+
+    /// Queues `job` on `shard`, with the reads when it answers at once.
+    fn send_as(&self, shard: usize, answer: Answer, job: Job) -> Result<(), MeshError> {
         let inbox = &self.inboxes[shard];
         if inbox.failed.load(Ordering::Acquire) {
             return Err(MeshError::Failed);
         }
-        inbox.queue.push(job).map_err(|_| MeshError::Overloaded)?;
+        let queue = match answer {
+            Answer::Durable => &inbox.queue,
+            Answer::Immediate => &inbox.reads,
+        };
+        queue.push(job).map_err(|_| MeshError::Overloaded)?;
         inbox.wake.notify_one();
         Ok(())
     }
@@ -127,7 +149,7 @@ impl Mesh {
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.send(shard, job(tx, answer, f))?;
+        self.send_as(shard, answer, job(tx, answer, f))?;
         Ok(rx)
     }
 
@@ -224,6 +246,11 @@ impl Mesh {
 
     /// The worker of `index`: runs jobs in turns, ends each turn through `host`, and
     /// does housekeeping on a tick, until the mesh closes and its inbox is empty.
+    ///
+    /// A turn runs the queued writes (up to [`TURN_JOBS_MAX`]) and hands them to the
+    /// host, then runs reads for at most [`TURN_READS_BUDGET`]: reads queued in a burst
+    /// neither delay the answers of the writes before them nor hold back for long the
+    /// writes that arrive after them.
     pub async fn run_worker(&self, index: usize, mut shard: Shard, host: &mut impl TurnHost) {
         let inbox = &self.inboxes[index];
         let mut clock = Clock::default();
@@ -243,22 +270,36 @@ impl Mesh {
                 jobs_run += 1;
                 replies.extend(job(&mut shard, now_ms));
             }
-            let full_turn = jobs_run == TURN_JOBS_MAX;
-            // A turn of reads alone may still have changed state (a read rolls the
-            // windows), so the host sees every turn that ran a job; it skips empty ones.
             if jobs_run > 0 {
                 let turn = std::mem::replace(&mut replies, Vec::with_capacity(TURN_JOBS_MAX));
                 self.end_turn(index, &mut shard, host, turn);
             }
-            if full_turn {
-                tokio::task::yield_now().await;
-                continue;
+            let reads_started = std::time::Instant::now();
+            let mut reads_run = 0;
+            while reads_run == 0 || reads_started.elapsed() < TURN_READS_BUDGET {
+                let Some(job) = inbox.reads.pop() else { break };
+                if inbox.failed.load(Ordering::Acquire) {
+                    continue;
+                }
+                let now_ms = clock.now_ms();
+                reads_run += 1;
+                replies.extend(job(&mut shard, now_ms));
             }
-            if self.closed.load(Ordering::Acquire) && inbox.queue.is_empty() {
+            // Reads may still have changed state (a read rolls the windows), so the host
+            // sees them as a turn too; it skips empty ones.
+            if reads_run > 0 {
+                let turn = std::mem::replace(&mut replies, Vec::with_capacity(TURN_JOBS_MAX));
+                self.end_turn(index, &mut shard, host, turn);
+            }
+            let more = jobs_run == TURN_JOBS_MAX || !inbox.reads.is_empty();
+            if !more && self.closed.load(Ordering::Acquire) && inbox.queue.is_empty() {
                 return;
             }
+            // With work left, yield to the connections on this thread and go on; the
+            // tick still runs when due, so housekeeping and checkpoints are not starved
+            // by a steady stream of work.
             tokio::select! {
-                _ = inbox.wake.notified() => {}
+                biased;
                 _ = tick.tick() => {
                     if inbox.failed.load(Ordering::Acquire) {
                         continue;
@@ -271,6 +312,8 @@ impl Mesh {
                     }
                     host.tick(&mut shard);
                 }
+                _ = tokio::task::yield_now(), if more => {}
+                _ = inbox.wake.notified(), if !more => {}
             }
         }
     }
@@ -410,7 +453,7 @@ mod tests {
     fn start_worker<H: TurnHost + 'static>(
         make_host: impl FnOnce(Arc<Mesh>) -> H,
     ) -> (Arc<Mesh>, tokio::task::JoinHandle<H>) {
-        let mesh = Mesh::new(1, 16);
+        let mesh = Mesh::new(1, 64);
         let shard = Shard::new(
             Policy::default(),
             ReceiptSigner::new(&[1; 32]),
@@ -489,6 +532,55 @@ mod tests {
             // The write's own answer still waits for durability.
             let waited = tokio::time::timeout(Duration::from_millis(50), write).await;
             assert!(waited.is_err(), "a write is answered only once durable");
+        });
+    }
+
+    /// A burst of slow reads queued before a write does not hold the write back: the
+    /// write runs first, and a write queued while the reads run waits for at most a
+    /// turn's budget of them, not for all of them.
+    #[test]
+    fn a_burst_of_reads_does_not_hold_back_a_write_queued_after_it() {
+        const READS: usize = 12;
+        run(async {
+            let (mesh, _worker) = start_worker(|mesh| FlakyLog {
+                mesh,
+                commits_ok: usize::MAX,
+                turns: 0,
+            });
+            let reads_done = Arc::new(AtomicUsize::new(0));
+            let mut pending = Vec::new();
+            for _ in 0..READS {
+                let done = reads_done.clone();
+                let read = mesh.start_as(0, Answer::Immediate, move |_, _| {
+                    std::thread::sleep(Duration::from_millis(3));
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+                pending.push(read.expect("queued"));
+            }
+            let done = reads_done.clone();
+            let reads_before_write = mesh
+                .call(0, move |_, _| done.load(Ordering::SeqCst))
+                .await
+                .expect("answered");
+            assert!(
+                reads_before_write <= 1,
+                "the write waited for {reads_before_write} of {READS} reads"
+            );
+            // A write queued while the reads are running waits for a turn's budget of
+            // them, not for the rest of the burst.
+            let done = reads_done.clone();
+            let reads_before_next = mesh
+                .call(0, move |_, _| done.load(Ordering::SeqCst))
+                .await
+                .expect("answered");
+            assert!(
+                reads_before_next <= 3,
+                "the next write waited for {reads_before_next} of {READS} reads"
+            );
+            for read in pending {
+                assert_eq!(finish(read).await, Ok(()));
+            }
+            assert_eq!(reads_done.load(Ordering::SeqCst), READS);
         });
     }
 

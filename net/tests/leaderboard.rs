@@ -146,6 +146,7 @@ fn bad_queries_are_refused() {
         ("limit=1001", "limit"),
         ("limit=ten", "limit"),
         ("offset=1000001", "offset"),
+        ("offset=-1", "offset"),
     ] {
         let r = engine.get("leaderboard", &format!("/leaderboard?{query}"));
         assert_eq!(
@@ -155,6 +156,10 @@ fn bad_queries_are_refused() {
         );
         assert_eq!(r.json()["error"]["field"], field);
     }
+    // The deepest offset the API allows is answered (here past the end: no entries).
+    let deepest = engine.get("leaderboard", "/leaderboard?offset=1000000&limit=1000");
+    assert_eq!(deepest.status, 200);
+    assert!(entries(&deepest.json()).is_empty());
     let r = engine.get("leaderboard", "/leaderboard/players/lb_01?around=51");
     assert_eq!(r.status, 400);
     let r = engine.get("leaderboard", "/leaderboard?window=daily&period=1999-01-01");
@@ -169,4 +174,55 @@ fn bad_queries_are_refused() {
     );
     let r = engine.request("leaderboard", "POST", "/leaderboard", &[], b"");
     assert_eq!(r.status, 405);
+}
+
+/// Pages deeper than the direct walk (offset above 256) are found by the distributed
+/// selection: every page of a board of 2,400 players over 3 shards, at offsets that
+/// cross shard and page boundaries, is exactly the model's.
+#[test]
+fn deep_pages_match_the_model() {
+    let engine = Engine::start_with(&[("SHARDS", "3"), ("ANOMALY_Z", "100")]);
+    const PLAYERS: u64 = 2_400;
+    // Distinct scores (7 is invertible modulo the prime 2,411), so the model is a sort.
+    let score = |i: u64| i * 7 % 2_411 + 1;
+    for chunk in (0..PLAYERS).collect::<Vec<_>>().chunks(1000) {
+        let events: Vec<String> = chunk
+            .iter()
+            .map(|&i| progression(&format!("deep_{i:04}"), score(i)))
+            .collect();
+        let r = engine.post_events(&format!("[{}]", events.join(",")), None);
+        assert_eq!(r.status, 202);
+        assert_eq!(r.json()["accepted"], chunk.len() as u64);
+    }
+    let mut model: Vec<(String, u64)> = (0..PLAYERS)
+        .map(|i| (format!("deep_{i:04}"), score(i)))
+        .collect();
+    model.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
+    for (offset, limit) in [
+        (0usize, 1000usize),
+        (256, 10),
+        (257, 1000),
+        (999, 3),
+        (1_234, 100),
+        (2_000, 1000),
+        (2_399, 5),
+        (2_400, 5),
+        (50_000, 10),
+    ] {
+        let page = engine
+            .get(
+                "leaderboard",
+                &format!("/leaderboard?window=seasonal&offset={offset}&limit={limit}"),
+            )
+            .json();
+        let got = entries(&page);
+        let want: Vec<(String, u64, u64)> = model
+            .iter()
+            .zip(1u64..)
+            .skip(offset)
+            .take(limit)
+            .map(|((p, s), rank)| (p.clone(), *s, rank))
+            .collect();
+        assert_eq!(got, want, "offset {offset} limit {limit}");
+    }
 }

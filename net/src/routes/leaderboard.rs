@@ -1,7 +1,9 @@
-//! Leaderboard reads. Every shard ranks its own players; a page is the merge of each
-//! shard's best `offset + limit`, and a global rank is one plus the sum over shards of
-//! entries ranked ahead. Each read first lets the shard roll its windows, so a read
-//! right after a boundary sees the new period.
+//! Leaderboard reads. Every shard ranks its own players, and a global rank is one plus
+//! the sum over shards of entries ranked ahead. A page is found by a distributed
+//! selection (`liveops_engine::page`): a few fan-outs of O(log n) work per shard find
+//! where it starts, then each shard walks `limit` entries and the route merges them.
+//! Each read first lets the shard roll its windows, so a read right after a boundary
+//! sees the new period.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,15 +14,21 @@ use serde_json::json;
 
 use super::{mesh_error, only, player_id, unknown_route, App, Outcome};
 use crate::http::{json_response, ApiError, Query};
-use liveops_engine::board::{merge_sorted, BoardKey};
+use liveops_engine::board::{BoardKey, ClosedPeriod, PeriodEntries};
+use liveops_engine::page::{
+    count_ahead_each, cut_at, propose, walk, Page, RankedEntries, Selection,
+};
 use liveops_engine::shard_of;
 use liveops_engine::window::WindowKind;
 
 /// Largest page.
 const PAGE_LIMIT_MAX: usize = 1000;
-/// Deepest offset: with the page limit, what closed periods keep per shard
-/// (`Policy::history_entries_max`), so live and closed boards page alike.
-const PAGE_OFFSET_MAX: usize = 10_000;
+/// Deepest offset, as the API promises. A page's cost on each shard does not grow with
+/// it: see `liveops_engine::page`.
+const PAGE_OFFSET_MAX: usize = 1_000_000;
+/// Selections started afresh when writes move the page between their fan-outs, before
+/// the page is answered as the last one saw it (with the ranks it counted).
+const PAGE_ATTEMPTS_MAX: usize = 3;
 /// Most neighbours each side for a player's rank.
 const AROUND_MAX: usize = 50;
 
@@ -61,63 +69,177 @@ fn window(app: &App, query: &Query) -> Result<WindowKind, ApiError> {
     Ok(kind)
 }
 
-/// One shard's slice of a board page.
-struct Slice {
-    period: String,
+/// What every shard says, with each fan-out, about the period it read.
+struct PeriodInfo {
+    /// `None` when the shard does not keep the asked closed period.
+    name: Option<String>,
     closed: bool,
-    entries: Vec<BoardKey>,
     updated_ms: u64,
+    /// A closed period this shard cut to its best entries: its worst kept entry. Past
+    /// it, the merged order could skip entries the shard did not keep.
+    cut_after: Option<BoardKey>,
+}
+
+/// Reads one period of one window on every shard, and notices when the period read
+/// changes between the fan-outs of one selection (a window rolled over).
+struct PeriodReader<'a> {
+    app: &'a App,
+    kind: WindowKind,
+    period: Option<Arc<str>>,
+    /// The period the first fan-out read.
+    seen: Option<String>,
+    /// Set when a later fan-out read another period than the first.
+    changed: bool,
+    /// What the last fan-out said about the period: answers the page's metadata.
+    last: Vec<PeriodInfo>,
+}
+
+impl PeriodReader<'_> {
+    /// Runs `f` over the period's entries on every shard (an empty list where a shard
+    /// does not keep the period); results in shard order.
+    async fn read<R, F>(&mut self, f: F) -> Result<Vec<R>, ApiError>
+    where
+        R: Send + 'static,
+        F: Fn(&dyn RankedEntries) -> R + Send + Sync + 'static,
+    {
+        let (kind, period, f) = (self.kind, self.period.clone(), Arc::new(f));
+        let entries_max = self.app.policy.history_entries_max;
+        let results = self
+            .app
+            .mesh
+            .read_all(move |s, now_ms| {
+                s.roll_windows(now_ms);
+                let view = s.board(kind).expect("configured window");
+                match view.period_entries(period.as_deref()) {
+                    Some(entries) => {
+                        let cut_after = match &entries {
+                            PeriodEntries::Closed(c) if c.entries.len() >= entries_max => {
+                                c.entries.last().cloned()
+                            }
+                            _ => None,
+                        };
+                        let info = PeriodInfo {
+                            name: Some(entries.name().to_owned()),
+                            closed: entries.is_closed(),
+                            updated_ms: entries.updated_ms(),
+                            cut_after,
+                        };
+                        (info, f(entries.ranked()))
+                    }
+                    None => {
+                        let info = PeriodInfo {
+                            name: None,
+                            closed: true,
+                            updated_ms: 0,
+                            cut_after: None,
+                        };
+                        (info, f(&ClosedPeriod::empty()))
+                    }
+                }
+            })
+            .await
+            .map_err(mesh_error)?;
+        let (infos, values): (Vec<PeriodInfo>, Vec<R>) = results.into_iter().unzip();
+        for name in infos.iter().filter_map(|i| i.name.as_ref()) {
+            match &self.seen {
+                None => self.seen = Some(name.clone()),
+                Some(seen) => self.changed |= seen != name,
+            }
+        }
+        self.last = infos;
+        Ok(values)
+    }
+}
+
+/// How one selection ended.
+enum Selected {
+    /// The page at the asked offset.
+    Exact(Page),
+    /// Writes (or a rollover) moved the page between the fan-outs: the page as the walks
+    /// saw it, to answer once retries are exhausted.
+    Moved(Page),
+}
+
+/// One distributed selection of the page at `offset` (see `liveops_engine::page`).
+async fn select_page(
+    reader: &mut PeriodReader<'_>,
+    offset: usize,
+    limit: usize,
+) -> Result<Selected, ApiError> {
+    let mut selection = Selection::new(offset, limit);
+    while let Some(bounds) = selection.next_round() {
+        let proposals = reader.read(move |e| propose(e, &bounds)).await?;
+        let pivots = Arc::new(selection.pivots(&proposals));
+        if pivots.is_empty() {
+            continue;
+        }
+        let counted = pivots.clone();
+        let counts = reader.read(move |e| count_ahead_each(e, &counted)).await?;
+        selection.narrow(&pivots, &counts);
+    }
+    let Some((from, n)) = selection.walk_plan() else {
+        let past_end = Page {
+            first_rank: offset + 1,
+            entries: Vec::new(),
+        };
+        return Ok(Selected::Exact(past_end));
+    };
+    let walks = reader.read(move |e| walk(e, from.as_ref(), n)).await?;
+    let mut page = match selection.page(walks, n) {
+        Ok(page) if !reader.changed => Selected::Exact(page),
+        Ok(page) => Selected::Moved(page),
+        Err(moved) => Selected::Moved(moved.observed),
+    };
+    let cutoff = reader
+        .last
+        .iter()
+        .filter_map(|i| i.cut_after.as_ref())
+        .min();
+    let (Selected::Exact(p) | Selected::Moved(p)) = &mut page;
+    cut_at(p, cutoff);
+    Ok(page)
 }
 
 async fn page(app: &App, query: &Query) -> Outcome {
     let kind = window(app, query)?;
     let limit = query.int("limit", app.lb_topn, 1..=PAGE_LIMIT_MAX)?;
     let offset = query.int("offset", 0, 0..=PAGE_OFFSET_MAX)?;
-    let period = query.get("period").map(str::to_owned);
-    let wanted = offset + limit;
-    let slices = app
-        .mesh
-        .read_all(move |s, now_ms| {
-            s.roll_windows(now_ms);
-            let board = s.board(kind).expect("configured window");
-            match &period {
-                Some(p) if *p != board.period.name => board.closed(p).map(|c| Slice {
-                    period: c.name.clone(),
-                    closed: true,
-                    entries: c.entries.iter().take(wanted).cloned().collect(),
-                    updated_ms: c.closed_ms,
-                }),
-                _ => Some(Slice {
-                    period: board.period.name.clone(),
-                    closed: false,
-                    entries: board.top(wanted),
-                    updated_ms: board.updated_ms,
-                }),
-            }
-        })
-        .await
-        .map_err(mesh_error)?;
-    let slices: Vec<Slice> = slices.into_iter().flatten().collect();
-    let Some(first) = slices.first() else {
+    let period: Option<Arc<str>> = query.get("period").map(Arc::from);
+    let mut attempts = 0;
+    let (page, reader) = loop {
+        attempts += 1;
+        let mut reader = PeriodReader {
+            app,
+            kind,
+            period: period.clone(),
+            seen: None,
+            changed: false,
+            last: Vec::new(),
+        };
+        match select_page(&mut reader, offset, limit).await? {
+            Selected::Exact(page) => break (page, reader),
+            Selected::Moved(page) if attempts >= PAGE_ATTEMPTS_MAX => break (page, reader),
+            Selected::Moved(_) => {}
+        }
+    };
+    let Some(first) = reader.last.iter().find(|i| i.name.is_some()) else {
         return Err(ApiError::not_found(
             "period_not_found",
             "that period is neither current nor among the kept closed periods",
         ));
     };
-    let (period, closed) = (first.period.clone(), first.closed);
-    let updated_ms = slices.iter().map(|s| s.updated_ms).max().unwrap_or(0);
-    let merged = merge_sorted(slices.into_iter().map(|s| s.entries).collect(), wanted);
-    let entries: Vec<_> = merged
+    let updated_ms = reader.last.iter().map(|i| i.updated_ms).max().unwrap_or(0);
+    let entries: Vec<_> = page
+        .entries
         .iter()
         .enumerate()
-        .skip(offset)
-        .map(|(i, key)| json!({ "rank": i + 1, "playerId": &*key.player, "score": key.score() }))
+        .map(|(i, key)| json!({ "rank": page.first_rank + i, "playerId": &*key.player, "score": key.score() }))
         .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "window": kind.as_str(), "season": app.policy.season, "period": period, "closed": closed,
-            "entries": entries, "updatedAt": updated_ms / 1000,
+            "window": kind.as_str(), "season": app.policy.season, "period": first.name,
+            "closed": first.closed, "entries": entries, "updatedAt": updated_ms / 1000,
         }),
     ))
 }
