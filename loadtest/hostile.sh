@@ -10,7 +10,9 @@
 # Knobs (environment): PLAYERS (preloaded players, default 200000), HONEST_RATE (events/s,
 # 1000), HONEST_SECONDS (30), HALF_SENT (connections with a half-sent body, 20000, split
 # over two attacker processes: one process may not hold more descriptors than its hard
-# limit), IDLE (1000), DEEP_READERS (6), BATCH_CLIENTS (1), P99_MS (10).
+# limit), IDLE (1000), DEEP_READERS (6), BATCH_CLIENTS (1), P99_MS (10), RECONNECT_DELAY_MS
+# (1000: how soon a half-sent or idle slot reconnects once the engine ends or refuses its
+# connection), ATTEMPTS_MAX (1000: connections per slot at most; 1 = no reconnection).
 #
 # The engine: 127.0.0.1, ports chosen by the OS, SHARDS=2, DURABILITY=fsync, its own
 # temporary DATA_DIR, RATE_LIMIT_MAX=1000000 (the attackers' batches and the preload must
@@ -44,6 +46,8 @@ DEEP_READERS=${DEEP_READERS:-6}
 BATCH_CLIENTS=${BATCH_CLIENTS:-1}
 P99_MS=${P99_MS:-10}
 RAMP_SECONDS=${RAMP_SECONDS:-5}
+RECONNECT_DELAY_MS=${RECONNECT_DELAY_MS:-1000}
+ATTEMPTS_MAX=${ATTEMPTS_MAX:-1000}
 
 # Same build as loadtest/smoke.sh (after CI's bench build this only links).
 cargo build --release -q --workspace --bins --benches
@@ -113,11 +117,13 @@ half_a=$((HALF_SENT / 2))
 half_b=$((HALF_SENT - half_a))
 HMAC_SECRET=$secret timeout -k 5 $((attack_seconds + 30)) "$bin/hostile" attack \
   --port "$gateway" --read-port "$leaderboard" --duration "$attack_seconds" \
+  --reconnect-delay-ms "$RECONNECT_DELAY_MS" --attempts-max "$ATTEMPTS_MAX" \
   --sources 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 --half-sent "$half_a" \
   --json "$work/attack-a.json" >"$work/attack-a.txt" 2>&1 &
 attacker_pids+=($!)
 HMAC_SECRET=$secret timeout -k 5 $((attack_seconds + 30)) "$bin/hostile" attack \
   --port "$gateway" --read-port "$leaderboard" --duration "$attack_seconds" \
+  --reconnect-delay-ms "$RECONNECT_DELAY_MS" --attempts-max "$ATTEMPTS_MAX" \
   --sources 127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9 --half-sent "$half_b" --idle "$IDLE" \
   --batch-clients "$BATCH_CLIENTS" --deep-readers "$DEEP_READERS" \
   --json "$work/attack-b.json" >"$work/attack-b.txt" 2>&1 &
@@ -127,7 +133,7 @@ sleep "$RAMP_SECONDS"
 echo "hostile: honest client: $HONEST_RATE signed keyed events/s for $HONEST_SECONDS s from 127.0.0.1"
 HMAC_SECRET=$secret timeout -k 5 $((HONEST_SECONDS + 60)) "$bin/loadtest" --host 127.0.0.1 \
   --port "$gateway" --read-port "$leaderboard" --rate "$HONEST_RATE" --duration "$HONEST_SECONDS" \
-  --players 1000 --mix progression=1 --connections 32 --idempotency-keys --timeout 5 \
+  --players 1000 --mix progression=1 --connections 64 --idempotency-keys --timeout 5 \
   --json "$work/honest.json" >"$work/honest.txt" 2>&1 || { cat "$work/honest.txt" >&2; fail "loadtest exited non-zero"; }
 
 for pid in "${attacker_pids[@]}"; do wait "$pid" || echo "hostile: an attacker exited with $?" >&2; done
