@@ -19,6 +19,8 @@ pub const SECRET_BYTES_MIN: usize = 32;
 pub const LEADERBOARD_PAGE_MAX: usize = 1000;
 /// Most shards: far more than any machine's cores, small enough to catch a typo.
 const SHARDS_MAX: usize = 1024;
+/// Largest `MAX_CONNECTIONS` / `MAX_CONNECTIONS_PER_HOST`: Linux's default `fs.nr_open`.
+const CONNECTIONS_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Env {
@@ -118,6 +120,19 @@ pub struct Config {
     /// Time after which a checkpoint is taken if anything changed (`CHECKPOINT_INTERVAL`).
     pub checkpoint_interval_ms: u64,
     pub policy: Policy,
+    /// From a request's first byte, the time its headers and body have to arrive before
+    /// it gets 408 and its connection closes (`REQUEST_READ_TIMEOUT_MS`): a slow or
+    /// stalled sender cannot hold a connection.
+    pub request_read_timeout_ms: u64,
+    /// The longest a keep-alive connection may wait for its next request
+    /// (`IDLE_TIMEOUT_MS`).
+    pub idle_timeout_ms: u64,
+    /// Open connections the process serves at most (`MAX_CONNECTIONS`); `None`: derived
+    /// at start from the file-descriptor limit.
+    pub max_connections: Option<usize>,
+    /// Open connections one client IP address may hold (`MAX_CONNECTIONS_PER_HOST`), so
+    /// no single host exhausts the budget shared by all; `None`: derived at start.
+    pub max_connections_per_host: Option<usize>,
     /// Secrets not set and generated (dev only); [`Config::keep_dev_secrets`] swaps
     /// them for the ones an earlier start kept in the data directory.
     pub generated_secrets: Vec<&'static str>,
@@ -506,6 +521,38 @@ pub fn from_vars(
             .filter(|d| d.as_secs() >= 1 && d.as_secs() <= 86_400)
             .ok_or_else(|| "must be a duration 1s..=24h".into())
     });
+    let request_read_timeout_ms = p.parse("REQUEST_READ_TIMEOUT_MS", "10000", |s| {
+        match s.parse::<u64>() {
+            Ok(n) if (100..=600_000).contains(&n) => Ok(n),
+            _ => Err("must be milliseconds 100..=600000".into()),
+        }
+    });
+    let idle_timeout_ms = p.parse("IDLE_TIMEOUT_MS", "60000", |s| match s.parse::<u64>() {
+        Ok(n) if (100..=3_600_000).contains(&n) => Ok(n),
+        _ => Err("must be milliseconds 100..=3600000".into()),
+    });
+    let connections_cap = |s: &str| match s.parse::<usize>() {
+        Ok(n) if (1..=CONNECTIONS_MAX).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "must be a whole number 1..={CONNECTIONS_MAX} (unset: derived from the fd limit)"
+        )),
+    };
+    let max_connections = match p.get("MAX_CONNECTIONS") {
+        None => Some(None),
+        Some(_) => p.parse("MAX_CONNECTIONS", "", connections_cap),
+    };
+    let max_connections_per_host = match p.get("MAX_CONNECTIONS_PER_HOST") {
+        None => Some(None),
+        Some(_) => p.parse("MAX_CONNECTIONS_PER_HOST", "", connections_cap),
+    };
+    if let (Some(Some(total)), Some(Some(per_host))) = (max_connections, max_connections_per_host) {
+        if per_host > total {
+            p.problem(
+                "MAX_CONNECTIONS_PER_HOST",
+                format!("{per_host} is above MAX_CONNECTIONS ({total})"),
+            );
+        }
+    }
     let cloud = p.get("CLOUD").map(str::to_owned);
 
     if !p.problems.is_empty() {
@@ -554,6 +601,10 @@ pub fn from_vars(
         checkpoint_records: checkpoint_records.expect("no problems"),
         checkpoint_interval_ms: checkpoint_interval.expect("no problems").as_millis() as u64,
         policy,
+        request_read_timeout_ms: request_read_timeout_ms.expect("no problems"),
+        idle_timeout_ms: idle_timeout_ms.expect("no problems"),
+        max_connections: max_connections.expect("no problems"),
+        max_connections_per_host: max_connections_per_host.expect("no problems"),
         generated_secrets,
     })
 }
@@ -716,6 +767,47 @@ mod tests {
         );
         drop(lock);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let config = from_vars(&vars(&[]), fixed_secret).unwrap();
+        assert_eq!(config.request_read_timeout_ms, 10_000);
+        assert_eq!(config.idle_timeout_ms, 60_000);
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.max_connections_per_host, None);
+        let config = from_vars(
+            &vars(&[
+                ("REQUEST_READ_TIMEOUT_MS", "1500"),
+                ("MAX_CONNECTIONS", "1000"),
+                ("MAX_CONNECTIONS_PER_HOST", "10"),
+            ]),
+            fixed_secret,
+        )
+        .unwrap();
+        assert_eq!(config.request_read_timeout_ms, 1500);
+        assert_eq!(config.max_connections, Some(1000));
+        assert_eq!(config.max_connections_per_host, Some(10));
+        let problems = from_vars(
+            &vars(&[
+                ("REQUEST_READ_TIMEOUT_MS", "0"),
+                ("IDLE_TIMEOUT_MS", "soon"),
+                ("MAX_CONNECTIONS", "10"),
+                ("MAX_CONNECTIONS_PER_HOST", "11"),
+            ]),
+            fixed_secret,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "REQUEST_READ_TIMEOUT_MS",
+                "IDLE_TIMEOUT_MS",
+                "MAX_CONNECTIONS_PER_HOST"
+            ]
+        );
+        assert!(from_vars(&vars(&[("MAX_CONNECTIONS", "0")]), fixed_secret).is_err());
     }
 
     #[test]

@@ -157,7 +157,9 @@ pub fn bytes_response(status: StatusCode, body: Bytes, content_type: &'static st
 }
 
 /// Reads a body of at most `bytes_max`; refuses with 413 as soon as the declared
-/// length or the bytes read exceed it, without buffering the excess.
+/// length or the bytes read exceed it, without buffering the excess, and with 408
+/// (closing the connection) when the body is not complete by the request's read
+/// deadline ([`crate::runtime::request_read_deadline`]).
 pub async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
@@ -177,7 +179,22 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > bytes_max as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, bytes_max).collect().await {
+    let collect = Limited::new(body, bytes_max).collect();
+    let collected = match crate::runtime::request_read_deadline() {
+        Some(deadline) => match tokio::time::timeout_at(deadline.at.into(), collect).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                deadline.expire();
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body was not received within REQUEST_READ_TIMEOUT_MS",
+                ));
+            }
+        },
+        None => collect.await,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::new(

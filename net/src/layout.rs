@@ -16,13 +16,13 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use liveops_engine::shard::{Record, Shard};
 use liveops_storage::{latest_checkpoint, FileSystem, Wal, WalOptions};
+use rustix::fs::FlockOperation;
 
 use crate::store::{decode_checkpoint, encode_checkpoint, note_keyed, KeyedEvents, StoreError};
 
@@ -82,7 +82,7 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        if !try_flock(&file, libc::LOCK_EX).map_err(io)? {
+        if !try_flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(io)? {
             return Err(LockError::Held {
                 dir: data_dir.to_path_buf(),
                 pid: holder_pid(&mut file),
@@ -110,7 +110,7 @@ impl DataDirLock {
         };
         // A shared lock is refused while an engine holds its exclusive one; this one is
         // released when `file` closes.
-        match try_flock(&file, libc::LOCK_SH) {
+        match try_flock(&file, FlockOperation::NonBlockingLockShared) {
             Ok(true) => Ok(()),
             Ok(false) => Err(LockError::Held {
                 dir: data_dir.to_path_buf(),
@@ -126,18 +126,12 @@ impl DataDirLock {
     }
 }
 
-/// `flock(fd, operation | LOCK_NB)`: true when taken, false when another holds it.
-fn try_flock(file: &File, operation: libc::c_int) -> std::io::Result<bool> {
-    // SAFETY: flock only reads the descriptor number, which `file` keeps open.
-    let status = unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) };
-    if status == 0 {
-        return Ok(true);
-    }
-    let error = std::io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(error)
+/// `flock(fd, operation)` without blocking: true when taken, false when another holds it.
+fn try_flock(file: &File, operation: FlockOperation) -> std::io::Result<bool> {
+    match rustix::fs::flock(file, operation) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

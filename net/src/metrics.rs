@@ -42,6 +42,12 @@ pub struct Metrics {
     pub idempotency_keys: IntGaugeVec,
     /// 1 once the engine accepts traffic.
     pub ready: IntGauge,
+    /// Connections refused at accept, by reason (`process_limit`, `host_limit`).
+    pub connections_refused: IntCounterVec,
+    /// Failed accept calls (e.g. out of file descriptors); their log lines are sampled.
+    pub accept_errors: prometheus::IntCounter,
+    /// Open client connections, all ports.
+    pub connections_open: IntGauge,
 }
 
 impl Metrics {
@@ -108,6 +114,25 @@ impl Metrics {
             "1 once recovery finished and traffic is accepted.",
         )
         .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "liveops_connections_refused_total",
+                "Connections refused at accept with 503, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["process_limit", "host_limit"] {
+            connections_refused.with_label_values(&[reason]);
+        }
+        let accept_errors = prometheus::IntCounter::new(
+            "liveops_accept_errors_total",
+            "Failed accept calls (e.g. out of file descriptors).",
+        )
+        .expect("valid metric");
+        let connections_open =
+            IntGauge::new("liveops_connections_open", "Open client connections.")
+                .expect("valid metric");
         // Alerts and dashboards need every series to exist before its first increment:
         // `rate()` over a series that appears mid-incident misses the incident's start.
         for reason in DROP_REASONS {
@@ -127,6 +152,9 @@ impl Metrics {
             Box::new(players.clone()),
             Box::new(idempotency_keys.clone()),
             Box::new(ready.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(accept_errors.clone()),
+            Box::new(connections_open.clone()),
         ] {
             registry
                 .register(collector)
@@ -144,6 +172,21 @@ impl Metrics {
             players,
             idempotency_keys,
             ready,
+            connections_refused,
+            accept_errors,
+            connections_open,
+        }
+    }
+
+    /// The counters the accept loops update.
+    pub fn connection_counters(&self) -> crate::runtime::ConnectionCounters {
+        crate::runtime::ConnectionCounters {
+            refused_process: self
+                .connections_refused
+                .with_label_values(&["process_limit"]),
+            refused_host: self.connections_refused.with_label_values(&["host_limit"]),
+            accept_errors: self.accept_errors.clone(),
+            open: self.connections_open.clone(),
         }
     }
 

@@ -25,7 +25,10 @@ use crate::layout::{self, DataDirLock, Layout};
 use crate::mesh::{unix_now_ms, Mesh};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
-use crate::runtime::{bind_reuseport, serve, spawn_cores, Connections};
+use crate::runtime::{
+    bind_reuseport, derived_connection_caps, raise_fd_limit, serve, spawn_cores, ConnectionLimits,
+    Connections, ServeOptions, FDS_RESERVED,
+};
 use crate::store::{merge_keyed, recovered_response, KeyedEvents, ShardStore, StoreError};
 use liveops_engine::shard::Shard;
 use liveops_engine::signing::{ReceiptSigner, Signer};
@@ -100,6 +103,20 @@ impl Server {
     /// Binds, prepares the data directory `lock` guards (`config.data_dir`) and starts
     /// the shard threads; recovery runs in the background: call [`Server::wait_ready`].
     pub fn start(config: &Config, lock: DataDirLock) -> Result<Server, StartError> {
+        // First: every descriptor opened below counts against this limit.
+        let fd_soft_limit = match raise_fd_limit() {
+            Ok((soft, hard)) => {
+                tracing::info!(soft, hard, "file descriptor limit (soft raised to hard)");
+                soft
+            }
+            Err(e) => {
+                let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                    .current
+                    .unwrap_or(u64::MAX);
+                tracing::warn!(error = %e, soft, "cannot raise the file descriptor limit");
+                soft
+            }
+        };
         let shards = config.shards;
         let mut per_thread: Vec<Vec<(Service, std::net::TcpListener)>> =
             (0..shards).map(|_| Vec::new()).collect();
@@ -142,6 +159,35 @@ impl Server {
         let layout = prepared.layout;
 
         let metrics = Arc::new(Metrics::new());
+        let (derived_max, derived_per_host) = derived_connection_caps(fd_soft_limit);
+        let max_connections = config.max_connections.unwrap_or(derived_max);
+        let max_per_host = config
+            .max_connections_per_host
+            .unwrap_or(derived_per_host)
+            .min(max_connections);
+        if max_connections as u64 > fd_soft_limit.saturating_sub(FDS_RESERVED) {
+            tracing::warn!(
+                max_connections,
+                fd_soft_limit,
+                "MAX_CONNECTIONS exceeds the file descriptor limit: accepts may fail first"
+            );
+        }
+        tracing::info!(
+            max_connections,
+            max_connections_per_host = max_per_host,
+            request_read_timeout_ms = config.request_read_timeout_ms,
+            idle_timeout_ms = config.idle_timeout_ms,
+            "connection limits"
+        );
+        let serve_options = ServeOptions {
+            limits: Arc::new(ConnectionLimits::new(
+                max_connections,
+                max_per_host,
+                metrics.connection_counters(),
+            )),
+            request_read_timeout: Duration::from_millis(config.request_read_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        };
         let mesh = Mesh::new(shards, config.shard_inbox_max);
         let app = Arc::new(App {
             mesh,
@@ -184,7 +230,10 @@ impl Server {
             shard_thread(
                 index,
                 app,
-                listeners,
+                Serving {
+                    listeners,
+                    options: serve_options.clone(),
+                },
                 shutdown,
                 recovery,
                 recovered_tx,
@@ -303,17 +352,24 @@ struct Recovery {
     empty: Shard,
 }
 
+/// What a shard thread accepts on, and how its connections are bounded.
+struct Serving {
+    /// One SO_REUSEPORT copy of each service's listener.
+    listeners: Vec<(Service, std::net::TcpListener)>,
+    options: ServeOptions,
+}
+
 async fn shard_thread(
     index: usize,
     app: Arc<App>,
-    listeners: Vec<(Service, std::net::TcpListener)>,
+    serving: Serving,
     mut shutdown: watch::Receiver<bool>,
     recovery: Recovery,
     recovered_tx: mpsc::Sender<Result<KeyedEvents, StartError>>,
     committer: CommitterConfig,
 ) {
     let connections = Rc::new(Connections::default());
-    for (service, listener) in listeners {
+    for (service, listener) in serving.listeners {
         let app = app.clone();
         let handler = Rc::new(move |req| routes::handle(app.clone(), service, req));
         tokio::task::spawn_local(serve(
@@ -321,6 +377,7 @@ async fn shard_thread(
             handler,
             shutdown.clone(),
             connections.clone(),
+            serving.options.clone(),
         ));
     }
     // Recovery reads files: off this thread, so its connections get answers meanwhile.

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,7 +16,10 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use liveops_engine::signing::Signer;
 use liveops_net::http::{bytes_response, read_body};
-use liveops_net::runtime::{bind_reuseport, serve, spawn_cores, Connections};
+use liveops_net::runtime::{
+    bind_reuseport, derived_connection_caps, raise_fd_limit, serve, spawn_cores,
+    ConnectionCounters, ConnectionLimits, Connections, ServeOptions,
+};
 
 const BODY_BYTES_MAX: usize = 1 << 20;
 
@@ -41,6 +45,18 @@ fn main() -> anyhow::Result<()> {
     let bind: IpAddr = env_or("BIND_ADDR", "127.0.0.1").parse()?;
     let port: u16 = env_or("PORT", "8090").parse()?;
     let lifetime_s: u64 = env_or("BASELINE_SECONDS", "3600").parse()?;
+    // The engine's connection bounds and defaults, so both measure the same runtime.
+    let (fd_soft_limit, _) = raise_fd_limit()?;
+    let (max_connections, max_per_host) = derived_connection_caps(fd_soft_limit);
+    let options = ServeOptions {
+        limits: Arc::new(ConnectionLimits::new(
+            max_connections,
+            max_per_host,
+            ConnectionCounters::unregistered(),
+        )),
+        request_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+    };
     let listeners = bind_reuseport(SocketAddr::new(bind, port), shards)?;
     eprintln!(
         "baseline listening addr={} shards={shards}",
@@ -51,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     let threads = spawn_cores("baseline", listeners, move |_, listener| {
         let signer = signer.clone();
         let stop = stop_rx.clone();
+        let options = options.clone();
         async move {
             let handler = Rc::new(move |req: hyper::Request<hyper::body::Incoming>| {
                 let signer = signer.clone();
@@ -83,7 +100,14 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             });
-            serve(listener, handler, stop, Rc::new(Connections::default())).await;
+            serve(
+                listener,
+                handler,
+                stop,
+                Rc::new(Connections::default()),
+                options,
+            )
+            .await;
         }
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
