@@ -215,6 +215,9 @@ pub struct FeedReader {
     /// An older-generation cursor's gap, handed out first.
     pending_gap: Option<Gap>,
     segment: Option<OpenSegment>,
+    /// First LSN of the segment last read to its end: `next_lsn` is not in it, so it
+    /// must not be opened again for it (that would loop if the next one were missing).
+    finished_first_lsn: Option<Lsn>,
 }
 
 impl FeedReader {
@@ -226,6 +229,7 @@ impl FeedReader {
                 next_lsn: 1,
                 pending_gap: None,
                 segment: None,
+                finished_first_lsn: None,
             });
         }
         let (next_lsn, pending_gap) = match cursor.generation.cmp(&log.generation) {
@@ -254,6 +258,7 @@ impl FeedReader {
             next_lsn,
             pending_gap,
             segment: None,
+            finished_first_lsn: None,
         })
     }
 
@@ -338,7 +343,10 @@ impl FeedReader {
                     count += 1;
                 }
                 // The segment ends before a durable record: it went on in the next one.
-                Frame::End => self.segment = None,
+                Frame::End => {
+                    self.finished_first_lsn = Some(segment.first_lsn);
+                    self.segment = None;
+                }
                 // A durable record is whole in its file; bytes that are not a whole valid
                 // frame where one must be are damage, not a write in progress.
                 Frame::Partial(reason) => {
@@ -360,11 +368,18 @@ impl FeedReader {
         // list again, and then it is simply missing.
         for _ in 0..2 {
             let firsts = self.list_segments()?;
-            let holder = firsts.iter().rev().find(|&&first| first <= self.next_lsn);
+            let holder = firsts
+                .iter()
+                .rev()
+                .find(|&&first| first <= self.next_lsn)
+                .filter(|&&first| Some(first) != self.finished_first_lsn);
             let Some(&first_lsn) = holder else {
                 // Segments are deleted oldest first, so every one after the missing
-                // records is still there: the gap ends before the oldest left.
-                let through = firsts.first().map_or(durable, |&f| (f - 1).min(durable));
+                // records is still there: the gap ends before the next one left.
+                let through = firsts
+                    .iter()
+                    .find(|&&first| first > self.next_lsn)
+                    .map_or(durable, |&first| (first - 1).min(durable));
                 let gap = Gap {
                     shard: self.log.shard,
                     after: self.position(),
@@ -471,27 +486,14 @@ fn fill(segment: &mut OpenSegment, needed: usize) -> Result<usize, FeedError> {
         segment.pos = 0;
     }
     let want = needed.max(READ_CHUNK_BYTES);
-    let start = segment.buf.len();
-    segment.buf.resize(start + want, 0);
-    let mut read = 0;
-    let result = loop {
-        match segment.file.read(&mut segment.buf[start + read..]) {
-            Ok(0) => break Ok(()),
-            Ok(n) => {
-                read += n;
-                if start + read >= needed {
-                    break Ok(());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => break Err(source),
-        }
-    };
-    segment.buf.truncate(start + read);
-    result.map_err(|source| FeedError::Io {
-        op: "read",
-        path: segment.path.clone(),
-        source,
-    })?;
+    // `read_to_end` appends without zero-filling first and stops at `want` or the end.
+    let read = (&mut segment.file)
+        .take(want as u64)
+        .read_to_end(&mut segment.buf)
+        .map_err(|source| FeedError::Io {
+            op: "read",
+            path: segment.path.clone(),
+            source,
+        })?;
     Ok(read)
 }

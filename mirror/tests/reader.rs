@@ -204,3 +204,35 @@ fn a_cursor_of_an_older_generation_gets_a_gap_and_a_newer_one_is_refused() {
         FeedError::CursorFromNewerGeneration { generation: 5, .. }
     ));
 }
+
+#[test]
+fn a_segment_missing_after_the_one_read_is_a_gap_not_a_loop() {
+    let dir = TempDir::new("missing");
+    let mut log = TestLog::open(dir.path(), 4, Durability::Fsync, u64::MAX);
+    log.append(1, 30);
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| liveops_storage::parse_segment_file_name(e.unwrap().file_name().to_str()?))
+        .collect();
+    firsts.sort_unstable();
+    assert!(firsts.len() >= 3);
+    // Someone deletes the second segment by hand while the first is still there.
+    std::fs::remove_file(dir.path().join(segment_file_name(firsts[1]))).unwrap();
+    let mut reader = FeedReader::open(log.shard_log(1), Cursor::NEW).unwrap();
+    let items = read_all(&mut reader, 100);
+    let split = (firsts[1] - 1) as usize;
+    assert_eq!(lsns(&items[..split]), (1..firsts[1]).collect::<Vec<_>>());
+    assert_eq!(
+        items[split],
+        FeedItem::Gap(Gap {
+            shard: 3,
+            after: at(1, firsts[1] - 1),
+            through: at(1, firsts[2] - 1),
+            reason: GapReason::SegmentsDeleted,
+        })
+    );
+    assert_eq!(
+        lsns(&items[split + 1..]),
+        (firsts[2]..=30).collect::<Vec<_>>()
+    );
+}

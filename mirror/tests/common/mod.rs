@@ -10,7 +10,8 @@ use liveops_engine::shard::Record;
 use liveops_mirror::ShardLog;
 use liveops_storage::{Durability, LogWatch, StdFs, Wal, WalOptions, RECORD_HEADER_BYTES};
 
-/// A directory under the system temp dir, removed on drop.
+/// A directory under /dev/shm when there is one (fsync is free there: the tests check
+/// logic, not disks) or the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -19,7 +20,13 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
             "liveops-mirror-{name}-{}-{nanos}",
             std::process::id()
         ));
