@@ -30,6 +30,9 @@
 //!
 //! ## Delivery guarantees
 //!
+//! * **Latency**: a record reaches the feed once it is durable — at its group's fsync
+//!   with `DURABILITY=fsync`, within `FSYNC_INTERVAL_MS` with `DURABILITY=batch` — plus
+//!   the driver's idle poll ([`sink::DriverConfig::idle_poll`], 5 ms by default).
 //! * **Order**: per shard, in LSN order. Across shards there is no order (there is none
 //!   in the engine either: a player lives on one shard).
 //! * **At least once**: the sink stores its cursor (Postgres: in the same transaction as
