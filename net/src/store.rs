@@ -219,6 +219,14 @@ impl ShardStore {
     pub fn dir(&self) -> &Path {
         self.wal.dir()
     }
+
+    /// Lets the change feed (`liveops-mirror`) follow this shard's log: the log
+    /// publishes its durable LSN to `watch` after every commit or sync, and checkpoints
+    /// keep the segments the watch's sinks still need, within its budget. Attached only
+    /// when a sink is configured; without it nothing changes.
+    pub fn watch_log(&mut self, watch: Arc<liveops_storage::LogWatch>) {
+        self.wal.set_watch(watch);
+    }
 }
 
 /// A shard's state as a checkpoint payload.
@@ -290,6 +298,7 @@ mod tests {
     use liveops_engine::policy::Policy;
     use liveops_engine::signing::ReceiptSigner;
     use liveops_storage::fault::FaultFs;
+    use liveops_storage::StdFs;
 
     fn empty() -> Shard {
         let policy = Policy {
@@ -345,6 +354,68 @@ mod tests {
             players.sort_unstable();
             assert_eq!(players, ["bob", "carol"]);
         }
+    }
+
+    /// What the engine commits is what the change feed hands out, decoded, and only
+    /// once it is durable.
+    #[test]
+    fn the_change_feed_reads_back_what_the_store_commits() {
+        use liveops_mirror::{Cursor, FeedItem, FeedReader, ShardLog};
+        let dir = std::env::temp_dir().join(format!(
+            "liveops-store-feed-{}-{}",
+            std::process::id(),
+            unix_nanos()
+        ));
+        let Recovered {
+            mut shard,
+            mut store,
+            ..
+        } = ShardStore::recover(Arc::new(StdFs), &dir, WalOptions::default(), empty()).unwrap();
+        let watch = liveops_storage::LogWatch::new(1 << 20);
+        store.watch_log(Arc::clone(&watch));
+        let log = ShardLog {
+            generation: 1,
+            shard: 0,
+            dir: dir.clone(),
+            watch: Arc::clone(&watch),
+        };
+        let mut reader = FeedReader::open(log, Cursor::NEW).unwrap();
+        let mut items = Vec::new();
+        assert_eq!(
+            reader.read(100, &mut items).unwrap(),
+            0,
+            "nothing committed yet"
+        );
+        for i in 0..3u64 {
+            let event = Event {
+                player_id: format!("player_{i}"),
+                ts: 1,
+                kind: EventKind::Progression {
+                    delta_xp: 1 + i,
+                    activity: None,
+                },
+            };
+            shard.submit_event(event, None, 1_795_521_600_000 + i);
+        }
+        let journal = shard.take_journal();
+        store.commit(&journal).unwrap();
+        reader.read(100, &mut items).unwrap();
+        let read: Vec<Record> = items
+            .into_iter()
+            .map(|item| match item {
+                FeedItem::Record(r) => r.record,
+                FeedItem::Gap(gap) => panic!("unexpected {gap:?}"),
+            })
+            .collect();
+        assert_eq!(read, journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn unix_nanos() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     }
 
     #[test]

@@ -57,6 +57,10 @@
 //!   the directory fsynced, so a checkpoint file either exists whole or not at all. Only
 //!   then are the segments deleted that neither it nor the older kept checkpoint needs.
 //!
+//! * With a [`LogWatch`] ([`Wal::set_watch`]), readers on other threads (the change
+//!   feed) see the durable LSN and can hold segments back from that deletion, within a
+//!   byte budget; see [`watch`].
+//!
 //! ## Recovery policy
 //!
 //! [`Wal::recover`] reads the log after a given LSN (the newest checkpoint's, see
@@ -107,16 +111,19 @@ pub mod record;
 mod segment;
 pub mod verify;
 mod wal;
+pub mod watch;
 
 pub use checkpoint::{
     latest_checkpoint, Checkpoint, CheckpointLoad, CheckpointWritten, SkippedCheckpoint,
 };
 pub use fs::{FileSystem, StdFs, WritableFile};
 pub use record::{Record, RecordRef, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
+pub use segment::{parse_segment_file_name, segment_file_name};
 pub use verify::{verify_dir, DumpIter, DumpRecord, VerifyReport};
 pub use wal::{
     CommitInfo, Cut, Durability, Recovery, RecoveryMode, RecoveryReport, Wal, WalOptions,
 };
+pub use watch::{LogWatch, RetentionHold};
 
 /// Log sequence number: dense and increasing per shard, starting at 1. Zero means
 /// "before the first record" (for example "no checkpoint").

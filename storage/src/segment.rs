@@ -17,12 +17,12 @@ const SEGMENT_SUFFIX: &str = ".wal";
 const LSN_DIGITS: usize = 20; // u64::MAX has 20 decimal digits.
 
 /// `{first_lsn:020}.wal`: zero-padded so that name order is LSN order.
-pub(crate) fn segment_file_name(first_lsn: Lsn) -> String {
+pub fn segment_file_name(first_lsn: Lsn) -> String {
     format!("{first_lsn:020}{SEGMENT_SUFFIX}")
 }
 
 /// The first LSN named by a segment file name, or `None` if it is not one.
-pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
+pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     parse_lsn_digits(name.strip_suffix(SEGMENT_SUFFIX)?)
 }
 

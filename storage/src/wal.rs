@@ -12,6 +12,7 @@ use crate::record::{encode_record, Record, RecordRef, RECORD_BYTES_MAX, RECORD_H
 use crate::segment::{
     list_segments, read_segment, segment_file_name, SegmentCursor, Step, SEGMENT_FILE_BYTES_MAX,
 };
+use crate::watch::LogWatch;
 use crate::{io_error, CorruptionReason, Damage, DamageKind, Error, Lsn, Result};
 
 /// When `commit` returns.
@@ -324,6 +325,7 @@ impl Recovery {
             lsn_durable: lsn_last,
             synced_at: Instant::now(),
             poisoned: false,
+            watch: None,
         };
         wal.assert_invariants();
         Ok((wal, self.report))
@@ -475,6 +477,9 @@ pub struct Wal {
     lsn_durable: Lsn,
     synced_at: Instant,
     poisoned: bool,
+    /// Readers following this log from other threads (the change feed), if any: gets
+    /// the durable LSN and holds segments back at checkpoints. `None` costs nothing.
+    watch: Option<Arc<LogWatch>>,
 }
 
 #[derive(Debug)]
@@ -613,7 +618,7 @@ impl Wal {
             if let Err(source) = active.file.sync_data() {
                 return Err(self.poison_io("fsync", source));
             }
-            self.lsn_durable = last_lsn;
+            self.set_durable(last_lsn);
         }
         self.pending.clear();
         self.pending_records = 0;
@@ -658,7 +663,7 @@ impl Wal {
             if let Err(source) = active.file.sync_data() {
                 return Err(self.poison_io("fsync", source));
             }
-            self.lsn_durable = self.lsn_written;
+            self.set_durable(self.lsn_written);
         }
         self.synced_at = Instant::now();
         Ok(self.lsn_durable)
@@ -684,8 +689,66 @@ impl Wal {
         }
         assert!(lsn <= self.lsn_durable);
         let mut written = write_checkpoint(&*self.fs, &self.dir, lsn, payload)?;
-        written.wal_segments_deleted = self.truncate_before(written.wal_keep_from_lsn)?;
+        let delete_before = match self.watch.clone() {
+            Some(watch) => self.retention_bound(&watch, written.wal_keep_from_lsn)?,
+            None => written.wal_keep_from_lsn,
+        };
+        written.wal_segments_deleted = self.truncate_before(delete_before)?;
         Ok(written)
+    }
+
+    /// Lets readers on other threads follow this log: publishes the durable LSN to
+    /// `watch` from now on and makes checkpoints keep the segments its holds need, up to
+    /// its budget (see [`crate::watch`]).
+    pub fn set_watch(&mut self, watch: Arc<LogWatch>) {
+        watch.publish_durable(self.lsn_durable);
+        self.watch = Some(watch);
+    }
+
+    /// Where a checkpoint may delete up to, given the watch's holds: segments the
+    /// checkpoints no longer need (all below `keep_from`) stay while a hold needs any of
+    /// their records, as long as those held segments total at most the budget; over it,
+    /// the oldest go first (the log stays contiguous) and the watch is told.
+    fn retention_bound(&self, watch: &LogWatch, keep_from: Lsn) -> Result<Lsn> {
+        let Some(hold_from) = watch.retain_from_lsn() else {
+            return Ok(keep_from);
+        };
+        if hold_from >= keep_from {
+            return Ok(keep_from);
+        }
+        // Segment `i` (never the active one) holds `segments[i]..segments[i + 1]`: the
+        // checkpoints let it go iff `segments[i + 1] <= keep_from`, a hold keeps it iff
+        // `segments[i + 1] > hold_from`.
+        let mut held = Vec::new();
+        for i in 0..self.segments.len().saturating_sub(1) {
+            let end = self.segments[i + 1];
+            if end > keep_from {
+                break;
+            }
+            if end > hold_from {
+                let path = self.dir.join(segment_file_name(self.segments[i]));
+                let bytes = self.fs.file_len(&path).map_err(io_error("stat", &path))?;
+                held.push((end, bytes));
+            }
+        }
+        let mut held_bytes: u64 = held.iter().map(|&(_, bytes)| bytes).sum();
+        let mut bound = hold_from;
+        for (end, bytes) in held {
+            if held_bytes <= watch.retain_bytes_max() {
+                break;
+            }
+            held_bytes -= bytes;
+            bound = end;
+            watch.note_over_budget(end - 1);
+        }
+        Ok(bound)
+    }
+
+    fn set_durable(&mut self, lsn: Lsn) {
+        self.lsn_durable = lsn;
+        if let Some(watch) = &self.watch {
+            watch.publish_durable(lsn);
+        }
     }
 
     /// Deletes the segments all of whose records are below `lsn` (oldest first, so a
