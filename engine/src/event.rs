@@ -319,6 +319,10 @@ pub fn check_text(s: &str, chars_max: usize) -> Result<(), String> {
 /// Whether `c` is visible text, as far as a label goes.
 fn is_printable(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // Nearly every label is plain ASCII: answer it without the category tables.
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
     let code = u32::from(c);
     let noncharacter = (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE;
     !noncharacter
