@@ -297,6 +297,7 @@ mod tests {
             receipts: ReceiptSigner::new(&[2; 32]),
             policy: Policy::default(),
             lb_topn: 100,
+            read_budget: crate::host_budget::HostBudget::new(20_000, 16),
             admin_token: None,
             ready: std::sync::atomic::AtomicBool::new(true),
             start_failed: Default::default(),

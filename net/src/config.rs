@@ -110,6 +110,10 @@ pub struct Config {
     pub shard_inbox_max: usize,
     /// Default page size of `GET /leaderboard` (`LB_TOPN`).
     pub lb_topn: usize,
+    /// Leaderboard read units one client host may spend per second, also its burst
+    /// (`READ_UNITS_PER_HOST_S`): reads are unauthenticated, and a deep page costs the
+    /// shards far more than a write, so no host may take all of their time.
+    pub read_units_per_host_s: u64,
     pub snapshot_cron: String,
     pub durability: Durability,
     /// With batch durability, the longest a write waits for its fsync (`FSYNC_INTERVAL_MS`).
@@ -441,6 +445,12 @@ pub fn from_vars(
         Ok(n) if (1..=LEADERBOARD_PAGE_MAX).contains(&n) => Ok(n),
         _ => Err(format!("must be a whole number 1..={LEADERBOARD_PAGE_MAX}")),
     });
+    let read_units_per_host_s = p.parse("READ_UNITS_PER_HOST_S", "20000", |s| {
+        match s.parse::<u64>() {
+            Ok(n) if (1..=100_000_000).contains(&n) => Ok(n),
+            _ => Err("must be a whole number 1..=100000000".into()),
+        }
+    });
     let snapshot_cron = p.parse("SNAPSHOT_CRON", "0 */15 * * * *", |s| {
         if s.split_whitespace().count() == 6 {
             Ok(s.to_owned())
@@ -594,6 +604,7 @@ pub fn from_vars(
         shards,
         shard_inbox_max: shard_inbox_max.expect("no problems"),
         lb_topn: lb_topn.expect("no problems"),
+        read_units_per_host_s: read_units_per_host_s.expect("no problems"),
         snapshot_cron: snapshot_cron.expect("no problems"),
         durability: durability.expect("no problems"),
         fsync_interval_ms: fsync_interval_ms.expect("no problems"),
@@ -689,6 +700,7 @@ mod tests {
         assert_eq!(config.policy.idempotency_host_share_percent, 10);
         assert_eq!(config.policy.windows.len(), 3);
         assert_eq!(config.lb_topn, 100);
+        assert_eq!(config.read_units_per_host_s, 20_000);
         assert!(config.admin_token.is_none());
     }
 

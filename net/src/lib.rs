@@ -13,6 +13,7 @@
 
 pub mod committer;
 pub mod config;
+pub mod host_budget;
 pub mod http;
 pub mod layout;
 pub mod mesh;

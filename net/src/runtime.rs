@@ -541,7 +541,10 @@ pub async fn serve<H, Fut>(
                 continue;
             }
         };
-        let slot = match options.limits.acquire(peer.ip().to_canonical()) {
+        let slot = match options
+            .limits
+            .acquire(crate::host_budget::client_host(peer.ip()))
+        {
             Ok(slot) => slot,
             Err(refusal) => {
                 let response = match refusal {

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::committer::{Committer, CommitterConfig};
 use crate::config::{Config, Durability, RecoveryMode, Service};
+use crate::host_budget::HostBudget;
 use crate::layout::{self, DataDirLock, Layout};
 use crate::mesh::{unix_now_ms, Mesh};
 use crate::metrics::Metrics;
@@ -34,6 +35,9 @@ use liveops_engine::shard::Shard;
 use liveops_engine::signing::{ReceiptSigner, Signer};
 use liveops_storage::{FileSystem, StdFs, WalOptions};
 
+/// Client hosts whose leaderboard read budget is remembered at once (a bucket is a few
+/// dozen bytes).
+const READ_BUDGET_HOSTS_MAX: usize = 65_536;
 /// How long shutdown waits for in-flight requests before closing regardless; with the
 /// final flush this keeps the exit within the contract's 2 s.
 const DRAIN_DEADLINE_MS: u64 = 1_500;
@@ -196,6 +200,7 @@ impl Server {
             receipts: ReceiptSigner::new(&config.receipt_secret),
             policy,
             lb_topn: config.lb_topn,
+            read_budget: HostBudget::new(config.read_units_per_host_s, READ_BUDGET_HOSTS_MAX),
             admin_token: config.admin_token.clone(),
             ready: Default::default(),
             start_failed: Default::default(),

@@ -226,3 +226,35 @@ fn deep_pages_match_the_model() {
         assert_eq!(got, want, "offset {offset} limit {limit}");
     }
 }
+
+/// Reads are unauthenticated and a deep page costs the shards far more than a write: a
+/// client host that spends its read budget gets 429 with an honest `Retry-After`, while
+/// another host still reads.
+#[test]
+fn a_host_over_its_read_budget_is_refused_and_others_still_read() {
+    let engine = Engine::start_with(&[("READ_UNITS_PER_HOST_S", "2000")]);
+    let greedy = Some(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let deep = "/leaderboard?window=weekly&limit=1000&offset=10";
+    // 100 + 400 + 1000 units each: the burst of 2000 holds one such page.
+    let first = engine.request_from(greedy, "leaderboard", "GET", deep, &[], b"");
+    assert_eq!(first.status, 200);
+    let second = engine.request_from(greedy, "leaderboard", "GET", deep, &[], b"");
+    assert_eq!(
+        (second.status, second.error_code()),
+        (429, "rate_limited".into())
+    );
+    assert_eq!(second.header("retry-after"), Some("1"));
+    let honest = engine.request_from(
+        Some(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+        "leaderboard",
+        "GET",
+        "/leaderboard?window=weekly&limit=10",
+        &[],
+        b"",
+    );
+    assert_eq!(honest.status, 200);
+    // The budget refills: a second later the greedy host reads again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let later = engine.request_from(greedy, "leaderboard", "GET", deep, &[], b"");
+    assert_eq!(later.status, 200);
+}

@@ -6,7 +6,7 @@
 //! its own task: a client hanging up must not leave a key in flight or half a batch
 //! unrecorded.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{mesh_error, only, unknown_route, App, Outcome};
+use crate::host_budget::client_host;
 use crate::http::{bytes_response, read_body, retry_after_s, set_retry_after, ApiError};
 use crate::mesh::{unix_now_ms, MeshError};
 use crate::runtime::PeerAddr;
@@ -104,19 +105,6 @@ pub(super) fn verify_signature(
             "X-Signature does not match the body",
         ),
     })
-}
-
-/// The client host a request's idempotency key is charged to: its IPv4 address, or the
-/// /64 prefix of its IPv6 address (one host usually holds a whole /64, so counting its
-/// addresses apart would let it multiply its share).
-fn client_host(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -536,22 +524,6 @@ pub(super) fn blocked_error(until_ms: u64, reason: &str, new_flag: Option<FlagKi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_client_host_is_an_ipv4_address_or_an_ipv6_64() {
-        let v4: IpAddr = "127.0.0.2".parse().unwrap();
-        assert_eq!(client_host(v4), v4);
-        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
-        assert_eq!(
-            client_host(mapped),
-            v4,
-            "one host whatever the socket family"
-        );
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        assert_eq!(client_host(a), client_host(b));
-        assert_eq!(client_host(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-    }
 
     #[test]
     fn idempotency_key_bounds() {

@@ -13,7 +13,10 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use super::{mesh_error, only, player_id, unknown_route, App, Outcome};
-use crate::http::{json_response, ApiError, Query};
+use crate::host_budget::client_host;
+use crate::http::{json_response, retry_after_s, ApiError, Query};
+use crate::mesh::unix_now_ms;
+use crate::runtime::PeerAddr;
 use liveops_engine::board::{BoardKey, ClosedPeriod, PeriodEntries};
 use liveops_engine::page::{
     count_ahead_each, cut_at, propose, walk, Page, RankedEntries, Selection,
@@ -47,12 +50,57 @@ pub(super) async fn route(
         return (label, Err(e));
     }
     let query = Query::parse(req.uri().query());
+    if let Some(peer) = req.extensions().get::<PeerAddr>() {
+        let cost = read_cost(segments, &query, app.lb_topn);
+        if let Err(wait_ms) = app
+            .read_budget
+            .take(client_host(peer.0.ip()), cost, unix_now_ms())
+        {
+            return (label, Err(read_budget_spent(wait_ms)));
+        }
+    }
     let outcome = match segments {
         ["leaderboard", "players", id] => player_rank(app, id, &query).await,
         ["leaderboard", "history"] => history(app, &query).await,
         _ => page(app, &query).await,
     };
     (label, outcome)
+}
+
+/// Read units every leaderboard read costs besides its entries: its fan-outs to every
+/// shard and its HTTP exchange.
+const READ_UNITS_PER_REQUEST: u64 = 100;
+/// Extra units of a page deep enough to need the distributed selection's rounds.
+const READ_UNITS_SELECTION: u64 = 400;
+
+/// What a read costs its client host's budget: one unit per entry it may return, plus
+/// the fixed costs above. Malformed numbers cost the base only: they are refused next.
+fn read_cost(segments: &[&str], query: &Query, lb_topn: usize) -> u64 {
+    let number = |key: &str, default: usize| {
+        query
+            .get(key)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let entries = match segments {
+        ["leaderboard", "players", _] => 2 * number("around", 0).min(AROUND_MAX) + 1,
+        ["leaderboard", "history"] => 0,
+        _ => number("limit", lb_topn).min(PAGE_LIMIT_MAX),
+    };
+    let selection = match segments {
+        ["leaderboard"] if number("offset", 0) > 0 => READ_UNITS_SELECTION,
+        _ => 0,
+    };
+    READ_UNITS_PER_REQUEST + selection + entries as u64
+}
+
+fn read_budget_spent(wait_ms: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "leaderboard reads from this client host are over READ_UNITS_PER_HOST_S",
+    )
+    .retry_after(retry_after_s(wait_ms))
 }
 
 fn window(app: &App, query: &Query) -> Result<WindowKind, ApiError> {

@@ -16,6 +16,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use crate::config::Service;
+use crate::host_budget::HostBudget;
 use crate::http::{bytes_response, json_response, ApiError};
 use crate::mesh::{Mesh, MeshError};
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct App {
     pub policy: Policy,
     /// Default leaderboard page size (`LB_TOPN`).
     pub lb_topn: usize,
+    /// Leaderboard read units per client host (`READ_UNITS_PER_HOST_S`).
+    pub read_budget: HostBudget,
     /// `None`: admin routes are disabled.
     pub admin_token: Option<String>,
     /// Recovery finished and every shard is serving.
