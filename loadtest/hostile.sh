@@ -59,19 +59,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/liveops-hostile.XXXXXX")
 engine_pid=
 attacker_pids=()
 
-alive() {
-  local state
-  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
-stop_engine() {
-  local pid=$engine_pid
-  engine_pid=
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-  alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  wait "$pid"
-}
+# shellcheck source=loadtest/engine.sh
+source loadtest/engine.sh
 cleanup() {
   local status=$?
   for pid in "${attacker_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

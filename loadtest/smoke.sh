@@ -31,21 +31,8 @@ secret=smoke-test-hmac-secret-0123456789abcdef
 work=$(mktemp -d "${TMPDIR:-/tmp}/liveops-smoke.XXXXXX")
 engine_pid=
 
-# alive PID: the process exists and is not a zombie (kill -0 succeeds on zombies).
-alive() {
-  local state
-  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
-# stop_engine: SIGTERM, up to 10 s to exit, then SIGKILL; returns the engine's exit status.
-stop_engine() {
-  local pid=$engine_pid
-  engine_pid=
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-  alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  wait "$pid"
-}
+# shellcheck source=loadtest/engine.sh
+source loadtest/engine.sh
 cleanup() {
   local status=$?
   if [ -n "$engine_pid" ]; then stop_engine || true; fi
