@@ -145,6 +145,17 @@ async fn answer(
     }
 }
 
+/// The timing tests measure the wall-clock latency of a generator and a stub that share
+/// the machine's cores with each other: run them one at a time, so that each measures
+/// the generator rather than its neighbours (in parallel on 2 cores they missed their
+/// bounds).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TIMING: Mutex<()> = Mutex::new(());
+    TIMING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn config(stub: &Stub, rate: f64, duration_s: f64) -> RunConfig {
     let mut cfg = RunConfig::new(SECRET, rate, duration_s);
     cfg.host = stub.addr.ip();
@@ -157,6 +168,7 @@ fn config(stub: &Stub, rate: f64, duration_s: f64) -> RunConfig {
 
 #[test]
 fn counts_statuses_and_classes_at_the_asked_rate() {
+    let _serial = one_at_a_time();
     let stub = start_stub(Behaviour::default());
     let mut cfg = config(&stub, 2000.0, 1.0);
     cfg.warmup_s = 0.25;
@@ -236,6 +248,7 @@ fn counts_statuses_and_classes_at_the_asked_rate() {
 
 #[test]
 fn batches_count_accepted_events() {
+    let _serial = one_at_a_time();
     let stub = start_stub(Behaviour::default());
     let mut cfg = config(&stub, 200.0, 1.0);
     cfg.batch = 50;
@@ -254,6 +267,7 @@ fn batches_count_accepted_events() {
 
 #[test]
 fn a_stall_is_measured_for_every_request_it_delays() {
+    let _serial = one_at_a_time();
     // The 200th write stalls the server for 300 ms. At 1000 requests/s about 300
     // requests are due during the stall; a closed-loop generator would record only one
     // slow sample per connection (4 here). This one must record them all.
@@ -275,6 +289,7 @@ fn a_stall_is_measured_for_every_request_it_delays() {
 
 #[test]
 fn slow_answers_time_out_and_the_run_still_ends() {
+    let _serial = one_at_a_time();
     let stub = start_stub(Behaviour {
         delay: Duration::from_millis(400),
         ..Behaviour::default()
