@@ -445,7 +445,7 @@ pub fn from_vars(
         Ok(n) if (1..=LEADERBOARD_PAGE_MAX).contains(&n) => Ok(n),
         _ => Err(format!("must be a whole number 1..={LEADERBOARD_PAGE_MAX}")),
     });
-    let read_units_per_host_s = p.parse("READ_UNITS_PER_HOST_S", "20000", |s| {
+    let read_units_per_host_s = p.parse("READ_UNITS_PER_HOST_S", "100000", |s| {
         match s.parse::<u64>() {
             Ok(n) if (1..=100_000_000).contains(&n) => Ok(n),
             _ => Err("must be a whole number 1..=100000000".into()),
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(config.policy.idempotency_host_share_percent, 10);
         assert_eq!(config.policy.windows.len(), 3);
         assert_eq!(config.lb_topn, 100);
-        assert_eq!(config.read_units_per_host_s, 20_000);
+        assert_eq!(config.read_units_per_host_s, 100_000);
         assert!(config.admin_token.is_none());
     }
 
