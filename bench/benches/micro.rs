@@ -583,6 +583,7 @@ fn shard(c: &mut Criterion) {
                         flag: None,
                         z: 0.0,
                         key: None,
+                        totals: None,
                     }
                 },
                 |record| shard.apply(record),

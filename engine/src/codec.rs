@@ -12,6 +12,8 @@
 //!                        | flag u8 (0 none, 1 score_jump) | z f64
 //!                        | key u8 (0 none; 2: key str | fingerprint [32] | index v | reserved_ms v;
 //!                          1, older logs: the same without reserved_ms)
+//!                        | totals (absent in older logs): 1 u8 | xp v | windows u8 (bit i:
+//!                          a score for window i: 0 daily, 1 weekly, 2 seasonal) | score v per bit
 //!    type 1 progression  delta_xp v | activity? u8 [str]
 //!    type 2 boss_kill    boss_id str | tier v | points v
 //!    type 3 drop_claimed drop_id str | weight? u8 [f64] | source? u8 [str]
@@ -41,7 +43,7 @@
 use crate::event::EventKind;
 use crate::fairness::{AuditKind, AuditRecord, Block, BlockedBy, FlagKind};
 use crate::idempotency::StoredResponse;
-use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record};
+use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record, Totals};
 use crate::window::{Period, WindowKind};
 use std::net::IpAddr;
 
@@ -157,6 +159,34 @@ impl<'a> Reader<'a> {
 
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
+    }
+
+    /// An accepted event's totals, after their tag.
+    fn totals(&mut self) -> Result<Totals, DecodeError> {
+        match self.u8()? {
+            1 => {}
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "totals",
+                    tag: u64::from(tag),
+                })
+            }
+        }
+        let xp = self.varint()?;
+        let windows = self.u8()?;
+        if windows >> WindowKind::COUNT != 0 {
+            return Err(DecodeError::UnknownTag {
+                what: "totals windows",
+                tag: u64::from(windows),
+            });
+        }
+        let mut scores = [None; WindowKind::COUNT];
+        for (i, score) in scores.iter_mut().enumerate() {
+            if windows & (1 << i) != 0 {
+                *score = Some(self.varint()?);
+            }
+        }
+        Ok(Totals { xp, scores })
     }
 
     pub fn varint(&mut self) -> Result<u64, DecodeError> {
@@ -327,6 +357,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             flag,
             z,
             key,
+            totals,
         } => {
             w.str(player);
             match event {
@@ -378,6 +409,20 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
                     w.array32(&k.fingerprint);
                     w.varint(u64::from(k.index));
                     w.varint(k.reserved_ms);
+                }
+            }
+            if let Some(totals) = totals {
+                w.u8(1);
+                w.varint(totals.xp);
+                let windows = totals
+                    .scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, score)| score.is_some())
+                    .fold(0u8, |bits, (i, _)| bits | 1 << i);
+                w.u8(windows);
+                for score in totals.scores.iter().flatten() {
+                    w.varint(*score);
                 }
             }
             kind::EVENT_ACCEPTED
@@ -621,6 +666,11 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                     })
                 }
             };
+            let totals = if r.remaining() == 0 {
+                None
+            } else {
+                Some(r.totals()?)
+            };
             Record::EventAccepted {
                 player,
                 event,
@@ -630,6 +680,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 flag,
                 z,
                 key,
+                totals,
             }
         }
         kind::BLOCKED => Record::Blocked {
@@ -823,6 +874,10 @@ mod tests {
                 flag: Some(FlagKind::ScoreJump),
                 z: 4.25,
                 key: Some(key),
+                totals: Some(Totals {
+                    xp: 1_000_000_010,
+                    scores: [None, Some(7), Some(u64::MAX)],
+                }),
             },
             Record::EventAccepted {
                 player: "p2x".into(),
@@ -837,6 +892,7 @@ mod tests {
                 flag: None,
                 z: 0.0,
                 key: None,
+                totals: Some(Totals::default()),
             },
             Record::EventAccepted {
                 player: "p3x".into(),
@@ -851,6 +907,7 @@ mod tests {
                 flag: None,
                 z: -1.5,
                 key: None,
+                totals: None,
             },
             Record::Blocked {
                 player: "p1x".into(),
@@ -992,10 +1049,17 @@ mod tests {
         };
         assert_eq!((host, response.body.as_slice()), (None, &b"{}"[..]));
         let mut record = samples().remove(0);
-        let Record::EventAccepted { key: Some(k), .. } = &mut record else {
+        let Record::EventAccepted {
+            key: Some(k),
+            totals,
+            ..
+        } = &mut record
+        else {
             unreachable!("the first sample is keyed")
         };
         k.reserved_ms = 0;
+        // Older builds wrote no totals either.
+        *totals = None;
         let mut buf = Vec::new();
         let kind = encode(&record, &mut buf);
         // The same event as an older build wrote it: key tag 1, no reservation time.
@@ -1011,14 +1075,41 @@ mod tests {
         for record in samples() {
             let mut buf = Vec::new();
             let kind = encode(&record, &mut buf);
+            // An accepted event cut just before its totals is what older builds wrote.
+            let older = match &record {
+                Record::EventAccepted {
+                    totals: Some(_), ..
+                } => {
+                    let mut older = record.clone();
+                    if let Record::EventAccepted { totals, .. } = &mut older {
+                        *totals = None;
+                    }
+                    let mut older_buf = Vec::new();
+                    encode(&older, &mut older_buf);
+                    Some((older_buf.len(), older))
+                }
+                _ => None,
+            };
             for len in 0..buf.len() {
-                assert!(
-                    decode(kind, &buf[..len]).is_err(),
-                    "{record:?} cut at {len}"
-                );
+                match &older {
+                    Some((older_len, older)) if *older_len == len => {
+                        assert_eq!(decode(kind, &buf[..len]).as_ref(), Ok(older));
+                    }
+                    _ => assert!(
+                        decode(kind, &buf[..len]).is_err(),
+                        "{record:?} cut at {len}"
+                    ),
+                }
             }
             buf.push(0);
-            assert_eq!(decode(kind, &buf), Err(DecodeError::Trailing(1)));
+            let with_totals_or_not_an_event =
+                !matches!(record, Record::EventAccepted { totals: None, .. });
+            if with_totals_or_not_an_event {
+                assert_eq!(decode(kind, &buf), Err(DecodeError::Trailing(1)));
+            } else {
+                // Bytes after an event without totals are read as totals: tag 0 is none.
+                assert!(decode(kind, &buf).is_err());
+            }
         }
         assert!(matches!(
             decode(99, &[]),

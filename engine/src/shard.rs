@@ -55,6 +55,11 @@ pub enum Record {
         /// The idempotency key of the request that carried the event, so recovery can
         /// rebuild a key whose completion record a crash cut off.
         key: Option<KeyRef>,
+        /// The player's standing once this event is applied, for the change feed's sinks:
+        /// absolute values, so a record delivered twice writes the same thing. Filled in
+        /// when the record is decided; `None` in logs written before it existed. Replay
+        /// recomputes the state and does not read it.
+        totals: Option<Totals>,
     },
     Blocked {
         player: String,
@@ -142,6 +147,26 @@ impl Record {
             _ => 0,
         }
     }
+}
+
+/// A player's standing right after an accepted event (see `Record::EventAccepted`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Experience in total.
+    pub xp: u64,
+    /// The player's score in each window's live period, indexed by
+    /// [`WindowKind::index`]; `None` where the window is not configured or the player has
+    /// not scored in its live period (a flagged event scores nothing).
+    pub scores: [Option<u64>; WindowKind::COUNT],
+}
+
+/// A player's progression, as a mirror's rebuild reads it ([`Shard::players_chunk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerTotals {
+    pub player: CompactString,
+    pub xp: u64,
+    /// When the player's state last changed (engine clock, ms).
+    pub updated_ms: u64,
 }
 
 /// Where a record belongs when the shard count changes.
@@ -597,6 +622,7 @@ impl Shard {
             flag,
             z,
             key,
+            totals: None,
         });
         let player = self.players.at(position);
         EventOutcome::Accepted {
@@ -886,19 +912,39 @@ impl Shard {
     }
 
     /// Applies a decided record and journals it.
-    fn record(&mut self, record: Record) {
-        match &record {
+    fn record(&mut self, mut record: Record) {
+        match &mut record {
             // Nearly every record is an accepted event: apply it from the journal's copy,
             // so the hot path does not clone the player id and the event's strings.
-            Record::EventAccepted { .. } => self.apply_accepted(&record),
+            Record::EventAccepted { .. } => {
+                let position = self.apply_accepted(&record);
+                let Record::EventAccepted { totals, .. } = &mut record else {
+                    unreachable!("matched above")
+                };
+                *totals = Some(self.totals_at(position));
+            }
             _ => self.apply(record.clone()),
         }
         self.journal.push(record);
     }
 
+    /// The standing of the player at `position`: its XP and its score on each board.
+    fn totals_at(&self, position: u32) -> Totals {
+        let player = self.players.at(position);
+        let mut scores = [None; WindowKind::COUNT];
+        for board in &self.boards {
+            scores[board.kind.index()] = board.score_in(&player.standings);
+        }
+        Totals {
+            xp: player.xp,
+            scores,
+        }
+    }
+
     /// An accepted event's effect on its player and the boards, or on the audit trail
-    /// when it was flagged (a flagged event scores nothing).
-    fn apply_accepted(&mut self, record: &Record) {
+    /// when it was flagged (a flagged event scores nothing). Returns the player's
+    /// position.
+    fn apply_accepted(&mut self, record: &Record) -> u32 {
         let Record::EventAccepted {
             player,
             event,
@@ -958,13 +1004,16 @@ impl Shard {
             }
         }
         self.next_seq = self.next_seq.max(seq + 1);
+        position
     }
 
     /// The single mutation path for durable state; also what replay calls.
     pub fn apply(&mut self, record: Record) {
         let audit_max = self.policy.audit_records_max;
         match record {
-            Record::EventAccepted { .. } => self.apply_accepted(&record),
+            Record::EventAccepted { .. } => {
+                self.apply_accepted(&record);
+            }
             Record::Blocked {
                 player,
                 until_ms,
@@ -1328,6 +1377,47 @@ impl Shard {
         Some(BoardView::new(board, &self.players))
     }
 
+    /// One chunk of a walk over `window`'s live board, for a mirror's rebuild: up to
+    /// `limit` entries ranked after `after` (from the best when `None`), best first, and
+    /// the live period. Scores only grow, so entries only move towards the front: a walk
+    /// of chunks meets every entry that did not change during the walk exactly once, and
+    /// the mirror replays the log from before the walk for those that did.
+    pub fn board_chunk(
+        &self,
+        window: WindowKind,
+        after: Option<&BoardKey>,
+        limit: usize,
+    ) -> Option<(Period, Vec<BoardKey>)> {
+        let board = self.boards.iter().find(|b| b.kind == window)?;
+        let view = BoardView::new(board, &self.players);
+        let from = match after {
+            None => 0,
+            Some(key) => {
+                let still_there = view.key_of(&key.player).as_ref() == Some(key);
+                view.count_ahead(key) + usize::from(still_there)
+            }
+        };
+        let entries = crate::page::RankedEntries::entries_from(&view, from, limit);
+        Some((board.period.clone(), entries))
+    }
+
+    /// Players at table positions `from..from + limit` with their totals, for a
+    /// mirror's rebuild. Positions never change and new players are appended, so a walk
+    /// by position meets every player that existed when it began.
+    pub fn players_chunk(&self, from: usize, limit: usize) -> Vec<PlayerTotals> {
+        let end = from.saturating_add(limit).min(self.players.len());
+        (from.min(end)..end)
+            .map(|position| {
+                let p = &self.players.players[position];
+                PlayerTotals {
+                    player: p.id.clone(),
+                    xp: p.xp,
+                    updated_ms: p.updated_ms,
+                }
+            })
+            .collect()
+    }
+
     pub fn progress(&self, player_id: &str) -> Option<ProgressView> {
         let p = self.players.get(player_id)?;
         Some(ProgressView {
@@ -1494,6 +1584,94 @@ mod tests {
         let progress = s.progress("ann").unwrap();
         assert_eq!((progress.xp, progress.level), (1500, 2));
         assert!(s.progress("nobody").is_none());
+    }
+
+    /// Mirrors write what an accepted event's record says: the player's XP and scores
+    /// after it, equal to what the shard then holds.
+    #[test]
+    fn accepted_records_carry_the_totals_after_them() {
+        let mut s = shard();
+        s.submit_event(progression("ann", 40), None, T0);
+        s.submit_event(progression("ann", 2), None, T0 + 1);
+        s.submit_event(drop("ann", "gem"), None, T0 + 2);
+        let totals: Vec<Totals> = s
+            .take_journal()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::EventAccepted { totals, .. } => totals,
+                _ => None,
+            })
+            .collect();
+        let configured = |score| {
+            let mut scores = [None; WindowKind::COUNT];
+            for window in &policy().windows {
+                scores[window.index()] = Some(score);
+            }
+            scores
+        };
+        assert_eq!(
+            totals,
+            vec![
+                Totals {
+                    xp: 40,
+                    scores: configured(40)
+                },
+                Totals {
+                    xp: 42,
+                    scores: configured(42)
+                },
+                // A drop scores nothing: the same standing.
+                Totals {
+                    xp: 42,
+                    scores: configured(42)
+                },
+            ]
+        );
+    }
+
+    /// A rebuild walks a board in chunks while it changes: every entry that did not
+    /// change is met exactly once.
+    #[test]
+    fn board_chunks_walk_every_unchanged_entry_once() {
+        let mut s = shard();
+        for i in 0..50u64 {
+            s.submit_event(progression(&format!("p{i:02}"), 10 + i), None, T0 + i);
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut round = 0;
+        loop {
+            let (_, chunk) = s
+                .board_chunk(WindowKind::Weekly, after.as_ref(), 7)
+                .unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            after = chunk.last().cloned();
+            seen.extend(chunk.into_iter().map(|k| k.player.to_string()));
+            // Between chunks, one player low on the board overtakes everyone.
+            round += 1;
+            s.submit_event(
+                progression(&format!("p{:02}", round), 1000),
+                None,
+                T0 + 100 + round,
+            );
+        }
+        let moved: Vec<String> = (1..=round).map(|r| format!("p{r:02}")).collect();
+        let mut unchanged: Vec<String> = seen
+            .iter()
+            .filter(|p| !moved.contains(p))
+            .cloned()
+            .collect();
+        unchanged.sort();
+        let expected: Vec<String> = (0..50u64)
+            .map(|i| format!("p{i:02}"))
+            .filter(|p| !moved.contains(p))
+            .collect();
+        assert_eq!(unchanged, expected);
+        let players = s.players_chunk(45, 10);
+        assert_eq!(players.len(), 5);
+        assert_eq!((players[0].player.as_str(), players[0].xp), ("p45", 55));
     }
 
     #[test]

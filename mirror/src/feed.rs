@@ -118,6 +118,9 @@ pub struct Gap {
 
 /// What the feed hands out, in log order per shard.
 #[derive(Debug, Clone, PartialEq)]
+// Nearly every item is a record: boxing it to shrink the rare gap would cost an
+// allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum FeedItem {
     Record(FeedRecord),
     Gap(Gap),

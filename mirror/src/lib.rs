@@ -22,7 +22,10 @@
 //!   half-written tail of a group in progress. It follows segment rollover, and if the
 //!   segment holding its position was deleted it reports a [`Gap`] — never a silent skip.
 //! * [`sink::Sink`] is the whole interface a sink implements: `name`, `cursor(shard)`
-//!   (where the sink's own durable state ends) and `apply(shard, items)`.
+//!   (where the sink's own durable state ends), `apply(shard, items)`, and optionally
+//!   `idle()` for periodic work (snapshots).
+//! * [`state::EngineState`] is what a sink may ask the running engine (rebuilds,
+//!   standings), answered in chunks on the shards' read budget.
 //! * [`sink::SinkRunner`] does one synchronous pass over the shards for one sink;
 //!   [`sink::SinkDriver`] runs it on the sink's own thread, in batches of at most
 //!   `batch_items_max` items, with exponential backoff and jitter after a failure. A
@@ -92,13 +95,15 @@
 
 pub mod feed;
 pub mod sink;
+pub mod state;
 
 pub use feed::{
     Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
 };
 pub use sink::{
-    Backoff, DriverConfig, RunError, Sink, SinkDriver, SinkError, SinkRunner, SinkStats,
+    Backoff, DriverConfig, RunError, Sink, SinkDriver, SinkError, SinkRunner, SinkState, SinkStats,
 };
+pub use state::{BoardChunk, EngineState, Standings, StateError};
 
 /// Default of `MIRROR_RETAIN_MB`: log bytes per shard kept for lagging sinks beyond what
 /// checkpoints need.

@@ -33,6 +33,34 @@ pub trait Sink: Send {
     /// a row) and its cursor stored like a record's. On error nothing is assumed
     /// applied: the driver backs off, asks [`Sink::cursor`] again and resumes there.
     fn apply(&mut self, shard: u32, items: &[FeedItem]) -> Result<(), SinkError>;
+    /// Periodic work between passes (Postgres: leaderboard snapshots on their cron),
+    /// called by [`SinkDriver`] after every pass; an error is handled like `apply`'s.
+    fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// What a sink is doing, as its `state` metric shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkState {
+    /// Following the feed.
+    Up = 0,
+    /// Its server is unreachable or refusing writes: retrying with backoff.
+    Degraded = 1,
+    /// Rebuilding its copy from engine state (Redis after a (re)connect or rollover).
+    Resyncing = 2,
+}
+
+impl SinkState {
+    pub const ALL: [SinkState; 3] = [SinkState::Up, SinkState::Degraded, SinkState::Resyncing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::Up => "up",
+            SinkState::Degraded => "degraded",
+            SinkState::Resyncing => "resyncing",
+        }
+    }
 }
 
 /// A sink's failure: unreachable server, refused write, lost connection.
@@ -74,6 +102,8 @@ pub enum RunError {
         #[source]
         source: SinkError,
     },
+    #[error("sink's periodic work failed: {0}")]
+    Idle(#[source] SinkError),
     #[error("feed failed on shard {shard}: {source}")]
     Feed {
         shard: u32,
@@ -93,6 +123,31 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     /// 1 while the last pass failed, 0 once one succeeds.
     pub degraded: AtomicU64,
+    /// 1 while the sink rebuilds from engine state (set by the sink).
+    pub resyncing: AtomicU64,
+    /// Rows, commands or messages the sink wrote (set by the sink).
+    pub writes: AtomicU64,
+    /// Connections the sink (re)opened after the first (set by the sink).
+    pub reconnects: AtomicU64,
+    /// Rebuilds from engine state (set by the sink).
+    pub resyncs: AtomicU64,
+    /// Durable records not yet applied, summed over shards, after the last pass.
+    pub lag_records: AtomicU64,
+    /// Age of the oldest durable record not yet applied (engine clock, ms) after the
+    /// last pass; 0 when caught up.
+    pub lag_ms: AtomicU64,
+}
+
+impl SinkStats {
+    pub fn state(&self) -> SinkState {
+        if self.degraded.load(Ordering::Relaxed) != 0 {
+            SinkState::Degraded
+        } else if self.resyncing.load(Ordering::Relaxed) != 0 {
+            SinkState::Resyncing
+        } else {
+            SinkState::Up
+        }
+    }
 }
 
 /// One shard as seen by one sink.
@@ -104,6 +159,11 @@ struct ShardFeed {
     reader: Option<FeedReader>,
     /// Keeps the segments this sink has not applied yet from checkpoints.
     hold: RetentionHold,
+    /// LSN (in the log's generation) of the last item applied or read as the sink's
+    /// cursor: the base of the lag metric.
+    applied_lsn: u64,
+    /// Engine time of the last record applied (0: none yet).
+    applied_at_ms: u64,
 }
 
 /// Feeds one sink from every shard's log, one synchronous pass at a time.
@@ -122,6 +182,17 @@ impl<S: Sink> SinkRunner<S> {
     /// A runner for `sink` over `logs` (one per shard of the current generation).
     /// Until the sink's cursor is read, each log is held from its start.
     pub fn new(sink: S, logs: Vec<ShardLog>, batch_items_max: usize) -> SinkRunner<S> {
+        SinkRunner::with_stats(sink, logs, batch_items_max, Arc::default())
+    }
+
+    /// As [`SinkRunner::new`], counting into `stats` (which the sink may share, to count
+    /// its writes, reconnects and rebuilds).
+    pub fn with_stats(
+        sink: S,
+        logs: Vec<ShardLog>,
+        batch_items_max: usize,
+        stats: Arc<SinkStats>,
+    ) -> SinkRunner<S> {
         assert!(batch_items_max > 0, "a batch holds at least one item");
         let shards = logs
             .into_iter()
@@ -129,6 +200,8 @@ impl<S: Sink> SinkRunner<S> {
                 hold: log.watch.hold(1),
                 log,
                 reader: None,
+                applied_lsn: 0,
+                applied_at_ms: 0,
             })
             .collect();
         SinkRunner {
@@ -136,7 +209,7 @@ impl<S: Sink> SinkRunner<S> {
             shards,
             batch_items_max,
             batch: Vec::with_capacity(batch_items_max),
-            stats: Arc::default(),
+            stats,
         }
     }
 
@@ -162,6 +235,41 @@ impl<S: Sink> SinkRunner<S> {
     /// shard forgets its position and resumes from the sink's cursor next time; shards
     /// done before it keep their progress.
     pub fn step(&mut self) -> Result<usize, RunError> {
+        let result = self.step_shards();
+        self.note_lag();
+        result
+    }
+
+    /// Records durable but not applied, and (as replication lag is usually told) how
+    /// old the newest applied record is while more wait behind it.
+    fn note_lag(&mut self) {
+        let mut lag_records = 0;
+        let mut lag_ms = 0;
+        for shard_feed in &self.shards {
+            // A shard whose position is unknown (before its first pass, after a failure)
+            // counts from where the sink's last known cursor put it.
+            let durable = shard_feed.log.watch.durable_lsn();
+            let behind = durable.saturating_sub(shard_feed.applied_lsn);
+            lag_records += behind;
+            if behind > 0 && shard_feed.applied_at_ms > 0 {
+                lag_ms = lag_ms.max(unix_now_ms().saturating_sub(shard_feed.applied_at_ms));
+            }
+        }
+        self.stats.lag_records.store(lag_records, Ordering::Relaxed);
+        self.stats.lag_ms.store(lag_ms, Ordering::Relaxed);
+    }
+
+    /// The sink's periodic work ([`Sink::idle`]); a failure counts like a failed pass.
+    pub fn idle(&mut self) -> Result<(), RunError> {
+        let result = self.sink.idle().map_err(RunError::Idle);
+        if result.is_err() {
+            self.stats.degraded.store(1, Ordering::Relaxed);
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn step_shards(&mut self) -> Result<usize, RunError> {
         let mut applied = 0;
         for index in 0..self.shards.len() {
             let result = self.step_shard(index);
@@ -190,6 +298,7 @@ impl<S: Sink> SinkRunner<S> {
                 .cursor(shard)
                 .map_err(|source| RunError::Sink { shard, source })?;
             hold_after(&shard_feed.hold, &shard_feed.log, cursor);
+            shard_feed.applied_lsn = lsn_in(&shard_feed.log, cursor);
             let reader = FeedReader::open(shard_feed.log.clone(), cursor).map_err(feed_error)?;
             shard_feed.reader = Some(reader);
         }
@@ -220,12 +329,35 @@ impl<S: Sink> SinkRunner<S> {
             .map_err(|source| RunError::Sink { shard, source })?;
         let last = self.batch.last().expect("read > 0").cursor_after();
         hold_after(&shard_feed.hold, &shard_feed.log, last);
+        shard_feed.applied_lsn = lsn_in(&shard_feed.log, last);
+        if let Some(at_ms) = self.batch.iter().rev().find_map(|item| match item {
+            FeedItem::Record(r) => Some(r.record.at_ms()).filter(|&ms| ms > 0),
+            FeedItem::Gap(_) => None,
+        }) {
+            shard_feed.applied_at_ms = at_ms;
+        }
         self.stats.gaps.fetch_add(gaps, Ordering::Relaxed);
         self.stats
             .records_applied
             .fetch_add(read as u64 - gaps, Ordering::Relaxed);
         Ok(read)
     }
+}
+
+/// The LSN of `cursor` in `log`'s generation (0 for an older generation's).
+fn lsn_in(log: &ShardLog, cursor: Cursor) -> u64 {
+    if cursor.generation == log.generation {
+        cursor.lsn
+    } else {
+        0
+    }
+}
+
+/// Unix time in ms: the engine's clock, which stamps records.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Holds the log from the first record after `cursor` (all of it for an older
@@ -315,15 +447,28 @@ impl<S: Sink + 'static> SinkDriver<S> {
         logs: Vec<ShardLog>,
         config: DriverConfig,
     ) -> std::io::Result<SinkDriver<S>> {
+        SinkDriver::spawn_with_stats(sink, logs, config, Arc::default())
+    }
+
+    /// As [`SinkDriver::spawn`], counting into `stats` (shared with the sink).
+    pub fn spawn_with_stats(
+        sink: S,
+        logs: Vec<ShardLog>,
+        config: DriverConfig,
+        stats: Arc<SinkStats>,
+    ) -> std::io::Result<SinkDriver<S>> {
         let name = format!("sink-{}", sink.name());
-        let mut runner = SinkRunner::new(sink, logs, config.batch_items_max);
+        let mut runner = SinkRunner::with_stats(sink, logs, config.batch_items_max, stats);
         let stats = Arc::clone(runner.stats());
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
             while !stopping.load(Ordering::Acquire) {
-                match runner.step() {
+                match runner
+                    .step()
+                    .and_then(|applied| runner.idle().map(|()| applied))
+                {
                     Ok(0) => {
                         backoff.reset();
                         std::thread::park_timeout(config.idle_poll);

@@ -9,10 +9,12 @@
 //!   graceful shutdown; the bench's baseline server reuses it.
 //! * [`mesh`] carries work to the shard owning it over bounded lock-free queues.
 //! * [`routes`] maps requests to shard work; [`http`] has the response and error shapes.
+//! * [`engine_state`] answers the change feed's sinks from the shards.
 //! * [`server`] assembles it all; [`metrics`] is the Prometheus registry.
 
 pub mod committer;
 pub mod config;
+pub mod engine_state;
 pub mod host_budget;
 pub mod http;
 pub mod layout;

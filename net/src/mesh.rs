@@ -171,6 +171,24 @@ impl Mesh {
         finish(self.start_as(shard, Answer::Immediate, f)?).await
     }
 
+    /// Runs the read `f` on `shard` and blocks the calling thread until it has run: for
+    /// threads outside the shards' runtimes (the change feed's sinks).
+    pub fn read_blocking<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move |state, now_ms| {
+            // The caller may have gone; the work is done either way.
+            let _ = tx.send(f(state, now_ms));
+            None
+        });
+        self.send_as(shard, Answer::Immediate, job)?;
+        // A worker that stops drops the job unrun, and with it the sender.
+        rx.recv().map_err(|_| MeshError::Stopped)
+    }
+
     /// Runs `f` on every shard and returns the results in shard order, once durable.
     pub async fn call_all<R, F>(&self, f: F) -> Result<Vec<R>, MeshError>
     where

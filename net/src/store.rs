@@ -326,6 +326,7 @@ mod tests {
                 index,
                 reserved_ms,
             }),
+            totals: None,
         }
     }
 

@@ -67,6 +67,7 @@ pub fn record(n: u64) -> Record {
             flag: None,
             z: 0.5,
             key: None,
+            totals: None,
         }
     }
 }
