@@ -498,6 +498,26 @@ impl<S: Sink + 'static> SinkDriver<S> {
         &self.stats
     }
 
+    /// Asks the thread to stop after its current pass, without waiting for it.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
+    }
+
+    /// True once the thread has ended (after [`SinkDriver::request_stop`]).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Lets the thread finish on its own, unwaited: for a process exiting while a sink
+    /// is still inside a slow call (its cursor is where its server says it is).
+    pub fn detach(mut self) {
+        self.request_stop();
+        self.thread.take();
+    }
+
     /// Stops after the current pass (a backoff or idle sleep is cut short) and gives
     /// the sink back; `None` if its thread panicked.
     pub fn stop(mut self) -> Option<S> {

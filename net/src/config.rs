@@ -115,6 +115,18 @@ pub struct Config {
     /// shards far more than a write, so no host may take all of their time.
     pub read_units_per_host_s: u64,
     pub snapshot_cron: String,
+    /// Entries of each live window written to Postgres at every `SNAPSHOT_CRON` tick, and
+    /// of each closed period at its close (`SNAPSHOT_TOPN`).
+    pub snapshot_topn: usize,
+    /// Log bytes per shard kept for lagging mirrors beyond what checkpoints need
+    /// (`MIRROR_RETAIN_MB`): a mirror down longer than this much log takes a gap.
+    pub mirror_retain_bytes: u64,
+    /// Extra root certificate (PEM file) trusted for `rediss://` (`REDIS_TLS_CA`): a
+    /// server with a private CA.
+    pub redis_tls_ca: Option<PathBuf>,
+    /// How long a closed period's Redis set `lb:{season}:{window}:{period}` is kept
+    /// (`REDIS_CLOSED_TTL`).
+    pub redis_closed_ttl_s: u64,
     pub durability: Durability,
     /// With batch durability, the longest a write waits for its fsync (`FSYNC_INTERVAL_MS`).
     pub fsync_interval_ms: u64,
@@ -458,6 +470,25 @@ pub fn from_vars(
             Err("must be a 6-field cron expression (with seconds)".into())
         }
     });
+    let snapshot_topn = p.parse("SNAPSHOT_TOPN", "100", |s| match s.parse::<usize>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole number 1..=10000".into()),
+    });
+    let mirror_retain_bytes = p.parse("MIRROR_RETAIN_MB", "1024", |s| match s.parse::<u64>() {
+        Ok(n) if (1..=1_048_576).contains(&n) => Ok(n << 20),
+        _ => Err("must be a whole number of MiB 1..=1048576".into()),
+    });
+    let redis_tls_ca = p.get("REDIS_TLS_CA").map(PathBuf::from);
+    if let Some(path) = &redis_tls_ca {
+        if !path.is_file() {
+            let message = format!("{} is not a readable file", path.display());
+            p.problem("REDIS_TLS_CA", message);
+        }
+    }
+    let redis_closed_ttl_s = p.parse("REDIS_CLOSED_TTL", "8d", |s| match parse_duration(s) {
+        Some(d) if d.as_secs() >= 1 && d.as_secs() <= 366 * 86_400 => Ok(d.as_secs()),
+        _ => Err("must be a duration from 1s to 366d, e.g. 8d".into()),
+    });
     let anomaly_z = p.parse("ANOMALY_Z", "3.5", |s| match s.parse::<f64>() {
         Ok(z) if z.is_finite() && z > 0.0 && z <= 100.0 => Ok(z),
         _ => Err("must be a number in (0, 100]".into()),
@@ -606,6 +637,10 @@ pub fn from_vars(
         lb_topn: lb_topn.expect("no problems"),
         read_units_per_host_s: read_units_per_host_s.expect("no problems"),
         snapshot_cron: snapshot_cron.expect("no problems"),
+        snapshot_topn: snapshot_topn.expect("no problems"),
+        mirror_retain_bytes: mirror_retain_bytes.expect("no problems"),
+        redis_tls_ca,
+        redis_closed_ttl_s: redis_closed_ttl_s.expect("no problems"),
         durability: durability.expect("no problems"),
         fsync_interval_ms: fsync_interval_ms.expect("no problems"),
         recovery_mode: recovery_mode.expect("no problems"),

@@ -1,7 +1,11 @@
 //! Prometheus metrics. No metric has a per-player label: cardinality stays bounded by
 //! the number of services, routes, statuses and reasons, all fixed sets.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
 use liveops_engine::fairness::FlagKind;
+use liveops_mirror::{SinkState, SinkStats};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -48,6 +52,115 @@ pub struct Metrics {
     pub accept_errors: prometheus::IntCounter,
     /// Open client connections, all ports.
     pub connections_open: IntGauge,
+    /// The change feed's sinks (mirrors), set once at start when any is configured;
+    /// their series are refreshed from the sinks' counters at each scrape.
+    sinks: OnceLock<Vec<(&'static str, Arc<SinkStats>)>>,
+    mirror: MirrorMetrics,
+}
+
+/// Per sink (label `sink`): how far behind it is and what it did.
+struct MirrorMetrics {
+    lag_records: IntGaugeVec,
+    lag_seconds: prometheus::GaugeVec,
+    /// 1 for the sink's current state (`up`, `degraded`, `resyncing`), 0 for the others.
+    state: IntGaugeVec,
+    records: IntCounterVec,
+    writes: IntCounterVec,
+    errors: IntCounterVec,
+    reconnects: IntCounterVec,
+    resyncs: IntCounterVec,
+    gaps: IntCounterVec,
+}
+
+impl MirrorMetrics {
+    fn new(registry: &Registry) -> MirrorMetrics {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["sink"]).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let lag_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "liveops_mirror_lag_seconds",
+                "Age of the newest record a mirror applied, while more wait behind it.",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(lag_seconds.clone()))
+            .expect("unique metric");
+        MirrorMetrics {
+            lag_records: gauge(
+                "liveops_mirror_lag_records",
+                "Durable log records a mirror has not applied yet, all shards.",
+                &["sink"],
+            ),
+            lag_seconds,
+            state: gauge(
+                "liveops_mirror_state",
+                "1 for a mirror's current state (up, degraded, resyncing).",
+                &["sink", "state"],
+            ),
+            records: counter(
+                "liveops_mirror_records_total",
+                "Log records a mirror applied (again after a retry).",
+            ),
+            writes: counter(
+                "liveops_mirror_writes_total",
+                "Rows or commands a mirror wrote to its server.",
+            ),
+            errors: counter(
+                "liveops_mirror_errors_total",
+                "Failed mirror passes, each followed by a backoff.",
+            ),
+            reconnects: counter(
+                "liveops_mirror_reconnects_total",
+                "Connections a mirror reopened.",
+            ),
+            resyncs: counter(
+                "liveops_mirror_resyncs_total",
+                "Rebuilds of a mirror from the engine's state.",
+            ),
+            gaps: counter(
+                "liveops_mirror_gaps_total",
+                "Stretches of log a mirror could not read any more (see its log and mirror_gaps).",
+            ),
+        }
+    }
+
+    /// Brings each series up to the sink's counters.
+    fn refresh(&self, sink: &str, stats: &SinkStats) {
+        let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        self.lag_records
+            .with_label_values(&[sink])
+            .set(i64::try_from(load(&stats.lag_records)).unwrap_or(i64::MAX));
+        self.lag_seconds
+            .with_label_values(&[sink])
+            .set(load(&stats.lag_ms) as f64 / 1000.0);
+        let current = stats.state();
+        for state in SinkState::ALL {
+            self.state
+                .with_label_values(&[sink, state.as_str()])
+                .set(i64::from(state == current));
+        }
+        for (counter, value) in [
+            (&self.records, &stats.records_applied),
+            (&self.writes, &stats.writes),
+            (&self.errors, &stats.errors),
+            (&self.reconnects, &stats.reconnects),
+            (&self.resyncs, &stats.resyncs),
+            (&self.gaps, &stats.gaps),
+        ] {
+            let counter = counter.with_label_values(&[sink]);
+            counter.inc_by(load(value).saturating_sub(counter.get()));
+        }
+    }
 }
 
 impl Metrics {
@@ -160,7 +273,10 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let mirror = MirrorMetrics::new(&registry);
         Metrics {
+            mirror,
+            sinks: OnceLock::new(),
             registry,
             requests,
             latency,
@@ -190,8 +306,24 @@ impl Metrics {
         }
     }
 
+    /// Registers the configured sinks (once, at start): their series exist from then on.
+    pub fn set_sinks(&self, sinks: Vec<(&'static str, Arc<SinkStats>)>) {
+        let sinks = self.sinks.get_or_init(|| sinks);
+        for (name, stats) in sinks {
+            self.mirror.refresh(name, stats);
+        }
+    }
+
+    /// The configured sinks and their counters (empty without mirrors).
+    pub fn sinks(&self) -> &[(&'static str, Arc<SinkStats>)] {
+        self.sinks.get().map_or(&[], Vec::as_slice)
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
+        for (name, stats) in self.sinks() {
+            self.mirror.refresh(name, stats);
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

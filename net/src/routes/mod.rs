@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::config::Service;
 use crate::host_budget::HostBudget;
-use crate::http::{bytes_response, json_response, ApiError};
+use crate::http::{bytes_response, json_response, ApiError, Query};
 use crate::mesh::{Mesh, MeshError};
 use crate::metrics::Metrics;
 use crate::runtime::HttpResponse;
@@ -104,8 +104,7 @@ async fn route(
     match segments.as_slice() {
         ["healthz"] => (
             "/healthz",
-            only(&method, Method::GET)
-                .map(|_| json_response(StatusCode::OK, &json!({"status":"ok"}))),
+            only(&method, Method::GET).and_then(|_| healthz(app, req.uri().query())),
         ),
         ["readyz"] => (
             "/readyz",
@@ -132,6 +131,47 @@ async fn route(
             },
         },
     }
+}
+
+/// Liveness; with `verbose=1`, each mirror's state and lag too (a mirror that is down
+/// never makes the engine unhealthy or unready: ingestion does not depend on it).
+fn healthz(app: &App, query: Option<&str>) -> Outcome {
+    let query = Query::parse(query);
+    let verbose = match query.get("verbose") {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "verbose must be 0 or 1",
+            )
+            .with_field("verbose"))
+        }
+    };
+    if !verbose {
+        return Ok(json_response(StatusCode::OK, &json!({"status":"ok"})));
+    }
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let mirrors: Vec<_> = app
+        .metrics
+        .sinks()
+        .iter()
+        .map(|(name, stats)| {
+            json!({
+                "sink": name,
+                "state": stats.state().as_str(),
+                "lagRecords": load(&stats.lag_records),
+                "lagSeconds": load(&stats.lag_ms) as f64 / 1000.0,
+                "gaps": load(&stats.gaps),
+                "errors": load(&stats.errors),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status":"ok", "mirrors": mirrors}),
+    ))
 }
 
 fn readyz(app: &App) -> Outcome {
