@@ -186,6 +186,7 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
         app.mesh.fail(index);
         app.ready.store(false, std::sync::atomic::Ordering::Release);
         app.metrics.ready.set(0);
+        app.metrics.storage_failed_shards.inc();
     };
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
@@ -366,6 +367,11 @@ mod tests {
             assert!(
                 !app.ready.load(std::sync::atomic::Ordering::Acquire),
                 "the engine reports itself not ready"
+            );
+            assert_eq!(
+                app.metrics.storage_failed_shards.get(),
+                1,
+                "and counts the shard for the alert"
             );
             let third = app.mesh.call(0, |s, _| s.players_len()).await;
             assert_eq!(

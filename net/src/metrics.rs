@@ -46,6 +46,9 @@ pub struct Metrics {
     pub idempotency_keys: IntGaugeVec,
     /// 1 once the engine accepts traffic.
     pub ready: IntGauge,
+    /// Shards stopped by a failed write or fsync (they acknowledge nothing more until a
+    /// restart): an alert pages on any.
+    pub storage_failed_shards: IntGauge,
     /// Connections refused at accept, by reason (`process_limit`, `host_limit`).
     pub connections_refused: IntCounterVec,
     /// Failed accept calls (e.g. out of file descriptors); their log lines are sampled.
@@ -227,6 +230,11 @@ impl Metrics {
             "1 once recovery finished and traffic is accepted.",
         )
         .expect("valid metric");
+        let storage_failed_shards = IntGauge::new(
+            "liveops_storage_failed_shards",
+            "Shards stopped by a failed write or fsync (restart to recover).",
+        )
+        .expect("valid metric");
         let connections_refused = IntCounterVec::new(
             Opts::new(
                 "liveops_connections_refused_total",
@@ -265,6 +273,7 @@ impl Metrics {
             Box::new(players.clone()),
             Box::new(idempotency_keys.clone()),
             Box::new(ready.clone()),
+            Box::new(storage_failed_shards.clone()),
             Box::new(connections_refused.clone()),
             Box::new(accept_errors.clone()),
             Box::new(connections_open.clone()),
@@ -288,6 +297,7 @@ impl Metrics {
             players,
             idempotency_keys,
             ready,
+            storage_failed_shards,
             connections_refused,
             accept_errors,
             connections_open,
