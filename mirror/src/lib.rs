@@ -94,11 +94,15 @@
 //!   `shard` would then be that partition and the rules above stay the same.
 
 pub mod feed;
+pub mod postgres;
 pub mod sink;
 pub mod state;
 
 pub use feed::{
     Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
+};
+pub use postgres::{
+    parse_cron, PostgresConfig, PostgresError, PostgresSink, SnapshotSchedule, SCHEMA_VERSION,
 };
 pub use sink::{
     Backoff, DriverConfig, RunError, Sink, SinkDriver, SinkError, SinkRunner, SinkState, SinkStats,
