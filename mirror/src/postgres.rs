@@ -15,7 +15,7 @@
 //!   at connect; a newer schema than this binary knows is refused.
 //!
 //! The client is `tokio-postgres` on the sink's own current-thread runtime; TLS follows
-//! libpq's `sslmode` (see [`conninfo`]) with rustls. The sink connects lazily: a server
+//! libpq's `sslmode` (disable, prefer, require, verify-ca, verify-full) with rustls. The sink connects lazily: a server
 //! unreachable at start makes the sink degraded, not the engine's start fail.
 
 mod conninfo;
