@@ -8,8 +8,8 @@
 //! LSN (one atomic store per commit, in `liveops_storage::Wal`), and only when a feed is
 //! attached.
 //!
-//! Today the only consumers are this crate's tests and bench: the Redis and Postgres
-//! sinks land next, and the message-bus sinks after them, all on this interface. The
+//! Sinks: [`postgres::PostgresSink`] (`DB_URL`); the Redis and message-bus sinks land
+//! next, all on this interface. The
 //! engine attaches a [`liveops_storage::LogWatch`] to a shard's log only when a sink is
 //! configured; with none, the log behaves exactly as before.
 //!
@@ -94,11 +94,15 @@
 //!   `shard` would then be that partition and the rules above stay the same.
 
 pub mod feed;
+pub mod postgres;
 pub mod sink;
 pub mod state;
 
 pub use feed::{
     Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
+};
+pub use postgres::{
+    parse_cron, PostgresConfig, PostgresError, PostgresSink, SnapshotSchedule, SCHEMA_VERSION,
 };
 pub use sink::{
     Backoff, DriverConfig, RunError, Sink, SinkDriver, SinkError, SinkRunner, SinkState, SinkStats,
