@@ -8,8 +8,8 @@
 //! LSN (one atomic store per commit, in `liveops_storage::Wal`), and only when a feed is
 //! attached.
 //!
-//! Today the only consumers are this crate's tests and bench: the Redis and Postgres
-//! sinks land next, and the message-bus sinks after them, all on this interface. The
+//! The Redis sink ([`redis::RedisSink`]) is the first; the Postgres sink lands next, and
+//! the message-bus sinks after it, all on this interface. The
 //! engine attaches a [`liveops_storage::LogWatch`] to a shard's log only when a sink is
 //! configured; with none, the log behaves exactly as before.
 //!
@@ -94,9 +94,11 @@
 //!   `shard` would then be that partition and the rules above stay the same.
 
 pub mod feed;
+pub mod redis;
 pub mod sink;
 pub mod state;
 
+pub use self::redis::{DurableCursor, RedisConfig, RedisSink};
 pub use feed::{
     Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
 };
