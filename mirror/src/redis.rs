@@ -98,6 +98,10 @@ pub struct RedisConfig {
     /// Entries (players) per walk chunk of a rebuild: bounds each read the engine answers
     /// on a shard's read queue and each pipeline the sink sends.
     pub rebuild_chunk_entries: usize,
+    /// How often an idle sink checks that Redis still holds its data (one `GET` of the
+    /// marker key), ms: a Redis that restarted empty while no record came is rebuilt
+    /// within this time.
+    pub health_check_interval_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -111,6 +115,7 @@ impl Default for RedisConfig {
             connect_timeout_ms: 5_000,
             command_timeout_ms: 10_000,
             rebuild_chunk_entries: 10_000,
+            health_check_interval_ms: 1_000,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct RedisSink {
     current: [Option<Period>; WindowKind::COUNT],
     /// `lb:{season}:{window}` per window, by [`WindowKind::index`].
     live_keys: [String; WindowKind::COUNT],
+    /// When the idle sink last checked the marker key.
+    checked_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -277,6 +284,7 @@ impl RedisSink {
             hashes_lost: false,
             current: Default::default(),
             live_keys,
+            checked_at: std::time::Instant::now(),
         })
     }
 
@@ -413,22 +421,26 @@ impl RedisSink {
         }
     }
 
+    /// The marker key's value: our instance id while Redis holds our data.
+    fn marker(&mut self) -> Result<Option<String>, SinkError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.marker_key());
+        self.query(|mut conn| async move { cmd.query_async(&mut conn).await })
+    }
+
     fn rebuild_all(&mut self) -> Result<(), SinkError> {
         self.connect()?;
         let shards = self.state.shards();
         // Before any walk: every record after these is replayed, so whatever changed
         // during the walk is written again afterwards.
         let resume: Vec<Cursor> = (0..shards).map(|shard| (self.durable)(shard)).collect();
-        let marker_key = self.marker_key();
-        let marker: Option<String> = {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(&marker_key);
-            self.query(|mut conn| async move { cmd.query_async(&mut conn).await })?
-        };
+        let marker = self.marker()?;
         if self.hashes_lost || marker.as_deref() != Some(self.instance_id.as_str()) {
             self.rebuild_hashes(shards)?;
             let mut pipe = redis::pipe();
-            pipe.cmd("SET").arg(&marker_key).arg(&self.instance_id);
+            pipe.cmd("SET")
+                .arg(self.marker_key())
+                .arg(&self.instance_id);
             self.exec(&pipe, 1)?;
             self.hashes_lost = false;
         }
@@ -747,6 +759,31 @@ impl Sink for RedisSink {
         self.resume.get(shard as usize).copied().ok_or_else(|| {
             SinkError::new(format!("shard {shard} is not one of the engine's shards"))
         })
+    }
+
+    /// Rebuilds when a failure left Redis unknown, and every `health_check_interval_ms`
+    /// checks the marker key: a Redis that restarted empty while the engine was quiet is
+    /// rebuilt now rather than at the next record.
+    fn idle(&mut self) -> Result<(), SinkError> {
+        if self.needs_rebuild || self.conn.is_none() {
+            return self.rebuild();
+        }
+        let interval = Duration::from_millis(self.config.health_check_interval_ms);
+        if self.checked_at.elapsed() < interval {
+            return Ok(());
+        }
+        self.checked_at = std::time::Instant::now();
+        match self.marker() {
+            Ok(marker) if marker.as_deref() == Some(self.instance_id.as_str()) => Ok(()),
+            Ok(_) => {
+                tracing::warn!(sink = "redis", "Redis lost the mirror's data: rebuilding");
+                self.rebuild()
+            }
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
     }
 
     fn apply(&mut self, shard: u32, items: &[FeedItem]) -> Result<(), SinkError> {
