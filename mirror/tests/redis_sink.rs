@@ -295,6 +295,17 @@ impl TestEngine {
     }
 
     fn sink(&self, url: &str, tls_ca_file: Option<PathBuf>, stats: &Arc<SinkStats>) -> RedisSink {
+        // Small chunks: walks take many of them.
+        self.sink_chunked(url, tls_ca_file, stats, 7)
+    }
+
+    fn sink_chunked(
+        &self,
+        url: &str,
+        tls_ca_file: Option<PathBuf>,
+        stats: &Arc<SinkStats>,
+        rebuild_chunk_entries: usize,
+    ) -> RedisSink {
         let config = RedisConfig {
             url: url.to_string(),
             tls_ca_file,
@@ -303,7 +314,7 @@ impl TestEngine {
             closed_ttl_s: CLOSED_TTL_S,
             command_timeout_ms: 2_000,
             connect_timeout_ms: 1_000,
-            rebuild_chunk_entries: 7, // Small: walks take many chunks.
+            rebuild_chunk_entries,
             health_check_interval_ms: 0,
         };
         let state: Arc<dyn EngineState> = self.state.clone();
@@ -759,4 +770,86 @@ fn redis_ends_equal_to_a_model_of_the_records_across_random_restarts() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn a_gap_rebuilds_from_engine_state() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let _server = RedisServer::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let engine = TestEngine::new(2);
+    for (i, p) in players(10).iter().enumerate() {
+        engine.submit(p, 20 + i as u64, T0_MS + i as u64);
+    }
+    let stats = Arc::new(SinkStats::default());
+    let mut sink = engine.sink(&url, None, &stats);
+    let after = liveops_mirror::Sink::cursor(&mut sink, 0).unwrap();
+    mirrored(&engine, &client).unwrap();
+    // Records the sink never sees: the log lost them.
+    for (i, p) in players(10).iter().enumerate() {
+        engine.submit(p, 5 + i as u64, T0_MS + 1_000 + i as u64);
+    }
+    assert!(mirrored(&engine, &client).is_err(), "Redis is behind");
+    let gap = liveops_mirror::Gap {
+        shard: 0,
+        after,
+        through: (engine.durable())(0),
+        reason: liveops_mirror::GapReason::SegmentsDeleted,
+    };
+    liveops_mirror::Sink::apply(&mut sink, 0, &[liveops_mirror::FeedItem::Gap(gap)]).unwrap();
+    assert_eq!(stats.resyncs.load(Ordering::Relaxed), 2);
+    mirrored(&engine, &client).unwrap();
+}
+
+/// Rebuild time for 200,000 players on one shard (run by hand:
+/// `cargo test --release -p liveops-mirror --test redis_sink -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn rebuild_of_200k_players_measured() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let _server = RedisServer::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let engine = TestEngine::new(1);
+    {
+        let mut shards = engine.state.shards.lock().unwrap();
+        for i in 0..200_000u64 {
+            let event = Event {
+                player_id: format!("player-{i}"),
+                ts: T0_MS / 1000,
+                kind: EventKind::Progression {
+                    delta_xp: 1 + i % 5_000,
+                    activity: None,
+                },
+            };
+            shards[0].submit_event(event, None, T0_MS + i / 100);
+        }
+        shards[0].take_journal();
+    }
+    let stats = Arc::new(SinkStats::default());
+    let mut sink = engine.sink_chunked(&url, None, &stats, 10_000);
+    let started = Instant::now();
+    liveops_mirror::Sink::cursor(&mut sink, 0).unwrap();
+    let took = started.elapsed();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let weekly: u64 = redis::cmd("ZCARD")
+        .arg(format!("lb:{SEASON}:weekly"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(weekly as usize, engine.board(WindowKind::Weekly).len());
+    eprintln!(
+        "rebuild of {} players ({} board entries x 3 windows + hashes): {took:?}, {} writes",
+        engine.progress().len(),
+        weekly,
+        stats.writes.load(Ordering::Relaxed)
+    );
 }
