@@ -8,8 +8,8 @@
 //! LSN (one atomic store per commit, in `liveops_storage::Wal`), and only when a feed is
 //! attached.
 //!
-//! Sinks: [`postgres::PostgresSink`] (`DB_URL`); the Redis and message-bus sinks land
-//! next, all on this interface. The
+//! Sinks: [`redis::RedisSink`] (`REDIS_URL`) and [`postgres::PostgresSink`] (`DB_URL`);
+//! the message-bus sinks come next, on the same interface. The
 //! engine attaches a [`liveops_storage::LogWatch`] to a shard's log only when a sink is
 //! configured; with none, the log behaves exactly as before.
 //!
@@ -95,9 +95,11 @@
 
 pub mod feed;
 pub mod postgres;
+pub mod redis;
 pub mod sink;
 pub mod state;
 
+pub use self::redis::{DurableCursor, RedisConfig, RedisSink};
 pub use feed::{
     Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
 };
