@@ -464,11 +464,7 @@ pub fn from_vars(
         }
     });
     let snapshot_cron = p.parse("SNAPSHOT_CRON", "0 */15 * * * *", |s| {
-        if s.split_whitespace().count() == 6 {
-            Ok(s.to_owned())
-        } else {
-            Err("must be a 6-field cron expression (with seconds)".into())
-        }
+        liveops_mirror::postgres::parse_cron(s).map(|_| s.to_owned())
     });
     let snapshot_topn = p.parse("SNAPSHOT_TOPN", "100", |s| match s.parse::<usize>() {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),

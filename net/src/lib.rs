@@ -20,6 +20,7 @@ pub mod http;
 pub mod layout;
 pub mod mesh;
 pub mod metrics;
+pub mod mirrors;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::host_budget::HostBudget;
 use crate::layout::{self, DataDirLock, Layout};
 use crate::mesh::{unix_now_ms, Mesh};
 use crate::metrics::Metrics;
+use crate::mirrors::{MirrorPlan, Mirrors};
 use crate::routes::{self, App};
 use crate::runtime::{
     bind_reuseport, derived_connection_caps, raise_fd_limit, serve, spawn_cores, ConnectionLimits,
@@ -33,7 +34,7 @@ use crate::runtime::{
 use crate::store::{merge_keyed, recovered_response, KeyedEvents, ShardStore, StoreError};
 use liveops_engine::shard::Shard;
 use liveops_engine::signing::{ReceiptSigner, Signer};
-use liveops_storage::{FileSystem, StdFs, WalOptions};
+use liveops_storage::{FileSystem, LogWatch, StdFs, WalOptions};
 
 /// Client hosts whose leaderboard read budget is remembered at once (a bucket is a few
 /// dozen bytes).
@@ -45,6 +46,10 @@ const DRAIN_DEADLINE_MS: u64 = 1_500;
 const TICK_INTERVAL_FSYNC_MS: u64 = 1_000;
 /// While waiting for recovery, how often shard threads are checked for having died.
 const SHARD_THREAD_CHECK_INTERVAL_MS: u64 = 50;
+/// At shutdown, how long the mirrors get to finish their current pass (within the
+/// contract's 2 s exit); their servers hold their cursors, so an unfinished pass is
+/// shipped again by the next run.
+const MIRROR_STOP_DEADLINE_MS: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -83,6 +88,10 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     recovered: mpsc::Receiver<Result<KeyedEvents, StartError>>,
     ttl_ms: u64,
+    /// The configured mirrors until the engine is ready ([`Server::wait_ready`] starts
+    /// them), then the running ones.
+    mirror_plan: Mutex<Option<MirrorPlan>>,
+    mirrors: Mutex<Option<Mirrors>>,
     /// Held for the server's life: no other engine uses the data directory meanwhile.
     _data_dir_lock: DataDirLock,
 }
@@ -163,6 +172,13 @@ impl Server {
         let layout = prepared.layout;
 
         let metrics = Arc::new(Metrics::new());
+        let mirror_plan = MirrorPlan::new(config, &layout);
+        let watches: Vec<Option<Arc<LogWatch>>> = (0..shards)
+            .map(|i| mirror_plan.as_ref().map(|plan| plan.watch(i)))
+            .collect();
+        if let Some(plan) = &mirror_plan {
+            metrics.set_sinks(plan.stats());
+        }
         let (derived_max, derived_per_host) = derived_connection_caps(fd_soft_limit);
         let max_connections = config.max_connections.unwrap_or(derived_max);
         let max_per_host = config
@@ -226,6 +242,7 @@ impl Server {
                 fs: fs.clone(),
                 layout: layout.clone(),
                 wal: wal.clone(),
+                watch: watches[index].clone(),
                 empty: Shard::new(
                     app.policy.clone(),
                     ReceiptSigner::new(&receipt_secret),
@@ -253,6 +270,8 @@ impl Server {
             threads,
             recovered,
             ttl_ms,
+            mirror_plan: Mutex::new(mirror_plan),
+            mirrors: Mutex::new(None),
             _data_dir_lock: lock,
         })
     }
@@ -298,7 +317,21 @@ impl Server {
         self.app.ready.store(true, Ordering::Release);
         self.app.metrics.ready.set(1);
         tracing::info!(shards = self.app.mesh.shards(), "ready");
+        self.start_mirrors();
         Ok(())
+    }
+
+    /// Starts the configured mirrors (they rebuild from engine state, so only once it is
+    /// ready). A mirror that cannot start is logged, never fatal: ingestion does not
+    /// depend on it.
+    fn start_mirrors(&self) {
+        let Some(plan) = self.mirror_plan.lock().expect("not poisoned").take() else {
+            return;
+        };
+        match plan.start(self.app.mesh.clone()) {
+            Ok(mirrors) => *self.mirrors.lock().expect("not poisoned") = Some(mirrors),
+            Err(e) => tracing::error!("mirrors not started: {e}"),
+        }
     }
 
     /// A shard thread that ended: before shutdown, only a panic ends one.
@@ -338,13 +371,18 @@ impl Server {
         self.app.ready.store(false, Ordering::Release);
         self.app.metrics.ready.set(0);
         let _ = self.shutdown.send(true);
+        let mut stopped = false;
         while Instant::now() < until {
             if self.threads.iter().all(JoinHandle::is_finished) {
-                return true;
+                stopped = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        false
+        if let Some(mirrors) = self.mirrors.lock().expect("not poisoned").take() {
+            mirrors.stop(Duration::from_millis(MIRROR_STOP_DEADLINE_MS));
+        }
+        stopped
     }
 }
 
@@ -353,6 +391,8 @@ struct Recovery {
     fs: Arc<dyn FileSystem>,
     layout: Layout,
     wal: WalOptions,
+    /// The change feed's watch of this shard's log, when mirrors are configured.
+    watch: Option<Arc<LogWatch>>,
     /// A fresh shard to rebuild into.
     empty: Shard,
 }
@@ -389,6 +429,7 @@ async fn shard_thread(
     let dir = recovery.layout.shard_dir(index);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let recovery_dir = dir.clone();
+    let watch = recovery.watch.clone();
     std::thread::spawn(move || {
         // A panic here must become a reported failure: the engine would otherwise wait
         // for this shard, answering "not_ready", forever.
@@ -421,7 +462,10 @@ async fn shard_thread(
         }),
     };
     let worker = match recovered {
-        Ok(recovered) => {
+        Ok(mut recovered) => {
+            if let Some(watch) = watch {
+                recovered.store.watch_log(watch);
+            }
             let report = &recovered.report;
             tracing::info!(
                 shard = index,
