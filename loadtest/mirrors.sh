@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The mirrors under load (issue 10's "Done when"): a release engine with REDIS_URL and
+# DB_URL pointing at a redis-server and a Postgres cluster this script starts for itself
+# on free ports (so it can stop them), the load generator sending signed batches, and the
+# mirrors compared with the API afterwards.
+#
+#   bash loadtest/mirrors.sh lag              # lag during load, time to exact after it
+#   bash loadtest/mirrors.sh outage-redis     # the same with Redis down for OUTAGE_S mid-run
+#   bash loadtest/mirrors.sh outage-postgres  # the same with Postgres down for OUTAGE_S
+#   bash loadtest/mirrors.sh off              # the same load, no mirror (the baseline)
+#
+# Knobs (environment): RATE events/s (20000), BATCH events per request (100), LOAD_S
+# seconds of load (20), PLAYERS (10000), OUTAGE_S (10), OUTAGE_AT_S (5), SHARDS (2).
+# Prints the generator's latency lines, the largest mirror lag seen on /metrics during
+# the run, and the seconds from the end of the load until Redis's `lb:1:weekly` equals
+# `GET /leaderboard?window=weekly` (every page) and Postgres `events` holds every
+# accepted event. Fails if either is not exact within 60 s. Everything listens on
+# 127.0.0.1 only and is stopped and deleted on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:?usage: loadtest/mirrors.sh lag|outage-redis|outage-postgres|off}
+rate=${RATE:-20000}
+batch=${BATCH:-100}
+seconds=${LOAD_S:-20}
+players=${PLAYERS:-10000}
+outage_s=${OUTAGE_S:-10}
+outage_at_s=${OUTAGE_AT_S:-5}
+shards=${SHARDS:-2}
+for tool in curl python3 redis-server redis-cli psql initdb pg_ctl; do
+  command -v "$tool" >/dev/null || { echo "mirrors: $tool not found" >&2; exit 1; }
+done
+
+cargo build --release -q -p liveops-net -p liveops-loadtest
+bin="$(cargo metadata -q --no-deps --format-version 1 |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release"
+
+secret=mirrors-load-hmac-secret-0123456789abcdef
+work=$(mktemp -d "${TMPDIR:-/tmp}/liveops-mirrors.XXXXXX")
+chmod 755 "$work"
+engine_pid=
+redis_pid=
+# shellcheck source=loadtest/engine.sh
+source loadtest/engine.sh
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# as_postgres CMD...: Postgres refuses to run as root.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pg_running=
+sampler=
+cleanup() {
+  local status=$?
+  [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
+  [ -n "$engine_pid" ] && { stop_engine || true; }
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null
+  [ -n "$pg_running" ] && as_postgres pg_ctl -D "$work/pg" -m immediate stop >/dev/null 2>&1
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+redis_port=$(free_port)
+pg_port=$(free_port)
+start_redis() {
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --logfile "$work/redis.log" &
+  redis_pid=$!
+  until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
+}
+stop_redis() { kill -KILL "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; redis_pid=; }
+start_postgres() {
+  as_postgres pg_ctl -D "$work/pg" -l "$work/pg.log" -w \
+    -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null
+  pg_running=1
+}
+stop_postgres() { as_postgres pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null; pg_running=; }
+
+mirrors=()
+if [ "$mode" != off ]; then
+  start_redis
+  mkdir "$work/pg" && chown postgres "$work/pg" 2>/dev/null || true
+  as_postgres initdb -D "$work/pg" -U postgres --auth=trust >/dev/null
+  start_postgres
+  mirrors=(REDIS_URL="redis://127.0.0.1:$redis_port" DB_URL="postgres://postgres@127.0.0.1:$pg_port/postgres")
+fi
+
+(cd "$work" && exec env -i PATH="$PATH" ENV=dev RUST_LOG=info BIND_ADDR=127.0.0.1 \
+  PORT=0 FAIRNESS_PORT=0 LEADERBOARD_PORT=0 PROGRESSION_PORT=0 SHARDS="$shards" \
+  DATA_DIR="$work/data" HMAC_SECRET="$secret" RECEIPT_SECRET="$secret" \
+  RATE_LIMIT_MAX=1000000 READ_UNITS_PER_HOST_S=100000000 "${mirrors[@]}" \
+  "$bin/liveops" </dev/null >"$work/engine.out" 2>"$work/engine.log") &
+engine_pid=$!
+port() { sed -n "s/.*listening service=$1 addr=127\.0\.0\.1:\([0-9]*\).*/\1/p" "$work/engine.log" | head -n 1; }
+for _ in $(seq 300); do
+  gateway=$(port gateway); leaderboard=$(port leaderboard)
+  [ -n "$gateway" ] && [ -n "$leaderboard" ] &&
+    curl -sf "http://127.0.0.1:$gateway/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$gateway/readyz" >/dev/null || { tail -20 "$work/engine.log"; exit 1; }
+
+# The largest lag the mirrors report while the load runs, sampled every 100 ms.
+sample_lag() {
+  while :; do
+    curl -s "http://127.0.0.1:$gateway/metrics" | grep -E '^liveops_mirror_lag_(seconds|records)' || true
+    sleep 0.1
+  done >"$work/lag.txt"
+}
+[ "$mode" != off ] && { sample_lag & sampler=$!; }
+
+outage() {
+  sleep "$outage_at_s"
+  case $mode in
+    outage-redis) stop_redis; echo "redis down at ${outage_at_s}s" ;;
+    outage-postgres) stop_postgres; echo "postgres down at ${outage_at_s}s" ;;
+  esac
+  sleep "$outage_s"
+  case $mode in
+    outage-redis) start_redis; echo "redis back after ${outage_s}s" ;;
+    outage-postgres) start_postgres; echo "postgres back after ${outage_s}s" ;;
+  esac
+}
+case $mode in outage-*) outage & outage_pid=$! ;; esac
+
+requests=$(( rate / batch ))
+HMAC_SECRET=$secret "$bin/loadtest" --port "$gateway" --read-port "$leaderboard" \
+  --rate "$requests" --batch "$batch" --duration "$seconds" --warmup 1 --connections 32 \
+  --players "$players" --json "$work/load.json" | grep -E "^(write) |accepted events/s"
+load_end=$(date +%s.%N)
+case $mode in outage-*) wait "$outage_pid" ;; esac
+if [ "$mode" = off ]; then exit 0; fi
+
+python3 - "$work" "$gateway" "$leaderboard" "$redis_port" "$pg_port" "$load_end" <<'PY'
+import json, subprocess, sys, time, urllib.request
+work, gateway, leaderboard, redis_port, pg_port, load_end = sys.argv[1:7]
+load_end = float(load_end)
+accepted = None
+def get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.load(r)
+def api_board():
+    board, offset = {}, 0
+    while True:
+        page = get(leaderboard, f"/leaderboard?window=weekly&limit=1000&offset={offset}")
+        for e in page["entries"]:
+            board[e["playerId"]] = e["score"]
+        if len(page["entries"]) < 1000:
+            return board
+        offset += 1000
+def redis_board():
+    out = subprocess.run(["redis-cli", "-p", redis_port, "--raw", "ZREVRANGE", "lb:1:weekly", "0", "-1", "WITHSCORES"],
+                         capture_output=True, text=True).stdout.split("\n")
+    return {out[i]: int(float(out[i + 1])) for i in range(0, len(out) - 1, 2) if out[i]}
+def events_count():
+    out = subprocess.run(["psql", f"postgres://postgres@127.0.0.1:{pg_port}/postgres", "-tAc",
+                          "SELECT count(*) FROM events"], capture_output=True, text=True)
+    return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else -1
+# Every event the engine accepted, as its own counter says (the generator's count misses
+# answers that came after its timeout).
+def accepted_total():
+    for line in urllib.request.urlopen(f"http://127.0.0.1:{gateway}/metrics", timeout=10).read().decode().splitlines():
+        if line.startswith("liveops_events_accepted_total "):
+            return int(float(line.split()[1]))
+    raise SystemExit("no liveops_events_accepted_total")
+accepted = accepted_total()
+redis_exact = pg_exact = None
+while time.time() < load_end + 60 and (redis_exact is None or pg_exact is None):
+    now = time.time()
+    if redis_exact is None and redis_board() == api_board():
+        redis_exact = now - load_end
+    if pg_exact is None and events_count() == accepted:
+        pg_exact = now - load_end
+    time.sleep(0.05)
+lag_s = lag_records = 0.0
+for line in open(f"{work}/lag.txt"):
+    name, value = line.rsplit(" ", 1)
+    if name.startswith("liveops_mirror_lag_seconds"):
+        lag_s = max(lag_s, float(value))
+    else:
+        lag_records = max(lag_records, float(value))
+print(f"accepted {accepted}; largest mirror lag seen: {lag_s:.3f} s, {lag_records:.0f} records")
+print(f"redis lb:1:weekly == API: {'%.2f s after the load' % redis_exact if redis_exact is not None else 'NOT within 60 s'}")
+print(f"postgres events == accepted: {'%.2f s after the load' % pg_exact if pg_exact is not None else 'NOT within 60 s (%d of %d)' % (events_count(), accepted)}")
+sys.exit(0 if redis_exact is not None and pg_exact is not None else 1)
+PY
