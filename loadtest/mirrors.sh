@@ -69,8 +69,8 @@ start_redis() {
 }
 stop_redis() { kill -KILL "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; redis_pid=; }
 start_postgres() {
-  as_postgres pg_ctl -D "$work/pg" -l "$work/pg.log" -w \
-    -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null
+  as_postgres pg_ctl -D "$work/pg" -l "$work/pg/server.log" -w \
+    -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
   pg_running=1
 }
 stop_postgres() { as_postgres pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null; pg_running=; }
@@ -125,7 +125,7 @@ case $mode in outage-*) outage & outage_pid=$! ;; esac
 requests=$(( rate / batch ))
 HMAC_SECRET=$secret "$bin/loadtest" --port "$gateway" --read-port "$leaderboard" \
   --rate "$requests" --batch "$batch" --duration "$seconds" --warmup 1 --connections 32 \
-  --players "$players" --json "$work/load.json" | grep -E "^(write) |accepted events/s"
+  --players "$players" --json "$work/load.json" | grep -E "^(class|write) |accepted events/s"
 load_end=$(date +%s.%N)
 case $mode in outage-*) wait "$outage_pid" ;; esac
 if [ "$mode" = off ]; then exit 0; fi
