@@ -93,12 +93,14 @@
 //!   from fixed logical partitions rather than from the hosting shard; `RecordId`'s
 //!   `shard` would then be that partition and the rules above stay the same.
 
+pub mod bus;
 pub mod feed;
 pub mod sink;
 pub mod state;
 
 pub use feed::{
-    Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
+    Cursor, CursorParseError, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason,
+    RecordId, ShardLog,
 };
 pub use sink::{
     Backoff, DriverConfig, RunError, Sink, SinkDriver, SinkError, SinkRunner, SinkState, SinkStats,
