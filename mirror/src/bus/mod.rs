@@ -92,15 +92,15 @@ impl Forwarder {
             .collect()
     }
 
-    /// The broker acknowledged all `sent` messages of `items`: count them and store the
-    /// cursor after the last item.
-    fn acknowledged(
-        &mut self,
-        shard: u32,
-        items: &[FeedItem],
-        sent: usize,
-    ) -> Result<(), SinkError> {
-        self.stats.writes.fetch_add(sent as u64, Ordering::Relaxed);
+    /// The broker accepted `count` more messages (counted as they are acknowledged, so
+    /// those of a batch that failed later count too, and again when sent again).
+    fn count_writes(&self, count: usize) {
+        self.stats.writes.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// The broker acknowledged every message of `items`: store the cursor after the
+    /// last item.
+    fn acknowledged(&mut self, shard: u32, items: &[FeedItem]) -> Result<(), SinkError> {
         let Some(last) = items.last() else {
             return Ok(());
         };

@@ -139,7 +139,7 @@ impl NatsSink {
 
     /// Publishes `messages` in order, never two of one group unacknowledged at once;
     /// returns once all are acknowledged.
-    fn publish(connection: &Connection, messages: Vec<BusMessage>) -> Result<(), SinkError> {
+    fn publish(&self, connection: &Connection, messages: Vec<BusMessage>) -> Result<(), SinkError> {
         let jetstream = &connection.jetstream;
         connection.runtime.block_on(async {
             let mut in_flight: VecDeque<(String, PublishAckFuture)> = VecDeque::new();
@@ -149,6 +149,7 @@ impl NatsSink {
                 {
                     let (group, ack) = in_flight.pop_front().expect("something is in flight");
                     await_ack(ack).await?;
+                    self.forwarder.count_writes(1);
                     groups_in_flight.remove(&group);
                 }
                 let mut headers = HeaderMap::new();
@@ -162,6 +163,7 @@ impl NatsSink {
             }
             for (_, ack) in in_flight {
                 await_ack(ack).await?;
+                self.forwarder.count_writes(1);
             }
             Ok(())
         })
@@ -185,17 +187,16 @@ impl Sink for NatsSink {
 
     fn apply(&mut self, shard: u32, items: &[FeedItem]) -> Result<(), SinkError> {
         let messages = self.forwarder.encode(items);
-        let sent = messages.len();
-        if sent > 0 {
+        if !messages.is_empty() {
             let connection = match self.connection.take() {
                 Some(connection) => connection,
                 None => self.connect()?,
             };
             // On failure the connection is dropped with its runtime: whatever its client
             // still held is never sent behind the messages the driver sends again.
-            Self::publish(&connection, messages)?;
+            self.publish(&connection, messages)?;
             self.connection = Some(connection);
         }
-        self.forwarder.acknowledged(shard, items, sent)
+        self.forwarder.acknowledged(shard, items)
     }
 }

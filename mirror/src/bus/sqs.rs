@@ -161,6 +161,7 @@ impl SqsSink {
                     let context = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                     SinkError::with_source(format!("sqs sink: SendMessageBatch: {context}"), e)
                 })?;
+            self.forwarder.count_writes(output.successful().len());
             let failed = output.failed();
             if failed.is_empty() {
                 return Ok(());
@@ -252,7 +253,7 @@ impl Sink for SqsSink {
             self.send(&connection, &messages)?;
             self.connection = Some(connection);
         }
-        self.forwarder.acknowledged(shard, items, messages.len())
+        self.forwarder.acknowledged(shard, items)
     }
 }
 
