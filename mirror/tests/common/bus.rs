@@ -135,3 +135,99 @@ pub fn check_delivery(messages: &[(String, Value)], records: u64, allow_duplicat
     assert_eq!(seen.len() as u64, records, "every record forwarded");
     messages.len()
 }
+
+/// A TCP forwarder from a port of its own to a broker's: `cut` resets every connection
+/// through it and refuses new ones (the broker vanishes mid-request, as in a crash, while
+/// its state survives: moto keeps queues only in memory), `restore` lets them in again.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+    accept_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ProxyState {
+    /// True while connections are refused.
+    cut: std::sync::atomic::AtomicBool,
+    /// True once the proxy is dropped.
+    stop: std::sync::atomic::AtomicBool,
+    /// Both ends of every open connection, to reset them on `cut`.
+    open: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    pub fn start(target_port: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let state = std::sync::Arc::new(ProxyState {
+            cut: false.into(),
+            stop: false.into(),
+            open: Vec::new().into(),
+        });
+        let shared = std::sync::Arc::clone(&state);
+        let accept_thread = std::thread::spawn(move || {
+            while !shared.stop.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                if shared.cut.load(Ordering::Relaxed) {
+                    continue; // dropped: the connection closes at once
+                }
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                let mut open = shared.open.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            port,
+            state,
+            accept_thread: Some(accept_thread),
+        }
+    }
+
+    /// Resets every connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        self.state
+            .cut
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for stream in self.state.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.state
+            .cut
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.accept_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
