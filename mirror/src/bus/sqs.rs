@@ -2,11 +2,13 @@
 //!
 //! `SendMessageBatch` calls of up to [`CALL_ENTRIES_MAX`] messages and
 //! [`CALL_BYTES_MAX`] bytes, `MessageGroupId` = the player id (or `_engine`),
-//! `MessageDeduplicationId` = the record id. A call holds at most one message per group
-//! and calls go one after the other, so a player's message is sent only once the
-//! previous one was accepted (order per player; see [`crate::bus`]). An entry the queue
-//! reports failed is sent again (alone with the others that failed) before anything
-//! after it; the batch's cursor is stored once every entry succeeded.
+//! `MessageDeduplicationId` = the record id. Messages go in *waves*: the longest run of
+//! messages of distinct groups (at most [`CALLS_IN_FLIGHT_MAX`] calls), sent as concurrent
+//! calls; the next wave starts once every entry of this one was accepted. So a player's
+//! message is sent only once the previous one was accepted (order per player; see
+//! [`crate::bus`]). An entry the queue reports failed is sent again (with the others of
+//! its call that failed) before the wave ends; the batch's cursor is stored once every
+//! entry succeeded.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -29,6 +31,12 @@ pub const CALL_ENTRIES_MAX: usize = 10;
 /// Bytes of message bodies per `SendMessageBatch`: the service's limit for the whole
 /// request's messages (each envelope is at most [`BODY_BYTES_MAX`], the same number).
 pub const CALL_BYTES_MAX: usize = BODY_BYTES_MAX;
+/// Calls in flight at once: a wave of messages of distinct groups is sent as up to this
+/// many concurrent calls (a call costs a round trip; one at a time would bound the sink
+/// to some ten messages per round trip).
+pub const CALLS_IN_FLIGHT_MAX: usize = 8;
+/// Messages per wave.
+const WAVE_ENTRIES_MAX: usize = CALL_ENTRIES_MAX * CALLS_IN_FLIGHT_MAX;
 /// Times a call's failed entries are sent again before the batch fails (and the driver
 /// backs off and resumes from the cursor).
 pub const FAILED_ENTRY_ATTEMPTS_MAX: u32 = 5;
@@ -126,36 +134,57 @@ impl SqsSink {
         })
     }
 
-    /// Sends `messages` call after call; returns once every one was accepted.
+    /// Sends `messages` in waves; returns once every one was accepted.
     fn send(&self, connection: &Connection, messages: &[BusMessage]) -> Result<(), SinkError> {
         let mut rest = messages;
         while !rest.is_empty() {
-            let len = call_len(rest);
-            let (call, after) = rest.split_at(len);
-            self.send_call(connection, call)?;
+            let (wave, after) = rest.split_at(wave_len(rest));
+            connection
+                .runtime
+                .block_on(self.send_wave(&connection.client, wave))?;
             rest = after;
         }
         Ok(())
     }
 
+    /// One wave's calls, all at once (their groups are distinct, so their order does
+    /// not matter); returns once every entry of every call was accepted.
+    async fn send_wave(
+        &self,
+        client: &aws_sdk_sqs::Client,
+        wave: &[BusMessage],
+    ) -> Result<(), SinkError> {
+        let mut calls = Vec::new();
+        let mut rest = wave;
+        while !rest.is_empty() {
+            let (call, after) = rest.split_at(call_len(rest));
+            calls.push(self.send_call(client, call));
+            rest = after;
+        }
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// One call's messages, with their failed entries sent again.
-    fn send_call(&self, connection: &Connection, call: &[BusMessage]) -> Result<(), SinkError> {
+    async fn send_call(
+        &self,
+        client: &aws_sdk_sqs::Client,
+        call: &[BusMessage],
+    ) -> Result<(), SinkError> {
         let mut pending: Vec<usize> = (0..call.len()).collect();
         for attempt in 1..=FAILED_ENTRY_ATTEMPTS_MAX {
             let mut entries = Vec::with_capacity(pending.len());
             for &index in &pending {
                 entries.push(entry(index, &call[index])?);
             }
-            let output = connection
-                .runtime
-                .block_on(
-                    connection
-                        .client
-                        .send_message_batch()
-                        .queue_url(&self.config.queue_url)
-                        .set_entries(Some(entries))
-                        .send(),
-                )
+            let output = client
+                .send_message_batch()
+                .queue_url(&self.config.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
                 .map_err(|e| {
                     // The SDK's own Display is terse; its context names the cause.
                     let context = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
@@ -187,7 +216,7 @@ impl SqsSink {
             }
             let failed_ids: HashSet<&str> = failed.iter().map(|f| f.id()).collect();
             pending.retain(|index| failed_ids.contains(index.to_string().as_str()));
-            std::thread::sleep(FAILED_ENTRY_PAUSE * attempt);
+            tokio::time::sleep(FAILED_ENTRY_PAUSE * attempt).await;
         }
         Err(SinkError::new(format!(
             "sqs sink: {} entries still failing after {FAILED_ENTRY_ATTEMPTS_MAX} attempts",
@@ -196,18 +225,27 @@ impl SqsSink {
     }
 }
 
-/// How many of `messages` (at least one) go in the next call: up to the entry and byte
-/// limits, and only up to the first message whose group is already in the call.
-fn call_len(messages: &[BusMessage]) -> usize {
+/// How many of `messages` (at least one) go in the next wave: up to
+/// [`WAVE_ENTRIES_MAX`], and only up to the first message whose group is already in it.
+fn wave_len(messages: &[BusMessage]) -> usize {
     let mut groups = HashSet::new();
+    messages
+        .iter()
+        .take(WAVE_ENTRIES_MAX)
+        .take_while(|message| groups.insert(message.group.as_str()))
+        .count()
+}
+
+/// How many of `messages` (at least one) go in the next call: up to the entry and byte
+/// limits.
+fn call_len(messages: &[BusMessage]) -> usize {
     let mut bytes = 0;
     let mut len = 0;
     for message in messages.iter().take(CALL_ENTRIES_MAX) {
         bytes += message.body.len();
-        if len > 0 && (bytes > CALL_BYTES_MAX || groups.contains(message.group.as_str())) {
+        if len > 0 && bytes > CALL_BYTES_MAX {
             break;
         }
-        groups.insert(message.group.as_str());
         len += 1;
     }
     len
@@ -273,12 +311,14 @@ mod tests {
     }
 
     #[test]
-    fn calls_stop_at_ten_entries_the_byte_limit_and_a_repeated_group() {
-        let distinct: Vec<BusMessage> = (0..25).map(|i| message(&format!("p{i}"), 10)).collect();
-        assert_eq!(call_len(&distinct), 10);
-        assert_eq!(call_len(&distinct[20..]), 5);
+    fn waves_hold_distinct_groups_and_calls_respect_the_limits() {
+        let distinct: Vec<BusMessage> = (0..100).map(|i| message(&format!("p{i}"), 10)).collect();
+        assert_eq!(wave_len(&distinct), WAVE_ENTRIES_MAX);
+        assert_eq!(call_len(&distinct), CALL_ENTRIES_MAX);
+        assert_eq!(call_len(&distinct[95..]), 5);
         let repeat = [message("a", 10), message("b", 10), message("a", 10)];
-        assert_eq!(call_len(&repeat), 2);
+        assert_eq!(wave_len(&repeat), 2);
+        assert_eq!(wave_len(&repeat[2..]), 1);
         let big = [
             message("a", 200_000),
             message("b", 100_000),
