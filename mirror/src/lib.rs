@@ -26,6 +26,10 @@
 //!   `idle()` for periodic work (snapshots).
 //! * [`state::EngineState`] is what a sink may ask the running engine (rebuilds,
 //!   standings), answered in chunks on the shards' read budget.
+//! * [`bus`] forwards the feed to message buses: [`bus::nats::NatsSink`] (JetStream) and
+//!   [`bus::sqs::SqsSink`] (an SQS FIFO queue), one versioned JSON envelope per record
+//!   (`api/bus-envelope.schema.json`), cursors in a file of their own
+//!   ([`bus::cursor_file`]) stored after the broker's acks.
 //! * [`sink::SinkRunner`] does one synchronous pass over the shards for one sink;
 //!   [`sink::SinkDriver`] runs it on the sink's own thread, in batches of at most
 //!   `batch_items_max` items, with exponential backoff and jitter after a failure. A
