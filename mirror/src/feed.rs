@@ -61,6 +61,35 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// Why a cursor's text form does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a cursor (expected g<generation>-<lsn>)")]
+pub struct CursorParseError(String);
+
+/// Parses the [`Display`](fmt::Display) form `g{generation}-{lsn}` back.
+impl std::str::FromStr for Cursor {
+    type Err = CursorParseError;
+
+    fn from_str(s: &str) -> Result<Cursor, CursorParseError> {
+        let error = || CursorParseError(s.chars().take(64).collect());
+        let (generation, lsn) = s
+            .strip_prefix('g')
+            .and_then(|rest| rest.split_once('-'))
+            .ok_or_else(error)?;
+        let number = |t: &str| {
+            // `u64::from_str` takes a leading `+`; the text form never has one.
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(error());
+            }
+            t.parse::<u64>().map_err(|_| error())
+        };
+        Ok(Cursor {
+            generation: number(generation)?,
+            lsn: number(lsn)?,
+        })
+    }
+}
+
 /// A record's identity forever: unique across shards and layout generations, so a
 /// consumer de-duplicates on it. Text form `g{generation}-s{shard}-{lsn}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

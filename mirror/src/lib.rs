@@ -26,6 +26,10 @@
 //!   `idle()` for periodic work (snapshots).
 //! * [`state::EngineState`] is what a sink may ask the running engine (rebuilds,
 //!   standings), answered in chunks on the shards' read budget.
+//! * [`bus`] forwards the feed to message buses: [`bus::nats::NatsSink`] (JetStream) and
+//!   [`bus::sqs::SqsSink`] (an SQS FIFO queue), one versioned JSON envelope per record
+//!   (`api/bus-envelope.schema.json`), cursors in a file of their own
+//!   ([`bus::cursor_file`]) stored after the broker's acks.
 //! * [`sink::SinkRunner`] does one synchronous pass over the shards for one sink;
 //!   [`sink::SinkDriver`] runs it on the sink's own thread, in batches of at most
 //!   `batch_items_max` items, with exponential backoff and jitter after a failure. A
@@ -93,6 +97,7 @@
 //!   from fixed logical partitions rather than from the hosting shard; `RecordId`'s
 //!   `shard` would then be that partition and the rules above stay the same.
 
+pub mod bus;
 pub mod feed;
 pub mod postgres;
 pub mod redis;
@@ -101,7 +106,8 @@ pub mod state;
 
 pub use self::redis::{DurableCursor, RedisConfig, RedisSink};
 pub use feed::{
-    Cursor, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason, RecordId, ShardLog,
+    Cursor, CursorParseError, FeedError, FeedItem, FeedReader, FeedRecord, Gap, GapReason,
+    RecordId, ShardLog,
 };
 pub use postgres::{
     parse_cron, PostgresConfig, PostgresError, PostgresSink, SnapshotSchedule, SCHEMA_VERSION,

@@ -133,3 +133,5 @@ impl TestLog {
         self.wal.checkpoint(lsn, b"state").unwrap();
     }
 }
+
+pub mod bus;
