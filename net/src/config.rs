@@ -12,6 +12,7 @@ use std::time::Duration;
 use liveops_engine::event::TsPolicy;
 use liveops_engine::policy::Policy;
 use liveops_engine::window::WindowKind;
+use liveops_mirror::bus::{BUS_STREAM_DEFAULT, NATS_URL_DEFAULT};
 
 /// Shortest accepted HMAC and receipt secret: 256 bits, the HMAC-SHA256 block strength.
 pub const SECRET_BYTES_MIN: usize = 32;
@@ -90,6 +91,31 @@ impl Service {
     }
 }
 
+/// Where accepted events and decisions are forwarded (`BUS_KIND`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bus {
+    /// Nowhere: the shards talk over in-memory queues and nothing leaves the process.
+    Inmem,
+    /// A NATS JetStream stream (`NATS_URL`, `BUS_STREAM`).
+    Nats { url: String, stream: String },
+    /// An SQS FIFO queue (`SQS_QUEUE_URL`, optional `SQS_ENDPOINT`; region and
+    /// credentials the AWS way).
+    Sqs {
+        queue_url: String,
+        endpoint: Option<String>,
+    },
+}
+
+impl Bus {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Bus::Inmem => "inmem",
+            Bus::Nats { .. } => "nats",
+            Bus::Sqs { .. } => "sqs",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub env: Env,
@@ -103,7 +129,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub db_url: Option<String>,
     pub redis_url: Option<String>,
-    pub bus_kind: String,
+    /// Where the event stream is forwarded (`BUS_KIND` and its keys).
+    pub bus: Bus,
     pub data_dir: PathBuf,
     pub shards: usize,
     /// Jobs one shard's inbox holds before requests for it get 503 (`SHARD_INBOX_MAX`).
@@ -416,9 +443,48 @@ pub fn from_vars(
         }
     }
     let bus_kind = p.parse("BUS_KIND", "inmem", |s| match s {
-        "inmem" => Ok(s.to_owned()),
-        _ => Err("only inmem is supported: the engine is one process, its shards talk over in-memory queues".into()),
+        "inmem" | "nats" | "sqs" => Ok(s.to_owned()),
+        _ => Err("must be inmem, nats or sqs".into()),
     });
+    let bus = match bus_kind.as_deref() {
+        Some("nats") => {
+            let url = p.get("NATS_URL").unwrap_or(NATS_URL_DEFAULT).to_owned();
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                p.problem("NATS_URL", "must start with nats:// or tls://".into());
+            }
+            let stream = p.get("BUS_STREAM").unwrap_or(BUS_STREAM_DEFAULT).to_owned();
+            let stream_name_ok = stream.len() <= 64
+                && stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !stream_name_ok {
+                p.problem("BUS_STREAM", "must be 1-64 of A-Z a-z 0-9 _ -".into());
+            }
+            Bus::Nats { url, stream }
+        }
+        Some("sqs") => {
+            let queue_url = p.get("SQS_QUEUE_URL").map(str::to_owned);
+            match &queue_url {
+                None => p.problem("SQS_QUEUE_URL", "is required with BUS_KIND=sqs".into()),
+                Some(url) if !url.ends_with(".fifo") => p.problem(
+                    "SQS_QUEUE_URL",
+                    "must name a FIFO queue (ending in .fifo): order per player needs one".into(),
+                ),
+                Some(_) => {}
+            }
+            let endpoint = p.get("SQS_ENDPOINT").map(str::to_owned);
+            if let Some(e) = &endpoint {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    p.problem("SQS_ENDPOINT", "must start with http:// or https://".into());
+                }
+            }
+            Bus::Sqs {
+                queue_url: queue_url.unwrap_or_default(),
+                endpoint,
+            }
+        }
+        _ => Bus::Inmem,
+    };
     let data_dir = PathBuf::from(p.get("DATA_DIR").unwrap_or("./data"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = p.parse("SHARDS", &cores.to_string(), |s| match s.parse::<usize>() {
@@ -626,7 +692,7 @@ pub fn from_vars(
         admin_token,
         db_url,
         redis_url,
-        bus_kind: bus_kind.expect("no problems"),
+        bus,
         data_dir,
         shards,
         shard_inbox_max: shard_inbox_max.expect("no problems"),
@@ -768,6 +834,58 @@ mod tests {
         }
         let line = problems[0].to_string();
         assert!(line.starts_with("config error: "), "{line}");
+    }
+
+    #[test]
+    fn buses_and_mirrors_are_configured_or_refused_by_name() {
+        let config = from_vars(
+            &vars(&[
+                ("BUS_KIND", "sqs"),
+                (
+                    "SQS_QUEUE_URL",
+                    "https://sqs.eu-west-1.amazonaws.com/1/liveops.fifo",
+                ),
+                ("SNAPSHOT_CRON", "*/30 * * * * *"),
+                ("MIRROR_RETAIN_MB", "64"),
+            ]),
+            fixed_secret,
+        )
+        .unwrap();
+        assert_eq!(
+            config.bus,
+            Bus::Sqs {
+                queue_url: "https://sqs.eu-west-1.amazonaws.com/1/liveops.fifo".into(),
+                endpoint: None
+            }
+        );
+        assert_eq!(config.mirror_retain_bytes, 64 << 20);
+        let nats = from_vars(&vars(&[("BUS_KIND", "nats")]), fixed_secret).unwrap();
+        assert_eq!(nats.bus.kind(), "nats");
+        for (pairs, key) in [
+            (vec![("BUS_KIND", "kafka")], "BUS_KIND"),
+            (vec![("BUS_KIND", "sqs")], "SQS_QUEUE_URL"),
+            (
+                vec![("BUS_KIND", "sqs"), ("SQS_QUEUE_URL", "https://q/standard")],
+                "SQS_QUEUE_URL",
+            ),
+            (
+                vec![("BUS_KIND", "nats"), ("BUS_STREAM", "a.b")],
+                "BUS_STREAM",
+            ),
+            (vec![("SNAPSHOT_CRON", "0 */15 * * *")], "SNAPSHOT_CRON"),
+            (vec![("SNAPSHOT_CRON", "0 99 * * * *")], "SNAPSHOT_CRON"),
+            (vec![("MIRROR_RETAIN_MB", "0")], "MIRROR_RETAIN_MB"),
+            (
+                vec![("REDIS_TLS_CA", "/nonexistent/ca.pem")],
+                "REDIS_TLS_CA",
+            ),
+        ] {
+            let problems = from_vars(&vars(&pairs), fixed_secret).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.key == key),
+                "{pairs:?}: {key} not named in {problems:?}"
+            );
+        }
     }
 
     #[test]

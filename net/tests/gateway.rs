@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[test]
 fn accepts_the_sample_events_signed_with_the_openssl_recipe() {
-    if !tools_present(
+    if !liveops_testkit::require_tool(
         "accepts_the_sample_events_signed_with_the_openssl_recipe",
         &["openssl", "xxd"],
     ) {

@@ -44,7 +44,7 @@ fn metrics_pass_promtool() {
     engine.post_events(&progression("promtool_p", 5), None);
     engine.post_events("{bad", None);
     let text = engine.get("gateway", "/metrics").body;
-    if !tools_present("metrics_pass_promtool", &["promtool"]) {
+    if !liveops_testkit::require_tool("metrics_pass_promtool", &["promtool"]) {
         return;
     }
     let mut child = std::process::Command::new("promtool")

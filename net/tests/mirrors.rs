@@ -6,11 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{progression, Engine};
+use liveops_testkit::{eventually, free_port, Server};
 
 const REDIS_PORT: u16 = 6379;
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
@@ -97,7 +97,7 @@ impl Drop for Database {
 
 /// Whether the machine's servers answer; under `CI=true` they must.
 fn servers_up(test: &str) -> bool {
-    if !common::tools_present(test, &["redis-cli", "psql", "redis-server"]) {
+    if !liveops_testkit::require_tool(test, &["redis-cli", "psql", "redis-server"]) {
         return false;
     }
     let redis = redis_cli(REDIS_PORT, &["PING"]).contains("PONG");
@@ -135,18 +135,6 @@ fn api_board(engine: &Engine, window: &str) -> BTreeMap<String, u64> {
             )
         })
         .collect()
-}
-
-/// Polls `check` until it holds, at most `within`.
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let until = Instant::now() + within;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(e) if Instant::now() >= until => panic!("{what} not within {within:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
 }
 
 /// Posts `batches` batches of `per_batch` events over `players` players; returns how
@@ -256,15 +244,11 @@ fn both_mirrors_show_what_the_api_shows() {
 
 #[test]
 fn an_unreachable_mirror_never_stops_ingestion() {
-    if !common::tools_present("an_unreachable_mirror_never_stops_ingestion", &["psql"]) {
+    if !liveops_testkit::require_tool("an_unreachable_mirror_never_stops_ingestion", &["psql"]) {
         return;
     }
     // Nothing listens on a port just released.
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let engine = Engine::start_with(&[
         ("REDIS_URL", &format!("redis://127.0.0.1:{closed}")),
         (
@@ -290,41 +274,18 @@ fn an_unreachable_mirror_never_stops_ingestion() {
 }
 
 /// A redis-server of the test's own, on `port`, keeping nothing on disk.
-struct OwnRedis(Child);
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let server = OwnRedis(child);
-        eventually(Duration::from_secs(10), "redis-server up", || {
-            if redis_cli(port, &["PING"]).contains("PONG") {
-                Ok(())
-            } else {
-                Err("no PONG yet".to_owned())
-            }
-        });
-        server
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn own_redis(port: u16) -> Server {
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    Server::start("redis-server", &args.map(String::from), port)
 }
 
 #[test]
@@ -332,18 +293,14 @@ fn redis_killed_under_load_is_rebuilt_when_it_returns() {
     if !servers_up("redis_killed_under_load_is_rebuilt_when_it_returns") {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = OwnRedis::start(port);
+    let port = free_port();
+    let mut redis = own_redis(port);
     let engine = Engine::start_with(&[("REDIS_URL", &format!("redis://127.0.0.1:{port}"))]);
     post_load(&engine, "k", 5, 100, 200);
-    drop(redis);
+    redis.kill();
     // Ingestion goes on while Redis is away.
     post_load(&engine, "k", 5, 100, 300);
-    let _redis = OwnRedis::start(port);
+    redis.restart();
     post_load(&engine, "k", 2, 100, 300);
     eventually(Duration::from_secs(15), "Redis rebuilt", || {
         let (redis, api) = (

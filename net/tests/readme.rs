@@ -73,32 +73,9 @@ fn bash_blocks(readme: &str, title: &str) -> Vec<String> {
     blocks
 }
 
-/// True when every tool is on PATH; otherwise fails under CI=true, else says loudly
-/// that the test is skipped.
-fn tools_present() -> bool {
-    let missing: Vec<&str> = TOOLS
-        .into_iter()
-        .filter(|tool| {
-            !Command::new("bash")
-                .args(["-c", "command -v \"$0\" >/dev/null", tool])
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the README walk-through needs {missing:?}, missing under CI=true"
-    );
-    eprintln!("SKIPPED readme_try_it_runs_as_written: {missing:?} not installed");
-    false
-}
-
 #[test]
 fn readme_try_it_runs_as_written() {
-    if !tools_present() {
+    if !liveops_testkit::require_tool("readme_try_it_runs_as_written", &TOOLS) {
         return;
     }
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();

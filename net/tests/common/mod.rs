@@ -55,38 +55,6 @@ impl Response {
     }
 }
 
-/// Whether every one of `tools` is on the PATH. A missing tool fails the test under
-/// `CI=true` (CI installs it, so its absence is a broken CI, not a reason to pass);
-/// elsewhere the test is skipped loudly: the line goes to the process's stderr directly,
-/// past the test harness's capture, so `cargo test` shows it even when the test passes.
-pub fn tools_present(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let line = format!(
-        "*** SKIPPED {test}: {} not found (bash .ci/run installs what the tests need) ***",
-        missing.join(", ")
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{line}; CI=true requires it"
-    );
-    let _ = writeln!(std::io::stderr().lock(), "\n{line}\n");
-    false
-}
-
 pub fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
