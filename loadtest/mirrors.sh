@@ -8,6 +8,7 @@
 #   bash loadtest/mirrors.sh outage-redis     # the same with Redis down for OUTAGE_S mid-run
 #   bash loadtest/mirrors.sh outage-postgres  # the same with Postgres down for OUTAGE_S
 #   bash loadtest/mirrors.sh off              # the same load, no mirror (the baseline)
+#   bash loadtest/mirrors.sh rebuild          # Redis emptied under a big board: rebuild time
 #
 # Knobs (environment): RATE events/s (20000), BATCH events per request (100), LOAD_S
 # seconds of load (20), PLAYERS (10000), OUTAGE_S (10), OUTAGE_AT_S (5), SHARDS (2).
@@ -16,9 +17,18 @@
 # `GET /leaderboard?window=weekly` (every page) and Postgres `events` holds every
 # accepted event. Fails if either is not exact within 60 s. Everything listens on
 # 127.0.0.1 only and is stopped and deleted on exit.
+#
+# `rebuild` (Redis only): loads PLAYERS (default 1,500,000) at RATE (50,000) for LOAD_S
+# (40) so the weekly board holds about a million players, then kills Redis and starts it
+# empty while 20,000 events/s keep arriving, and prints how long the rebuild took (from
+# Redis's return until the weekly set holds every player of the engine's board) and the
+# ingestion latency meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: loadtest/mirrors.sh lag|outage-redis|outage-postgres|off}
+mode=${1:?usage: loadtest/mirrors.sh lag|outage-redis|outage-postgres|off|rebuild}
+if [ "$mode" = rebuild ]; then
+  : "${PLAYERS:=1500000}" "${RATE:=50000}" "${LOAD_S:=40}"
+fi
 rate=${RATE:-20000}
 batch=${BATCH:-100}
 seconds=${LOAD_S:-20}
@@ -76,7 +86,10 @@ start_postgres() {
 stop_postgres() { as_postgres pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null; pg_running=; }
 
 mirrors=()
-if [ "$mode" != off ]; then
+if [ "$mode" = rebuild ]; then
+  start_redis
+  mirrors=(REDIS_URL="redis://127.0.0.1:$redis_port")
+elif [ "$mode" != off ]; then
   start_redis
   mkdir "$work/pg" && chown postgres "$work/pg" 2>/dev/null || true
   as_postgres initdb -D "$work/pg" -U postgres --auth=trust >/dev/null
@@ -129,6 +142,34 @@ HMAC_SECRET=$secret "$bin/loadtest" --port "$gateway" --read-port "$leaderboard"
 load_end=$(date +%s.%N)
 case $mode in outage-*) wait "$outage_pid" ;; esac
 if [ "$mode" = off ]; then exit 0; fi
+if [ "$mode" = rebuild ]; then
+  # Once the mirror has caught up (the set stops growing), it holds the engine's board.
+  board=-1
+  while :; do
+    now=$(redis-cli -p "$redis_port" zcard lb:1:weekly)
+    [ "$now" = "$board" ] && break
+    board=$now
+    sleep 1
+  done
+  echo "board: $board players in lb:1:weekly. Killing Redis; it returns empty."
+  stop_redis
+  HMAC_SECRET=$secret "$bin/loadtest" --port "$gateway" --read-port "$leaderboard" \
+    --rate $(( 20000 / batch )) --batch "$batch" --duration 20 --connections 32 \
+    --players "$players" >"$work/during.txt" 2>&1 &
+  during=$!
+  sleep 1
+  start_redis
+  back=$(date +%s.%N)
+  # New players arrive meanwhile: the rebuild is done when Redis holds at least the
+  # board as it was.
+  until [ "$(redis-cli -p "$redis_port" zcard lb:1:weekly)" -ge "$board" ]; do sleep 0.05; done
+  done_at=$(date +%s.%N)
+  echo "rebuild: $(python3 -c "print(f'{$done_at - $back:.2f}')") s from Redis's return to every player back"
+  wait "$during"
+  echo "ingestion at 20,000 events/s across the outage and the rebuild:"
+  grep -E "^(class|write) " "$work/during.txt"
+  exit 0
+fi
 
 python3 - "$work" "$gateway" "$leaderboard" "$redis_port" "$pg_port" "$load_end" <<'PY'
 import json, subprocess, sys, time, urllib.request
