@@ -125,8 +125,8 @@ impl ServiceBusSink {
         config: ServiceBusConfig,
         stats: Arc<SinkStats>,
     ) -> Result<ServiceBusSink, SinkError> {
-        let target = ServiceBusTarget::parse(&config.connection_string, &config.queue)
-            .map_err(|e| {
+        let target =
+            ServiceBusTarget::parse(&config.connection_string, &config.queue).map_err(|e| {
                 SinkError::with_source("servicebus sink: SERVICEBUS_CONNECTION_STRING", e)
             })?;
         let forwarder = Forwarder::new(
@@ -221,7 +221,11 @@ impl ServiceBusSink {
 
     /// Sends `messages` in order, never two of one group unsettled at once; returns
     /// once every one was accepted.
-    fn send(&self, connection: &mut Connection, messages: Vec<BusMessage>) -> Result<(), SinkError> {
+    fn send(
+        &self,
+        connection: &mut Connection,
+        messages: Vec<BusMessage>,
+    ) -> Result<(), SinkError> {
         let Connection {
             runtime, sender, ..
         } = connection;
@@ -271,7 +275,10 @@ async fn open(target: &ServiceBusTarget) -> Result<ConnectionHandle<()>, SinkErr
         .hostname(target.host.as_str())
         .sasl_profile(SaslProfile::Anonymous);
     let opened = if target.tls {
-        builder.rustls_connector(tls_connector()?).open(url.as_str()).await
+        builder
+            .rustls_connector(tls_connector()?)
+            .open(url.as_str())
+            .await
     } else {
         builder.open(url.as_str()).await
     };
@@ -302,7 +309,10 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, SinkError> {
 }
 
 /// Puts a fresh SAS token for the queue on `$cbs`; returns when it expires.
-async fn put_token(cbs: &mut CbsClient, target: &ServiceBusTarget) -> Result<SystemTime, SinkError> {
+async fn put_token(
+    cbs: &mut CbsClient,
+    target: &ServiceBusTarget,
+) -> Result<SystemTime, SinkError> {
     let expiry = SystemTime::now() + TOKEN_TTL;
     let expiry_unix_s = expiry
         .duration_since(UNIX_EPOCH)

@@ -58,7 +58,9 @@ pub enum ConnectionStringError {
     EmulatorFlag(String),
     #[error("no queue: set SERVICEBUS_QUEUE (or EntityPath in the connection string)")]
     NoQueue,
-    #[error("SERVICEBUS_QUEUE {queue:?} is not the connection string's EntityPath {entity_path:?}")]
+    #[error(
+        "SERVICEBUS_QUEUE {queue:?} is not the connection string's EntityPath {entity_path:?}"
+    )]
     QueueMismatch { queue: String, entity_path: String },
     #[error("queue {0:?}: expected 1 to 260 of letters, digits, `.-_/`")]
     QueueName(String),
@@ -264,15 +266,24 @@ mod tests {
         let target = ServiceBusTarget::parse(PORTAL, "events").unwrap();
         assert_eq!(target.url(), "amqps://liveops.servicebus.windows.net:5671");
         assert_eq!(target.key_name, "RootManageSharedAccessKey");
-        assert_eq!(target.key, "abc+def/ghi=", "a trailing = belongs to the key");
+        assert_eq!(
+            target.key, "abc+def/ghi=",
+            "a trailing = belongs to the key"
+        );
         assert_eq!(
             target.audience(),
             "sb://liveops.servicebus.windows.net/events"
         );
-        assert!(!format!("{target:?}").contains("abc+def"), "key not printed");
+        assert!(
+            !format!("{target:?}").contains("abc+def"),
+            "key not printed"
+        );
 
         let scoped = format!("{PORTAL};EntityPath=events");
-        assert_eq!(ServiceBusTarget::parse(&scoped, "").unwrap().queue, "events");
+        assert_eq!(
+            ServiceBusTarget::parse(&scoped, "").unwrap().queue,
+            "events"
+        );
         assert!(matches!(
             ServiceBusTarget::parse(&scoped, "other"),
             Err(ConnectionStringError::QueueMismatch { .. })
@@ -313,12 +324,17 @@ mod tests {
             parse("Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=s;SharedAccessKey=t"),
             E::Duplicate("SharedAccessKey")
         ));
-        assert!(matches!(parse("garbage-key-material"), E::NotKeyValue(s) if !s.contains("material")));
+        assert!(
+            matches!(parse("garbage-key-material"), E::NotKeyValue(s) if !s.contains("material"))
+        );
         assert!(matches!(
             ServiceBusTarget::parse(PORTAL, "bad queue"),
             Err(E::QueueName(_))
         ));
-        assert!(matches!(ServiceBusTarget::parse(PORTAL, ""), Err(E::NoQueue)));
+        assert!(matches!(
+            ServiceBusTarget::parse(PORTAL, ""),
+            Err(E::NoQueue)
+        ));
     }
 
     #[test]
