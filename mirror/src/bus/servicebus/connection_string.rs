@@ -188,7 +188,7 @@ impl ServiceBusTarget {
 
     /// A SAS token for [`ServiceBusTarget::audience`] valid until `expiry_unix_s`:
     /// `SharedAccessSignature sr=<aud>&sig=<sig>&se=<expiry>&skn=<key name>`, where
-    /// `sig` = base64(HMAC-SHA256(key as UTF-8, "<aud>\n<expiry>")) and `<aud>` the
+    /// `sig` = `base64(HMAC-SHA256(key as UTF-8, "<aud>\n<expiry>"))` and `<aud>` the
     /// lower-cased audience, URI-encoded (as Microsoft's SDKs make it).
     pub fn sas_token(&self, expiry_unix_s: u64) -> String {
         sas_token(&self.audience(), &self.key_name, &self.key, expiry_unix_s)
