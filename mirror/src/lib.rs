@@ -26,8 +26,9 @@
 //!   `idle()` for periodic work (snapshots).
 //! * [`state::EngineState`] is what a sink may ask the running engine (rebuilds,
 //!   standings), answered in chunks on the shards' read budget.
-//! * [`bus`] forwards the feed to message buses: [`bus::nats::NatsSink`] (JetStream) and
-//!   [`bus::sqs::SqsSink`] (an SQS FIFO queue), one versioned JSON envelope per record
+//! * [`bus`] forwards the feed to message buses: [`bus::nats::NatsSink`] (JetStream),
+//!   [`bus::sqs::SqsSink`] (an SQS FIFO queue) and [`bus::servicebus::ServiceBusSink`]
+//!   (an Azure Service Bus queue over AMQP 1.0), one versioned JSON envelope per record
 //!   (`api/bus-envelope.schema.json`), cursors in a file of their own
 //!   ([`bus::cursor_file`]) stored after the broker's acks.
 //! * [`sink::SinkRunner`] does one synchronous pass over the shards for one sink;

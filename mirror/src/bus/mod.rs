@@ -1,5 +1,6 @@
 //! Message-bus sinks: the engine's change feed forwarded to NATS JetStream
-//! ([`nats::NatsSink`]) or an SQS FIFO queue ([`sqs::SqsSink`]), one JSON envelope per
+//! ([`nats::NatsSink`]), an SQS FIFO queue ([`sqs::SqsSink`]) or an Azure Service Bus queue
+//! ([`servicebus::ServiceBusSink`]), one JSON envelope per
 //! record ([`envelope`]; schema `api/bus-envelope.schema.json`).
 //!
 //! ## What is forwarded
@@ -32,6 +33,7 @@
 pub mod cursor_file;
 pub mod envelope;
 pub mod nats;
+pub mod servicebus;
 pub mod sqs;
 
 use std::path::Path;
