@@ -12,6 +12,7 @@ use std::time::Duration;
 use liveops_engine::event::TsPolicy;
 use liveops_engine::policy::Policy;
 use liveops_engine::window::WindowKind;
+use liveops_mirror::bus::servicebus::ServiceBusTarget;
 use liveops_mirror::bus::{BUS_STREAM_DEFAULT, NATS_URL_DEFAULT};
 
 /// Shortest accepted HMAC and receipt secret: 256 bits, the HMAC-SHA256 block strength.
@@ -104,6 +105,11 @@ pub enum Bus {
         queue_url: String,
         endpoint: Option<String>,
     },
+    /// An Azure Service Bus queue (`SERVICEBUS_CONNECTION_STRING`, `SERVICEBUS_QUEUE`).
+    ServiceBus {
+        connection_string: String,
+        queue: String,
+    },
 }
 
 impl Bus {
@@ -112,6 +118,7 @@ impl Bus {
             Bus::Inmem => "inmem",
             Bus::Nats { .. } => "nats",
             Bus::Sqs { .. } => "sqs",
+            Bus::ServiceBus { .. } => "servicebus",
         }
     }
 }
@@ -443,8 +450,8 @@ pub fn from_vars(
         }
     }
     let bus_kind = p.parse("BUS_KIND", "inmem", |s| match s {
-        "inmem" | "nats" | "sqs" => Ok(s.to_owned()),
-        _ => Err("must be inmem, nats or sqs".into()),
+        "inmem" | "nats" | "sqs" | "servicebus" => Ok(s.to_owned()),
+        _ => Err("must be inmem, nats, sqs or servicebus".into()),
     });
     let bus = match bus_kind.as_deref() {
         Some("nats") => {
@@ -481,6 +488,21 @@ pub fn from_vars(
             Bus::Sqs {
                 queue_url: queue_url.unwrap_or_default(),
                 endpoint,
+            }
+        }
+        Some("servicebus") => {
+            let connection_string = p
+                .get("SERVICEBUS_CONNECTION_STRING")
+                .unwrap_or_default()
+                .to_owned();
+            let queue = p.get("SERVICEBUS_QUEUE").unwrap_or_default().to_owned();
+            // Checked as the sink will read it; the message never repeats the key.
+            if let Err(e) = ServiceBusTarget::parse(&connection_string, &queue) {
+                p.problem("SERVICEBUS_CONNECTION_STRING", e.to_string());
+            }
+            Bus::ServiceBus {
+                connection_string,
+                queue,
             }
         }
         _ => Bus::Inmem,
@@ -871,6 +893,23 @@ mod tests {
             (
                 vec![("BUS_KIND", "nats"), ("BUS_STREAM", "a.b")],
                 "BUS_STREAM",
+            ),
+            (
+                vec![("BUS_KIND", "servicebus")],
+                "SERVICEBUS_CONNECTION_STRING",
+            ),
+            (
+                // Plain amqp:// only for the development emulator: the key would travel
+                // unencrypted.
+                vec![
+                    ("BUS_KIND", "servicebus"),
+                    (
+                        "SERVICEBUS_CONNECTION_STRING",
+                        "Endpoint=amqp://127.0.0.1/;SharedAccessKeyName=k;SharedAccessKey=s",
+                    ),
+                    ("SERVICEBUS_QUEUE", "q"),
+                ],
+                "SERVICEBUS_CONNECTION_STRING",
             ),
             (vec![("SNAPSHOT_CRON", "0 */15 * * *")], "SNAPSHOT_CRON"),
             (vec![("SNAPSHOT_CRON", "0 99 * * * *")], "SNAPSHOT_CRON"),

@@ -1,5 +1,5 @@
 //! The sinks the configuration asks for: the mirrors (Redis with `REDIS_URL`, Postgres
-//! with `DB_URL`) and the message bus (`BUS_KIND` `nats` or `sqs`). Each is a sink of the
+//! with `DB_URL`) and the message bus (`BUS_KIND` `nats`, `sqs` or `servicebus`). Each is a sink of the
 //! change feed (`liveops-mirror`) on its own thread and runtime, following every shard's
 //! log; a shard never waits on one.
 //!
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use liveops_mirror::bus::nats::{NatsConfig, NatsSink};
+use liveops_mirror::bus::servicebus::{ServiceBusConfig, ServiceBusSink};
 use liveops_mirror::bus::sqs::{SqsConfig, SqsSink};
 use liveops_mirror::{
     Cursor, DriverConfig, DurableCursor, PostgresConfig, PostgresSink, RedisConfig, RedisSink,
@@ -33,6 +34,7 @@ enum SinkSpec {
     Postgres(PostgresConfig),
     Nats(NatsConfig),
     Sqs(SqsConfig),
+    ServiceBus(ServiceBusConfig),
 }
 
 impl SinkSpec {
@@ -43,6 +45,7 @@ impl SinkSpec {
             SinkSpec::Postgres(_) => "postgres",
             SinkSpec::Nats(_) => "nats",
             SinkSpec::Sqs(_) => "sqs",
+            SinkSpec::ServiceBus(_) => "servicebus",
         }
     }
 }
@@ -98,6 +101,16 @@ impl MirrorPlan {
             } => sinks.push(SinkSpec::Sqs(SqsConfig {
                 queue_url: queue_url.clone(),
                 endpoint: endpoint.clone(),
+                season,
+                windows,
+                cursor_dir,
+            })),
+            Bus::ServiceBus {
+                connection_string,
+                queue,
+            } => sinks.push(SinkSpec::ServiceBus(ServiceBusConfig {
+                connection_string: connection_string.clone(),
+                queue: queue.clone(),
                 season,
                 windows,
                 cursor_dir,
@@ -163,6 +176,11 @@ impl MirrorPlan {
                 SinkSpec::Sqs(config) => {
                     spawn(SqsSink::new(config, Arc::clone(&stats))?, logs, stats)?
                 }
+                SinkSpec::ServiceBus(config) => spawn(
+                    ServiceBusSink::new(config, Arc::clone(&stats))?,
+                    logs,
+                    stats,
+                )?,
             };
             running.push(driver);
         }
