@@ -9,6 +9,7 @@
 #   bash loadtest/mirrors.sh outage-postgres  # the same with Postgres down for OUTAGE_S
 #   bash loadtest/mirrors.sh off              # the same load, no mirror (the baseline)
 #   bash loadtest/mirrors.sh rebuild          # Redis emptied under a big board: rebuild time
+#   bash loadtest/mirrors.sh bus-nats         # BUS_KIND=nats, nats-server killed mid-run
 #
 # Knobs (environment): RATE events/s (20000), BATCH events per request (100), LOAD_S
 # seconds of load (20), PLAYERS (10000), OUTAGE_S (10), OUTAGE_AT_S (5), SHARDS (2).
@@ -25,9 +26,12 @@
 # ingestion latency meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: loadtest/mirrors.sh lag|outage-redis|outage-postgres|off|rebuild}
+mode=${1:?usage: loadtest/mirrors.sh lag|outage-redis|outage-postgres|off|rebuild|bus-nats}
 if [ "$mode" = rebuild ]; then
   : "${PLAYERS:=1500000}" "${RATE:=50000}" "${LOAD_S:=40}"
+fi
+if [ "$mode" = bus-nats ]; then
+  : "${LOAD_S:=60}" "${OUTAGE_AT_S:=25}"
 fi
 rate=${RATE:-20000}
 batch=${BATCH:-100}
@@ -58,10 +62,12 @@ pg_running=
 sampler=
 cleanup() {
   local status=$?
-  [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
-  [ -n "$engine_pid" ] && { stop_engine || true; }
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null
-  [ -n "$pg_running" ] && as_postgres pg_ctl -D "$work/pg" -m immediate stop >/dev/null 2>&1
+  # Each step may find its process gone already: none may stop the others (set -e).
+  if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
+  if [ -n "$engine_pid" ]; then stop_engine || true; fi
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
+  if [ -n "$nats_pid" ]; then kill "$nats_pid" 2>/dev/null || true; fi
+  if [ -n "$pg_running" ]; then as_postgres pg_ctl -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$work"
   exit "$status"
 }
@@ -73,11 +79,26 @@ redis_port=$(free_port)
 pg_port=$(free_port)
 start_redis() {
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    --logfile "$work/redis.log" &
+    --logfile "$work/redis.log" >/dev/null 2>&1 &
   redis_pid=$!
   until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
 }
 stop_redis() { kill -KILL "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; redis_pid=; }
+nats_port=$(free_port)
+nats_monitor=$(free_port)
+nats_pid=
+start_nats() {
+  nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" -js -sd "$work/nats" \
+    -l "$work/nats.log" >/dev/null 2>&1 &
+  nats_pid=$!
+  until curl -sf "http://127.0.0.1:$nats_monitor/healthz" >/dev/null 2>&1; do sleep 0.05; done
+}
+stop_nats() { kill -KILL "$nats_pid"; wait "$nats_pid" 2>/dev/null || true; nats_pid=; }
+# Messages in the LIVEOPS stream, as the server counts them (it drops re-sent ids).
+stream_messages() {
+  curl -s "http://127.0.0.1:$nats_monitor/jsz?streams=true" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(s["state"]["messages"] for a in d.get("account_details",[]) for s in a.get("stream_detail",[])))'
+}
 start_postgres() {
   as_postgres pg_ctl -D "$work/pg" -l "$work/pg/server.log" -w \
     -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
@@ -86,7 +107,11 @@ start_postgres() {
 stop_postgres() { as_postgres pg_ctl -D "$work/pg" -m immediate -w stop >/dev/null; pg_running=; }
 
 mirrors=()
-if [ "$mode" = rebuild ]; then
+if [ "$mode" = bus-nats ]; then
+  command -v nats-server >/dev/null || { echo "mirrors: nats-server not found" >&2; exit 1; }
+  start_nats
+  mirrors=(BUS_KIND=nats NATS_URL="nats://127.0.0.1:$nats_port")
+elif [ "$mode" = rebuild ]; then
   start_redis
   mirrors=(REDIS_URL="redis://127.0.0.1:$redis_port")
 elif [ "$mode" != off ]; then
@@ -115,7 +140,8 @@ curl -sf "http://127.0.0.1:$gateway/readyz" >/dev/null || { tail -20 "$work/engi
 # The largest lag the mirrors report while the load runs, sampled every 100 ms.
 sample_lag() {
   while :; do
-    curl -s "http://127.0.0.1:$gateway/metrics" | grep -E '^liveops_mirror_lag_(seconds|records)' || true
+    curl -s "http://127.0.0.1:$gateway/metrics" | grep -E '^liveops_mirror_lag_(seconds|records)' |
+      sed "s/^/$(date +%s.%N) /" || true
     sleep 0.1
   done >"$work/lag.txt"
 }
@@ -125,23 +151,54 @@ outage() {
   sleep "$outage_at_s"
   case $mode in
     outage-redis) stop_redis; echo "redis down at ${outage_at_s}s" ;;
+    bus-nats) stop_nats; echo "nats-server killed at ${outage_at_s}s" ;;
     outage-postgres) stop_postgres; echo "postgres down at ${outage_at_s}s" ;;
   esac
   sleep "$outage_s"
   case $mode in
     outage-redis) start_redis; echo "redis back after ${outage_s}s" ;;
+    bus-nats) start_nats; echo "nats-server back after ${outage_s}s" ;;
     outage-postgres) start_postgres; echo "postgres back after ${outage_s}s" ;;
   esac
 }
-case $mode in outage-*) outage & outage_pid=$! ;; esac
+case $mode in outage-* | bus-nats) outage & outage_pid=$! ;; esac
 
 requests=$(( rate / batch ))
 HMAC_SECRET=$secret "$bin/loadtest" --port "$gateway" --read-port "$leaderboard" \
   --rate "$requests" --batch "$batch" --duration "$seconds" --warmup 1 --connections 32 \
   --players "$players" --json "$work/load.json" | grep -E "^(class|write) |accepted events/s"
 load_end=$(date +%s.%N)
-case $mode in outage-*) wait "$outage_pid" ;; esac
+case $mode in outage-* | bus-nats) wait "$outage_pid" ;; esac
 if [ "$mode" = off ]; then exit 0; fi
+if [ "$mode" = bus-nats ]; then
+  accepted=$(curl -s "http://127.0.0.1:$gateway/metrics" |
+    awk '/^liveops_events_accepted_total / { print $2 }')
+  until [ "$(stream_messages)" -ge "$accepted" ] ||
+    [ "$(python3 -c "import time; print(int(time.time() - $load_end > 60))")" = 1 ]; do
+    sleep 0.1
+  done
+  in_stream=$(stream_messages)
+  echo "accepted $accepted; in the stream $in_stream distinct messages," \
+    "$(python3 -c "import time; print(f'{time.time() - $load_end:.2f}')") s after the load"
+  # The outage, and the catching up after it, as the sampler saw them: lag outside
+  # [kill, first sample back under 2 s after the restart] is the steady state.
+  python3 - "$work" "$outage_at_s" "$outage_s" <<'PY'
+import sys
+work, at_s, down_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+samples = [(float(t), float(v)) for t, name, v in (l.split(" ") for l in open(f"{work}/lag.txt"))
+           if name.startswith("liveops_mirror_lag_seconds")]
+start = samples[0][0]
+kill, back = start + at_s, start + at_s + down_s
+caught_up = next((t for t, v in samples if t > back and v < 2.0), None)
+steady = [v for t, v in samples if t < kill or (caught_up is not None and t >= caught_up)]
+worst = max(v for _, v in samples)
+print(f"bus lag: largest {worst:.3f} s (outage included); outside the outage {max(steady, default=0):.3f} s;"
+      f" back under 2 s {caught_up - back:.2f} s after the broker's return" if caught_up else
+      f"bus lag: largest {worst:.3f} s; never back under 2 s after the broker's return")
+PY
+  [ "$in_stream" = "$accepted" ]
+  exit
+fi
 if [ "$mode" = rebuild ]; then
   # Once the mirror has caught up (the set stops growing), it holds the engine's board.
   board=-1
@@ -214,7 +271,7 @@ while time.time() < load_end + 60 and (redis_exact is None or pg_exact is None):
     time.sleep(0.05)
 lag_s = lag_records = 0.0
 for line in open(f"{work}/lag.txt"):
-    name, value = line.rsplit(" ", 1)
+    _, name, value = line.split(" ")
     if name.startswith("liveops_mirror_lag_seconds"):
         lag_s = max(lag_s, float(value))
     else:
