@@ -79,6 +79,14 @@ struct ModelState {
 }
 
 impl ModelState {
+    /// A model of `shards` shards with no standings yet.
+    fn with_shards(shards: u32) -> Arc<ModelState> {
+        Arc::new(ModelState {
+            shards,
+            ..ModelState::default()
+        })
+    }
+
     fn set(&self, window: WindowKind, closed: Option<&str>, period: &str, players: &[(&str, u64)]) {
         let entries = players
             .iter()
@@ -294,6 +302,20 @@ fn new_sink(url: String, state: &Arc<ModelState>, stats: &Arc<SinkStats>) -> Pos
         Arc::clone(stats),
     )
     .unwrap()
+}
+
+/// A sink to `url` over `logs`, run by hand `batch_items_max` records a pass; its stats.
+fn new_runner(
+    url: String,
+    state: &Arc<ModelState>,
+    logs: &Logs,
+    batch_items_max: usize,
+) -> (SinkRunner<PostgresSink>, Arc<SinkStats>) {
+    let stats = Arc::new(SinkStats::default());
+    let sink = new_sink(url, state, &stats);
+    let runner =
+        SinkRunner::with_stats(sink, logs.shard_logs(), batch_items_max, Arc::clone(&stats));
+    (runner, stats)
 }
 
 /// Steps until every shard is caught up; errors (a server being restarted) are retried.
@@ -517,21 +539,12 @@ fn records_land_once_with_their_tables_and_a_restarted_sink_resumes_at_its_curso
         return;
     };
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     let mut logs = Logs::new(2);
     for shard in 0..2 {
         logs.append(shard, (1..=500).map(|n| record(shard, n)));
     }
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url.clone(), &state, &stats),
-        logs.shard_logs(),
-        64,
-        Arc::clone(&stats),
-    );
+    let (mut runner, stats) = new_runner(url.clone(), &state, &logs, 64);
     drain(&mut runner);
     let db = Db::connect(&url);
     check_tables(&db, &logs);
@@ -571,10 +584,7 @@ fn postgres_stopped_mid_stream_loses_and_duplicates_nothing() {
         return;
     };
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     let mut logs = Logs::new(2);
     let stats = Arc::new(SinkStats::default());
     let config = DriverConfig {
@@ -644,19 +654,10 @@ fn a_newer_schema_is_refused_naming_both_versions() {
         "CREATE TABLE liveops_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
          INSERT INTO liveops_schema (version) VALUES ({newer})"
     ));
-    let state = Arc::new(ModelState {
-        shards: 1,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(1);
     let mut logs = Logs::new(1);
     logs.append(0, (1..=5).map(|n| record(0, n)));
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url, &state, &stats),
-        logs.shard_logs(),
-        64,
-        Arc::clone(&stats),
-    );
+    let (mut runner, stats) = new_runner(url, &state, &logs, 64);
     for _ in 0..2 {
         let error = runner.step().unwrap_err().to_string();
         assert!(
@@ -679,10 +680,7 @@ fn a_gap_is_a_row_and_its_cursor_is_stored() {
         return;
     };
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 1,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(1);
     let stats = Arc::new(SinkStats::default());
     let mut sink = new_sink(url.clone(), &state, &stats);
     let gap = Gap {
@@ -736,10 +734,7 @@ fn snapshots_on_every_tick_and_final_standings_once_every_shard_closed() {
         return;
     };
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     state.set(
         WindowKind::Daily,
         None,
@@ -816,13 +811,7 @@ fn snapshots_on_every_tick_and_final_standings_once_every_shard_closed() {
 
     // A second sink replaying the closes (its cursors lost) writes no second final.
     db.execute("DELETE FROM mirror_cursors");
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url, &state, &stats),
-        logs.shard_logs(),
-        64,
-        Arc::clone(&stats),
-    );
+    let (mut runner, _) = new_runner(url, &state, &logs, 64);
     drain(&mut runner);
     assert_eq!(
         snapshot_rows(&db, "final", "daily"),
@@ -837,10 +826,7 @@ fn tls_require_and_verify_full_connect_and_verify_full_checks_the_root() {
     let Some(cluster) = Cluster::start_new("tls", true) else {
         return;
     };
-    let state = Arc::new(ModelState {
-        shards: 1,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(1);
     let mut logs = Logs::new(1);
     logs.append(0, (1..=20).map(|n| record(0, n)));
     let ca = cluster.ca_file().expect("a TLS cluster");
@@ -906,10 +892,9 @@ fn random_streams_with_postgres_restarts_mirror_exactly_the_accepted_events() {
         let url = cluster.database_url(&db_name, "sslmode=disable");
         // A connection from before a stop is gone: one per case.
         Db::connect(&cluster.url("sslmode=disable")).execute(&format!("CREATE DATABASE {db_name}"));
-        let state = Arc::new(ModelState { shards: 2, ..ModelState::default() });
+        let state = ModelState::with_shards(2);
         let mut logs = Logs::new(2);
-        let stats = Arc::new(SinkStats::default());
-        let mut runner = SinkRunner::with_stats(new_sink(url.clone(), &state, &stats), logs.shard_logs(), 16, Arc::clone(&stats));
+        let (mut runner, _) = new_runner(url.clone(), &state, &logs, 16);
         let mut up = true;
         let mut next = [0u64; 2];
         for op in ops {
@@ -954,10 +939,7 @@ fn throughput_into_local_postgres() {
     admin.execute("DROP DATABASE IF EXISTS liveops_h7_bench");
     admin.execute("CREATE DATABASE liveops_h7_bench");
     let url = "postgres://postgres@127.0.0.1:5432/liveops_h7_bench?sslmode=disable".to_string();
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     let records_per_shard = 100_000u64;
     let mut logs = Logs::new(2);
     for shard in 0..2 {
@@ -970,13 +952,7 @@ fn throughput_into_local_postgres() {
             }),
         );
     }
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url.clone(), &state, &stats),
-        logs.shard_logs(),
-        4096,
-        Arc::clone(&stats),
-    );
+    let (mut runner, _) = new_runner(url.clone(), &state, &logs, 4096);
     runner.sink_mut().cursor(0).unwrap();
     let started = Instant::now();
     drain(&mut runner);
