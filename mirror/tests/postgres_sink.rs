@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,201 +24,15 @@ use liveops_mirror::{
     Standings, StateError, SCHEMA_VERSION,
 };
 use liveops_storage::{LogWatch, StdFs, Wal, WalOptions};
+use liveops_testkit::postgres::Cluster;
+use liveops_testkit::wait_for;
 use proptest::prelude::*;
 
 const SEASON: &str = "s1";
 const GENERATION: u64 = 1;
 
 // ---------------------------------------------------------------------------------------
-// A Postgres cluster of the test's own.
-
-/// Where `initdb` and `pg_ctl` are, or `None` (the test then skips or, in CI, fails).
-fn pg_bin_dir() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
-    });
-    on_path.or_else(|| {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|bin| bin.join("initdb").is_file())
-            .collect();
-        dirs.sort();
-        dirs.pop()
-    })
-}
-
-/// `None` with a loud note when Postgres is not installed; panics under `CI=true`.
-fn pg_or_skip(test: &str) -> Option<PathBuf> {
-    let bin = pg_bin_dir();
-    if bin.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: initdb/pg_ctl not found and CI=true"
-        );
-        eprintln!("SKIPPED {test}: initdb/pg_ctl not found (install postgresql)");
-    }
-    bin
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A cluster in a temp dir on a free port; stopped (immediately) and removed on drop.
-struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    as_postgres: bool,
-    /// Extra server settings (TLS).
-    settings: String,
-}
-
-impl Cluster {
-    fn start_new(bin: PathBuf, name: &str, tls: bool) -> Cluster {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("liveops-pg-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Cluster {
-            bin,
-            dir,
-            port: free_port(),
-            as_postgres: running_as_root(),
-            settings: String::new(),
-        };
-        if cluster.as_postgres {
-            run(Command::new("chown")
-                .arg("-R")
-                .arg("postgres:")
-                .arg(&cluster.dir));
-        }
-        let data = cluster.data_dir();
-        run(cluster.pg_command("initdb").arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-        ]));
-        if tls {
-            let cert = data.join("server.crt");
-            let key = data.join("server.key");
-            // A CA, and a server certificate it signs for 127.0.0.1 (a self-signed CA
-            // certificate cannot be a server's: webpki refuses a CA as end entity).
-            let script = format!(
-                "set -e; cd {dir}
-                 openssl req -new -x509 -days 2 -nodes -subj /CN=liveops-test-ca \
-                     -keyout ca.key -out ca.crt 2>/dev/null
-                 openssl req -new -nodes -subj /CN=localhost -keyout {key} -out server.csr 2>/dev/null
-                 printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
-                 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-                     -days 2 -extfile ext.cnf -out {cert} 2>/dev/null",
-                dir = cluster.dir.display(),
-                key = key.display(),
-                cert = cert.display(),
-            );
-            run(Command::new("sh").arg("-c").arg(script));
-            run(Command::new("chmod").arg("600").arg(&key));
-            if cluster.as_postgres {
-                run(Command::new("chown").arg("postgres:").arg(&key).arg(&cert));
-            }
-            cluster.settings = format!(
-                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
-                cert.display(),
-                key.display()
-            );
-        }
-        cluster.start();
-        cluster
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn pg_command(&self, tool: &str) -> Command {
-        let program = self.bin.join(tool);
-        if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        }
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40{}",
-            self.port,
-            self.dir.display(),
-            self.settings
-        );
-        run(self
-            .pg_command("pg_ctl")
-            .arg("-D")
-            .arg(self.data_dir())
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-w", "-o", &options, "start"]));
-    }
-
-    /// Kills the server as a crash would.
-    fn stop(&self) {
-        run(self
-            .pg_command("pg_ctl")
-            .arg("-D")
-            .arg(self.data_dir())
-            .args(["-w", "-m", "immediate", "stop"]));
-    }
-
-    fn url(&self, params: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?{params}",
-            self.port
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self
-            .pg_command("pg_ctl")
-            .arg("-D")
-            .arg(self.data_dir())
-            .args(["-m", "immediate", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn run(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+// The test's own client of a `liveops_testkit::postgres::Cluster`.
 
 /// The test's own client, for checking tables.
 struct Db {
@@ -266,6 +79,14 @@ struct ModelState {
 }
 
 impl ModelState {
+    /// A model of `shards` shards with no standings yet.
+    fn with_shards(shards: u32) -> Arc<ModelState> {
+        Arc::new(ModelState {
+            shards,
+            ..ModelState::default()
+        })
+    }
+
     fn set(&self, window: WindowKind, closed: Option<&str>, period: &str, players: &[(&str, u64)]) {
         let entries = players
             .iter()
@@ -481,6 +302,20 @@ fn new_sink(url: String, state: &Arc<ModelState>, stats: &Arc<SinkStats>) -> Pos
         Arc::clone(stats),
     )
     .unwrap()
+}
+
+/// A sink to `url` over `logs`, run by hand `batch_items_max` records a pass; its stats.
+fn new_runner(
+    url: String,
+    state: &Arc<ModelState>,
+    logs: &Logs,
+    batch_items_max: usize,
+) -> (SinkRunner<PostgresSink>, Arc<SinkStats>) {
+    let stats = Arc::new(SinkStats::default());
+    let sink = new_sink(url, state, &stats);
+    let runner =
+        SinkRunner::with_stats(sink, logs.shard_logs(), batch_items_max, Arc::clone(&stats));
+    (runner, stats)
 }
 
 /// Steps until every shard is caught up; errors (a server being restarted) are retried.
@@ -700,26 +535,16 @@ fn stored_cursor(db: &Db, shard: u32) -> i64 {
 
 #[test]
 fn records_land_once_with_their_tables_and_a_restarted_sink_resumes_at_its_cursor() {
-    let Some(bin) = pg_or_skip("records_land_once") else {
+    let Some(cluster) = Cluster::start_new("records_land_once", false) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "once", false);
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     let mut logs = Logs::new(2);
     for shard in 0..2 {
         logs.append(shard, (1..=500).map(|n| record(shard, n)));
     }
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url.clone(), &state, &stats),
-        logs.shard_logs(),
-        64,
-        Arc::clone(&stats),
-    );
+    let (mut runner, stats) = new_runner(url.clone(), &state, &logs, 64);
     drain(&mut runner);
     let db = Db::connect(&url);
     check_tables(&db, &logs);
@@ -755,15 +580,11 @@ fn records_land_once_with_their_tables_and_a_restarted_sink_resumes_at_its_curso
 
 #[test]
 fn postgres_stopped_mid_stream_loses_and_duplicates_nothing() {
-    let Some(bin) = pg_or_skip("postgres_stopped_mid_stream") else {
+    let Some(cluster) = Cluster::start_new("postgres_stopped_mid_stream", false) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "outage", false);
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     let mut logs = Logs::new(2);
     let stats = Arc::new(SinkStats::default());
     let config = DriverConfig {
@@ -789,37 +610,30 @@ fn postgres_stopped_mid_stream_loses_and_duplicates_nothing() {
         }
     };
     feed(&mut logs, 300);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.records_applied.load(Ordering::Relaxed) < 600 {
-        assert!(Instant::now() < deadline, "the first records land");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("the first records to land", Duration::from_secs(30), || {
+        stats.records_applied.load(Ordering::Relaxed) >= 600
+    });
     cluster.stop();
     feed(&mut logs, 300);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stats.state() != SinkState::Degraded {
-        assert!(Instant::now() < deadline, "the sink notices the outage");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        "the sink to notice the outage",
+        Duration::from_secs(10),
+        || stats.state() == SinkState::Degraded,
+    );
     cluster.start();
     feed(&mut logs, 300);
     let db = Db::connect(&url);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the sink catches up after the outage"
-        );
-        // The cursors the sink committed are the ground truth (the lag metric is a
-        // snapshot of the last pass, which may predate the last appends).
-        let caught_up = stats.state() == SinkState::Up
-            && stored_cursor(&db, 0) == 900
-            && stored_cursor(&db, 1) == 900;
-        if caught_up {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The cursors the sink committed are the ground truth (the lag metric is a snapshot
+    // of the last pass, which may predate the last appends).
+    wait_for(
+        "the sink to catch up after the outage",
+        Duration::from_secs(60),
+        || {
+            stats.state() == SinkState::Up
+                && stored_cursor(&db, 0) == 900
+                && stored_cursor(&db, 1) == 900
+        },
+    );
     drop(driver.stop().expect("the driver thread did not panic"));
     assert!(stats.errors.load(Ordering::Relaxed) > 0);
     assert!(stats.reconnects.load(Ordering::Relaxed) > 0);
@@ -830,10 +644,9 @@ fn postgres_stopped_mid_stream_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_newer_schema_is_refused_naming_both_versions() {
-    let Some(bin) = pg_or_skip("a_newer_schema_is_refused") else {
+    let Some(cluster) = Cluster::start_new("a_newer_schema_is_refused", false) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "schema", false);
     let url = cluster.url("sslmode=disable");
     let db = Db::connect(&url);
     let newer = SCHEMA_VERSION + 1;
@@ -841,19 +654,10 @@ fn a_newer_schema_is_refused_naming_both_versions() {
         "CREATE TABLE liveops_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
          INSERT INTO liveops_schema (version) VALUES ({newer})"
     ));
-    let state = Arc::new(ModelState {
-        shards: 1,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(1);
     let mut logs = Logs::new(1);
     logs.append(0, (1..=5).map(|n| record(0, n)));
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url, &state, &stats),
-        logs.shard_logs(),
-        64,
-        Arc::clone(&stats),
-    );
+    let (mut runner, stats) = new_runner(url, &state, &logs, 64);
     for _ in 0..2 {
         let error = runner.step().unwrap_err().to_string();
         assert!(
@@ -872,15 +676,11 @@ fn a_newer_schema_is_refused_naming_both_versions() {
 
 #[test]
 fn a_gap_is_a_row_and_its_cursor_is_stored() {
-    let Some(bin) = pg_or_skip("a_gap_is_a_row") else {
+    let Some(cluster) = Cluster::start_new("a_gap_is_a_row", false) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "gap", false);
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 1,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(1);
     let stats = Arc::new(SinkStats::default());
     let mut sink = new_sink(url.clone(), &state, &stats);
     let gap = Gap {
@@ -930,15 +730,11 @@ fn snapshot_rows(db: &Db, kind: &str, window: &str) -> Vec<(String, i32, String,
 
 #[test]
 fn snapshots_on_every_tick_and_final_standings_once_every_shard_closed() {
-    let Some(bin) = pg_or_skip("snapshots") else {
+    let Some(cluster) = Cluster::start_new("snapshots", false) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "snap", false);
     let url = cluster.url("sslmode=disable");
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     state.set(
         WindowKind::Daily,
         None,
@@ -1015,13 +811,7 @@ fn snapshots_on_every_tick_and_final_standings_once_every_shard_closed() {
 
     // A second sink replaying the closes (its cursors lost) writes no second final.
     db.execute("DELETE FROM mirror_cursors");
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url, &state, &stats),
-        logs.shard_logs(),
-        64,
-        Arc::clone(&stats),
-    );
+    let (mut runner, _) = new_runner(url, &state, &logs, 64);
     drain(&mut runner);
     assert_eq!(
         snapshot_rows(&db, "final", "daily"),
@@ -1033,17 +823,13 @@ fn snapshots_on_every_tick_and_final_standings_once_every_shard_closed() {
 
 #[test]
 fn tls_require_and_verify_full_connect_and_verify_full_checks_the_root() {
-    let Some(bin) = pg_or_skip("tls") else {
+    let Some(cluster) = Cluster::start_new("tls", true) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "tls", true);
-    let state = Arc::new(ModelState {
-        shards: 1,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(1);
     let mut logs = Logs::new(1);
     logs.append(0, (1..=20).map(|n| record(0, n)));
-    let ca = cluster.dir.join("ca.crt");
+    let ca = cluster.ca_file().expect("a TLS cluster");
     let db = Db::connect(&cluster.url("sslmode=disable"));
     for params in [
         "sslmode=require".to_string(),
@@ -1091,10 +877,9 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[test]
 fn random_streams_with_postgres_restarts_mirror_exactly_the_accepted_events() {
-    let Some(bin) = pg_or_skip("random_streams") else {
+    let Some(cluster) = Cluster::start_new("random_streams", false) else {
         return;
     };
-    let cluster = Cluster::start_new(bin, "prop", false);
     let case = std::sync::atomic::AtomicU32::new(0);
     let config = ProptestConfig {
         cases: 4,
@@ -1104,13 +889,12 @@ fn random_streams_with_postgres_restarts_mirror_exactly_the_accepted_events() {
     };
     proptest!(config, |(ops in proptest::collection::vec(op(), 5..30))| {
         let db_name = format!("case_{}", case.fetch_add(1, Ordering::Relaxed));
-        let url = format!("postgres://postgres@127.0.0.1:{}/{db_name}?sslmode=disable", cluster.port);
+        let url = cluster.database_url(&db_name, "sslmode=disable");
         // A connection from before a stop is gone: one per case.
         Db::connect(&cluster.url("sslmode=disable")).execute(&format!("CREATE DATABASE {db_name}"));
-        let state = Arc::new(ModelState { shards: 2, ..ModelState::default() });
+        let state = ModelState::with_shards(2);
         let mut logs = Logs::new(2);
-        let stats = Arc::new(SinkStats::default());
-        let mut runner = SinkRunner::with_stats(new_sink(url.clone(), &state, &stats), logs.shard_logs(), 16, Arc::clone(&stats));
+        let (mut runner, _) = new_runner(url.clone(), &state, &logs, 16);
         let mut up = true;
         let mut next = [0u64; 2];
         for op in ops {
@@ -1155,10 +939,7 @@ fn throughput_into_local_postgres() {
     admin.execute("DROP DATABASE IF EXISTS liveops_h7_bench");
     admin.execute("CREATE DATABASE liveops_h7_bench");
     let url = "postgres://postgres@127.0.0.1:5432/liveops_h7_bench?sslmode=disable".to_string();
-    let state = Arc::new(ModelState {
-        shards: 2,
-        ..ModelState::default()
-    });
+    let state = ModelState::with_shards(2);
     let records_per_shard = 100_000u64;
     let mut logs = Logs::new(2);
     for shard in 0..2 {
@@ -1171,13 +952,7 @@ fn throughput_into_local_postgres() {
             }),
         );
     }
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        new_sink(url.clone(), &state, &stats),
-        logs.shard_logs(),
-        4096,
-        Arc::clone(&stats),
-    );
+    let (mut runner, _) = new_runner(url.clone(), &state, &logs, 4096);
     runner.sink_mut().cursor(0).unwrap();
     let started = Instant::now();
     drain(&mut runner);

@@ -5,8 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +23,9 @@ use liveops_mirror::{
     SinkDriver, SinkRunner, SinkStats, Standings, StateError,
 };
 use liveops_storage::{Durability, LogWatch, StdFs, Wal, WalOptions};
+use liveops_testkit::redis::{RedisOptions, RedisServer};
+use liveops_testkit::tls::write_ca_and_server_cert;
+use liveops_testkit::{free_port, require_tool};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
@@ -31,94 +33,6 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 const T0_MS: u64 = 1_795_521_600_000;
 const SEASON: &str = "1";
 const CLOSED_TTL_S: u64 = 3_600;
-
-// --- a real redis-server ---
-
-/// Whether `redis-server` can run here; without it a test skips loudly, or fails in CI.
-fn redis_available() -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is required in CI (apt-get install redis-server)"
-        );
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-    }
-    ok
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A `redis-server` child, killed on drop (also when a test panics).
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    /// Arguments besides the port ones (TLS, password).
-    extra: Vec<String>,
-    tls: bool,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        RedisServer::start_with(port, Vec::new(), false)
-    }
-
-    fn start_with(port: u16, extra: Vec<String>, tls: bool) -> RedisServer {
-        let mut server = RedisServer {
-            child: None,
-            port,
-            extra,
-            tls,
-        };
-        server.restart();
-        server
-    }
-
-    /// Starts (again) on the same port, empty: no persistence.
-    fn restart(&mut self) {
-        self.kill();
-        let port = self.port.to_string();
-        let ports: Vec<&str> = if self.tls {
-            vec!["--tls-port", &port, "--port", "0"]
-        } else {
-            vec!["--port", &port]
-        };
-        let child = Command::new("redis-server")
-            .args(&ports)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 // --- a real engine ---
 
@@ -443,14 +357,27 @@ fn players(n: usize) -> Vec<String> {
 
 // --- tests ---
 
-#[test]
-fn mirrors_boards_and_progress_and_rebuilds_after_redis_restarts_empty() {
-    if !redis_available() {
-        return;
+/// A `redis-server` of the test's own on a free port, and its URL; `None` (after a loud
+/// skip, or a failure under `CI=true`) when `redis-server` is not installed.
+fn own_redis(test: &str) -> Option<(RedisServer, String)> {
+    if !require_tool(test, &["redis-server"]) {
+        return None;
     }
     let port = free_port();
-    let mut server = RedisServer::start(port);
-    let url = format!("redis://127.0.0.1:{port}/0");
+    Some((
+        RedisServer::start(port),
+        format!("redis://127.0.0.1:{port}"),
+    ))
+}
+
+#[test]
+fn mirrors_boards_and_progress_and_rebuilds_after_redis_restarts_empty() {
+    let Some((mut server, url)) =
+        own_redis("mirrors_boards_and_progress_and_rebuilds_after_redis_restarts_empty")
+    else {
+        return;
+    };
+    let url = format!("{url}/0");
     let client = redis::Client::open(url.as_str()).unwrap();
     let engine = TestEngine::new(3);
     // Some state before the sink starts: its first rebuild walks it.
@@ -508,12 +435,11 @@ fn mirrors_boards_and_progress_and_rebuilds_after_redis_restarts_empty() {
 
 #[test]
 fn rollover_moves_the_live_set_to_an_expiring_closed_period_set() {
-    if !redis_available() {
+    let Some((_server, url)) =
+        own_redis("rollover_moves_the_live_set_to_an_expiring_closed_period_set")
+    else {
         return;
-    }
-    let port = free_port();
-    let _server = RedisServer::start(port);
-    let url = format!("redis://127.0.0.1:{port}");
+    };
     let client = redis::Client::open(url.as_str()).unwrap();
     let engine = TestEngine::new(2);
     let players = players(12);
@@ -567,62 +493,24 @@ fn rollover_moves_the_live_set_to_an_expiring_closed_period_set() {
     mirrored(&engine, &client).unwrap();
 }
 
-/// A CA and a server certificate for 127.0.0.1, written as PEM files into `dir`:
-/// (ca, cert, key).
-fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "liveops test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
-}
-
 #[test]
 fn mirrors_over_tls_with_a_password_and_a_private_ca() {
-    if !redis_available() {
+    if !require_tool(
+        "mirrors_over_tls_with_a_password_and_a_private_ca",
+        &["redis-server"],
+    ) {
         return;
     }
     let dir = TempDir::new("redis-tls");
-    let (ca, cert, key) = tls_files(dir.path());
+    let tls = write_ca_and_server_cert(dir.path());
+    let ca = tls.ca_file.clone();
     let port = free_port();
-    let path = |p: &Path| p.to_str().unwrap().to_string();
     let _server = RedisServer::start_with(
         port,
-        vec![
-            "--tls-cert-file".into(),
-            path(&cert),
-            "--tls-key-file".into(),
-            path(&key),
-            "--tls-ca-cert-file".into(),
-            path(&ca),
-            "--tls-auth-clients".into(),
-            "no".into(),
-            "--requirepass".into(),
-            "s3cret-pass".into(),
-        ],
-        true,
+        RedisOptions {
+            tls: Some(&tls),
+            password: Some("s3cret-pass"),
+        },
     );
     let engine = TestEngine::new(2);
     for (i, p) in players(9).iter().enumerate() {
@@ -660,7 +548,7 @@ fn mirrors_over_tls_with_a_password_and_a_private_ca() {
     );
     assert!(liveops_mirror::Sink::cursor(&mut wrong_password, 0).is_err());
     let other_ca = TempDir::new("redis-tls-other");
-    let (untrusted_ca, _, _) = tls_files(other_ca.path());
+    let untrusted_ca = write_ca_and_server_cert(other_ca.path()).ca_file;
     let mut untrusted = engine.sink(&url, Some(untrusted_ca), &bad_stats);
     assert!(liveops_mirror::Sink::cursor(&mut untrusted, 0).is_err());
 }
@@ -688,12 +576,12 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[test]
 fn redis_ends_equal_to_a_model_of_the_records_across_random_restarts() {
-    if !redis_available() {
+    let Some((server, url)) =
+        own_redis("redis_ends_equal_to_a_model_of_the_records_across_random_restarts")
+    else {
         return;
-    }
-    let port = free_port();
-    let server = Mutex::new(RedisServer::start(port));
-    let url = format!("redis://127.0.0.1:{port}");
+    };
+    let server = Mutex::new(server);
     let client = redis::Client::open(url.as_str()).unwrap();
     let config = Config {
         cases: 16,
@@ -774,12 +662,9 @@ fn redis_ends_equal_to_a_model_of_the_records_across_random_restarts() {
 
 #[test]
 fn a_gap_rebuilds_from_engine_state() {
-    if !redis_available() {
+    let Some((_server, url)) = own_redis("a_gap_rebuilds_from_engine_state") else {
         return;
-    }
-    let port = free_port();
-    let _server = RedisServer::start(port);
-    let url = format!("redis://127.0.0.1:{port}");
+    };
     let client = redis::Client::open(url.as_str()).unwrap();
     let engine = TestEngine::new(2);
     for (i, p) in players(10).iter().enumerate() {
@@ -810,12 +695,9 @@ fn a_gap_rebuilds_from_engine_state() {
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn rebuild_of_200k_players_measured() {
-    if !redis_available() {
+    let Some((_server, url)) = own_redis("rebuild_of_200k_players_measured") else {
         return;
-    }
-    let port = free_port();
-    let _server = RedisServer::start(port);
-    let url = format!("redis://127.0.0.1:{port}");
+    };
     let engine = TestEngine::new(1);
     {
         let mut shards = engine.state.shards.lock().unwrap();

@@ -1,6 +1,7 @@
 //! The engine forwarding its events to real brokers (issue 12): a `nats-server -js` of
-//! the test's own, killed and restarted while events are posted, and `moto_server` for
-//! SQS. A consumer reads everything back and counts distinct ids against what the engine
+//! the test's own, killed and restarted while events are posted, `moto_server` for SQS,
+//! and `liveops_testkit`'s Service Bus stand-in (an AMQP 1.0 broker checking SAS tokens),
+//! also killed and restarted. A consumer reads everything back and counts distinct ids against what the engine
 //! accepted, checking each player's order.
 
 mod common;
@@ -9,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::{progression, Engine};
+use liveops_testkit::servicebus::{self, KEY};
 use liveops_testkit::sqs::{Moto, AWS_ENV};
 use liveops_testkit::{eventually, free_port, nats, require_tool, Server};
 use serde_json::Value;
@@ -112,4 +114,33 @@ fn sqs_gets_every_accepted_event_once_in_order() {
             .then_some(())
             .ok_or(format!("{n} of {accepted}"))
     });
+}
+
+#[test]
+fn servicebus_gets_every_accepted_event_once_in_order() {
+    let mut broker = servicebus::Broker::start();
+    let engine = Engine::start_with(&[
+        ("BUS_KIND", "servicebus"),
+        (
+            "SERVICEBUS_CONNECTION_STRING",
+            &broker.connection_string(KEY),
+        ),
+        ("SERVICEBUS_QUEUE", servicebus::QUEUE),
+    ]);
+    let mut accepted = post_load(&engine, 10, 100, 300);
+    broker.kill();
+    // Ingestion goes on while the broker is away.
+    accepted += post_load(&engine, 10, 100, 300);
+    broker.restart();
+    accepted += post_load(&engine, 10, 100, 300);
+    eventually(Duration::from_secs(60), "every event in the queue", || {
+        // message-id = envelope id and group-id = playerId are checked on each message.
+        let n = distinct_events(&broker.checked_messages("1")) as u64;
+        (n == accepted)
+            .then_some(())
+            .ok_or(format!("{n} of {accepted}"))
+    });
+    let health = engine.get("gateway", "/healthz?verbose=1").json();
+    assert_eq!(health["mirrors"][0]["sink"], "servicebus", "{health}");
+    assert_eq!(broker.tokens_refused(), 0, "the engine's tokens hold");
 }

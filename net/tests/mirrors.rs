@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{progression, Engine};
-use liveops_testkit::{eventually, free_port, Server};
+use liveops_testkit::redis::RedisServer;
+use liveops_testkit::{eventually, free_port};
 
 const REDIS_PORT: u16 = 6379;
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
@@ -273,28 +274,13 @@ fn an_unreachable_mirror_never_stops_ingestion() {
     assert_eq!(engine.get("gateway", "/readyz").status, 200);
 }
 
-/// A redis-server of the test's own, on `port`, keeping nothing on disk.
-fn own_redis(port: u16) -> Server {
-    let args = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ];
-    Server::start("redis-server", &args.map(String::from), port)
-}
-
 #[test]
 fn redis_killed_under_load_is_rebuilt_when_it_returns() {
     if !servers_up("redis_killed_under_load_is_rebuilt_when_it_returns") {
         return;
     }
     let port = free_port();
-    let mut redis = own_redis(port);
+    let mut redis = RedisServer::start(port);
     let engine = Engine::start_with(&[("REDIS_URL", &format!("redis://127.0.0.1:{port}"))]);
     post_load(&engine, "k", 5, 100, 200);
     redis.kill();

@@ -5,12 +5,20 @@
 //! again with the same arguments, killed on drop even when the test panics;
 //! [`require_tool`], which fails a test under `CI=true` when its server's binary is
 //! missing and skips it loudly otherwise; [`free_port`], [`wait_for`] and [`eventually`];
-//! and the bus consumers the tests read with: [`nats::read_stream`] and [`sqs::Moto`].
+//! the bus consumers the tests read with: [`nats::read_stream`] and [`sqs::Moto`]; the
+//! servers the mirror tests run: [`redis::RedisServer`], a Postgres [`postgres::Cluster`],
+//! a Service Bus stand-in ([`servicebus::Broker`]); a TCP [`proxy::Proxy`] to cut
+//! connections to a server that must keep its state; test certificates ([`tls`]).
 //!
 //! Only for tests (a dev-dependency): nothing here is hardened for production use.
 
 pub mod nats;
+pub mod postgres;
+pub mod proxy;
+pub mod redis;
+pub mod servicebus;
 pub mod sqs;
+pub mod tls;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

@@ -1,103 +1,148 @@
-//! Helpers of the bus tests: real broker processes on free ports, and the checks every
-//! bus test makes on what a consumer read.
+//! Helpers of the bus tests: a bus sink run over the test log on a driver thread, a
+//! broker outage in the middle of it, and the checks every bus test makes on what a
+//! consumer read. The brokers themselves are `liveops_testkit`'s.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use liveops_mirror::bus::cursor_file::CursorFile;
+use liveops_mirror::{Cursor, DriverConfig, Sink, SinkDriver, SinkStats};
+use liveops_testkit::wait_for;
 use serde_json::Value;
 
-/// Whether `tool` can be run. Missing: panics under `CI=true` (CI must have it), else
-/// says so loudly and the caller returns.
-pub fn require_tool(tool: &str, probe_arg: &str, install: &str) -> bool {
-    let found = Command::new(tool)
-        .arg(probe_arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required under CI ({install})"
-        );
-        eprintln!("SKIPPED: {tool} is not installed ({install}); this test did not run");
-    }
-    found
-}
+use super::TestLog;
 
-/// A port nobody listens on now, on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A broker process, killed (and reaped) on drop, also when a test panics.
-pub struct Broker {
-    /// What starts it again (same port, same store).
-    command: Vec<String>,
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    /// Starts `program args...` and waits until it accepts connections on `port`.
-    pub fn start(program: &str, args: &[String], port: u16) -> Broker {
-        let mut command = vec![program.to_string()];
-        command.extend_from_slice(args);
-        let mut broker = Broker {
-            command,
-            port,
-            child: None,
-        };
-        broker.restart();
-        broker
-    }
-
-    /// Kills it at once (SIGKILL: a crash, not a shutdown).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again with the same arguments.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "running");
-        let child = Command::new(&self.command[0])
-            .args(&self.command[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.command[0]));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{} does not listen on {}",
-                self.command[0],
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+/// The driver settings of the bus tests: quick polls and backoffs, `batch_items_max`
+/// records a pass.
+pub fn driver_config(batch_items_max: usize) -> DriverConfig {
+    DriverConfig {
+        batch_items_max,
+        idle_poll: Duration::from_millis(1),
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(300),
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
+/// Runs `sink` (made with `stats`) over `log`'s generation 1 on a driver thread.
+pub fn spawn<S: Sink + 'static>(
+    sink: S,
+    log: &TestLog,
+    stats: &Arc<SinkStats>,
+    batch_items_max: usize,
+) -> SinkDriver<S> {
+    SinkDriver::spawn_with_stats(
+        sink,
+        vec![log.shard_log(1)],
+        driver_config(batch_items_max),
+        Arc::clone(stats),
+    )
+    .expect("the driver thread starts")
+}
+
+/// The cursor bus sink `sink` (its [`Sink::name`]) stored for the test log's shard 3 in
+/// `dir/cursors`.
+pub fn stored_cursor(dir: &Path, sink: &str) -> Cursor {
+    CursorFile::open(&dir.join("cursors"), sink)
+        .expect("the cursor file opens")
+        .get(3)
+}
+
+/// Whether `sink`'s stored cursor is at `lsn` of generation 1 (for [`wait_for`]).
+pub fn until_cursor<'a>(dir: &'a Path, sink: &'a str, lsn: u64) -> impl FnMut() -> bool + 'a {
+    move || stored_cursor(dir, sink) == Cursor { generation: 1, lsn }
+}
+
+/// Stores `lsn` as `sink`'s cursor: as after a crash between the broker's
+/// acknowledgement of later records and the cursor write.
+pub fn store_cursor(dir: &Path, sink: &str, lsn: u64) {
+    CursorFile::open(&dir.join("cursors"), sink)
+        .expect("the cursor file opens")
+        .store(3, Cursor { generation: 1, lsn })
+        .expect("the cursor is stored");
+}
+
+/// A broker the test can take away mid-stream and bring back.
+pub trait Outage {
+    /// The broker vanishes (killed, or every connection to it reset).
+    fn cut(&mut self);
+    /// It is back (with what it had acknowledged).
+    fn restore(&mut self);
+}
+
+impl Outage for liveops_testkit::Server {
+    fn cut(&mut self) {
         self.kill();
     }
+    fn restore(&mut self) {
+        self.restart();
+    }
 }
 
-/// Polls `done` every 10 ms for up to `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
+impl Outage for &liveops_testkit::proxy::Proxy {
+    fn cut(&mut self) {
+        liveops_testkit::proxy::Proxy::cut(self);
+    }
+    fn restore(&mut self) {
+        liveops_testkit::proxy::Proxy::restore(self);
+    }
+}
+
+impl Outage for liveops_testkit::servicebus::Broker {
+    fn cut(&mut self) {
+        self.kill();
+    }
+    fn restore(&mut self) {
+        self.restart();
+    }
+}
+
+/// The outage every bus test puts its sink through.
+pub struct OutagePlan {
+    /// The sink's [`Sink::name`] (its cursor file).
+    pub sink: &'static str,
+    /// Records in the log when the sink starts; the broker goes once a third of them
+    /// are forwarded.
+    pub records_before: u64,
+    /// Records appended while the broker is away.
+    pub records_during: u64,
+    /// How long the sink may take to notice the outage (an error).
+    pub notice_within: Duration,
+}
+
+impl OutagePlan {
+    /// With a sink forwarding `log` (whose records `1..=records_before` are written),
+    /// once a third are forwarded: takes the broker away, appends `records_during`
+    /// records, waits until the sink notices (then runs `noticed`), brings the broker
+    /// back, and waits until every record is forwarded and the sink reconnected.
+    pub fn run(
+        &self,
+        log: &mut TestLog,
+        dir: &Path,
+        stats: &SinkStats,
+        broker: &mut impl Outage,
+        noticed: impl FnOnce(),
+    ) {
+        wait_for("a third forwarded", Duration::from_secs(60), || {
+            stats.writes.load(Ordering::Relaxed) >= self.records_before / 3
+        });
+        broker.cut();
+        log.append(self.records_before + 1, self.records_during);
+        wait_for("the sink to notice", self.notice_within, || {
+            stats.errors.load(Ordering::Relaxed) > 0
+        });
+        noticed();
+        std::thread::sleep(Duration::from_millis(300));
+        broker.restore();
+        let records = self.records_before + self.records_during;
+        wait_for(
+            "everything forwarded",
+            Duration::from_secs(120),
+            until_cursor(dir, self.sink, records),
+        );
+        assert!(stats.reconnects.load(Ordering::Relaxed) >= 1, "reconnected");
     }
 }
 
@@ -136,98 +181,70 @@ pub fn check_delivery(messages: &[(String, Value)], records: u64, allow_duplicat
     messages.len()
 }
 
-/// A TCP forwarder from a port of its own to a broker's: `cut` resets every connection
-/// through it and refuses new ones (the broker vanishes mid-request, as in a crash, while
-/// its state survives: moto keeps queues only in memory), `restore` lets them in again.
-pub struct Proxy {
-    pub port: u16,
-    state: std::sync::Arc<ProxyState>,
-    accept_thread: Option<std::thread::JoinHandle<()>>,
+/// The restart every bus test puts its sink through: a sink forwards `records` records
+/// and stops; its cursor is set back by `unacknowledged` (a crash after the broker
+/// acknowledged them but before their cursor was stored); `appended` more are written;
+/// a new sink sends the unacknowledged tail again and the new records, no more.
+pub struct RestartPlan {
+    /// The sink's [`Sink::name`] (its cursor file).
+    pub sink: &'static str,
+    /// Records forwarded before the restart.
+    pub records: u64,
+    /// Of those, how many the stored cursor says were not acknowledged.
+    pub unacknowledged: u64,
+    /// Records written after the restart.
+    pub appended: u64,
+    /// The driver's `batch_items_max`.
+    pub batch_items_max: usize,
 }
 
-struct ProxyState {
-    /// True while connections are refused.
-    cut: std::sync::atomic::AtomicBool,
-    /// True once the proxy is dropped.
-    stop: std::sync::atomic::AtomicBool,
-    /// Both ends of every open connection, to reset them on `cut`.
-    open: std::sync::Mutex<Vec<TcpStream>>,
-}
+impl RestartPlan {
+    /// Runs it with sinks from `new_sink`; returns the first sink's and the restarted
+    /// sink's stats.
+    pub fn run<S: Sink + 'static>(
+        &self,
+        log: &mut TestLog,
+        dir: &Path,
+        new_sink: impl Fn(&Arc<SinkStats>) -> S,
+    ) -> (Arc<SinkStats>, Arc<SinkStats>) {
+        log.append(1, self.records);
+        let stats = Arc::new(SinkStats::default());
+        let started = Instant::now();
+        let driver = spawn(new_sink(&stats), log, &stats, self.batch_items_max);
+        wait_for(
+            "everything forwarded",
+            Duration::from_secs(120),
+            until_cursor(dir, self.sink, self.records),
+        );
+        let elapsed = started.elapsed();
+        eprintln!(
+            "{}: {} messages in {elapsed:?}: {:.0} messages/s",
+            self.sink,
+            self.records,
+            self.records as f64 / elapsed.as_secs_f64()
+        );
+        drop(driver.stop().expect("the driver ran"));
+        assert_eq!(
+            stats.writes.load(Ordering::Relaxed),
+            self.records,
+            "each sent once"
+        );
 
-impl Proxy {
-    pub fn start(target_port: u16) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let state = std::sync::Arc::new(ProxyState {
-            cut: false.into(),
-            stop: false.into(),
-            open: Vec::new().into(),
-        });
-        let shared = std::sync::Arc::clone(&state);
-        let accept_thread = std::thread::spawn(move || {
-            while !shared.stop.load(Ordering::Relaxed) {
-                let client = match listener.accept() {
-                    Ok((client, _)) => client,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(2));
-                        continue;
-                    }
-                };
-                if shared.cut.load(Ordering::Relaxed) {
-                    continue; // dropped: the connection closes at once
-                }
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
-                    continue;
-                };
-                let mut open = shared.open.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Proxy {
-            port,
-            state,
-            accept_thread: Some(accept_thread),
-        }
-    }
-
-    /// Resets every connection and refuses new ones until `restore`.
-    pub fn cut(&self) {
-        self.state
-            .cut
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        for stream in self.state.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    pub fn restore(&self) {
-        self.state
-            .cut
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.state
-            .stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.accept_thread.take() {
-            let _ = thread.join();
-        }
+        store_cursor(dir, self.sink, self.records - self.unacknowledged);
+        log.append(self.records + 1, self.appended);
+        let restarted = Arc::new(SinkStats::default());
+        let driver = spawn(new_sink(&restarted), log, &restarted, self.batch_items_max);
+        wait_for(
+            "the tail forwarded",
+            Duration::from_secs(60),
+            until_cursor(dir, self.sink, self.records + self.appended),
+        );
+        drop(driver.stop().expect("the driver ran"));
+        assert_eq!(
+            restarted.writes.load(Ordering::Relaxed),
+            self.unacknowledged + self.appended,
+            "the unacknowledged again, then the new"
+        );
+        (stats, restarted)
     }
 }
