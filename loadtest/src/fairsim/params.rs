@@ -86,6 +86,9 @@ pub struct Params {
     pub time_scale: f64,
     /// Simulated seconds per real second in idle gaps between sessions.
     pub idle_scale: f64,
+    /// Simulated seconds of play planned before the run starts and not sent, so the
+    /// run sees play already under way (boss fights ending in its first seconds).
+    pub warmup_sim_s: f64,
     /// Progression `deltaXp` of a median player, drawn uniformly.
     pub progression_xp: Span,
     /// Probability that an action is a boss fight rather than a progression event.
@@ -146,7 +149,7 @@ impl Params {
                 action_gap_sim_s: 3.0,
                 session_sim_s: 600.0,
                 idle_sim_s: 600.0,
-                boss_share: 0.1,
+                boss_share: 0.02,
                 chest_prob: 0.15,
                 keyed_fraction: 0.9,
                 ..base
@@ -162,7 +165,7 @@ impl Params {
                 burst_prob: 0.2,
                 session_sim_s: 60.0,
                 idle_sim_s: 3600.0,
-                boss_share: 0.03,
+                boss_share: 0.005,
                 keyed_fraction: 0.2,
                 cheat_start: Span::new(0.1, 0.6),
                 ..base
@@ -179,7 +182,7 @@ impl Params {
                 action_gap_sim_s: 2.5,
                 burst_prob: 0.5,
                 progression_xp: Span::new(5.0, 150.0),
-                boss_share: 0.08,
+                boss_share: 0.02,
                 keyed_fraction: 0.5,
                 cheat_start: Span::new(0.05, 0.4),
                 inflate_factor: Span::new(3.0, 50.0),
@@ -206,8 +209,9 @@ impl Params {
             idle_sim_s: 1200.0,
             time_scale: 1.0,
             idle_scale: 60.0,
+            warmup_sim_s: 600.0,
             progression_xp: Span::new(10.0, 100.0),
-            boss_share: 0.05,
+            boss_share: 0.01,
             boss_points_ratio: 60.0,
             boss_min_kill_scale: 1.0,
             chest_prob: 0.1,
@@ -350,6 +354,7 @@ impl Params {
             "idle_sim_s" => &mut self.idle_sim_s,
             "time_scale" => &mut self.time_scale,
             "idle_scale" => &mut self.idle_scale,
+            "warmup_sim_s" => &mut self.warmup_sim_s,
             "boss_share" => &mut self.boss_share,
             "boss_points_ratio" => &mut self.boss_points_ratio,
             "boss_min_kill_scale" => &mut self.boss_min_kill_scale,
@@ -401,6 +406,7 @@ const SCALARS: &[(&str, f64, f64)] = &[
     ("idle_sim_s", 0.0, 604_800.0),
     ("time_scale", 0.1, 1000.0),
     ("idle_scale", 0.1, 100_000.0),
+    ("warmup_sim_s", 0.0, 86_400.0),
     ("boss_share", 0.0, 1.0),
     ("boss_points_ratio", 1.0, 10_000.0),
     ("boss_min_kill_scale", 0.01, 100.0),

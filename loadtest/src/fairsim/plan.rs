@@ -62,9 +62,16 @@ pub fn plan_player(params: &Params, seed: u64, player: &Player, duration_ms: u64
         player,
         rng: player_rng(seed, player.index, 1),
         out: Vec::new(),
-        end_ms: duration_ms,
+        warmup_ms: 0,
+        end_ms: 0,
     };
-    let cheat_start = player.cheat_start_ms.unwrap_or(u64::MAX).min(duration_ms);
+    // Play is planned from `warmup_ms` before the run; only what falls in the run is sent.
+    b.warmup_ms = (params.warmup_sim_s / params.time_scale * 1000.0) as u64;
+    b.end_ms = b.warmup_ms + duration_ms;
+    let duration_ms = b.end_ms;
+    let cheat_start = player
+        .cheat_start_ms
+        .map_or(duration_ms, |s| (s + b.warmup_ms).min(duration_ms));
     match player.role {
         Role::Honest | Role::Pro => b.honest(0, duration_ms, 1.0, false),
         Role::Cheater(family) => match family {
@@ -110,6 +117,8 @@ struct Builder<'a> {
     player: &'a Player,
     rng: ChaCha8Rng,
     out: Vec<Planned>,
+    /// Planned time of the run's start (events before it are not sent).
+    warmup_ms: u64,
     end_ms: u64,
 }
 
@@ -292,13 +301,12 @@ impl Builder<'_> {
     }
 
     fn replay(&mut self, start: u64) {
-        // The last boss kill before the cheat, or one honest kill right at its start.
+        // The last boss kill sent before the cheat, or one honest kill right at its start.
         self.out.sort_by_key(|e| e.at_ms);
-        let original = match self
-            .out
-            .iter()
-            .rposition(|e| e.at_ms < start && matches!(e.action, Action::BossKill { .. }))
-        {
+        let warmup_ms = self.warmup_ms;
+        let original = match self.out.iter().rposition(|e| {
+            (warmup_ms..start).contains(&e.at_ms) && matches!(e.action, Action::BossKill { .. })
+        }) {
             Some(i) => i,
             None => {
                 let boss = self.rng.random_range(0..BOSSES.len());
@@ -380,22 +388,27 @@ impl Builder<'_> {
         }
     }
 
-    /// Orders the plan by time (stable: equal times keep their order) and points each
-    /// replay at its original's new position.
+    /// Orders the plan by time (stable: equal times keep their order), drops the
+    /// warm-up, counts time from the run's start, and points each replay at its
+    /// original's new position.
     fn finish(self) -> Vec<Planned> {
+        let warmup_ms = self.warmup_ms;
         let mut indexed: Vec<(usize, Planned)> = self.out.into_iter().enumerate().collect();
         indexed.sort_by_key(|(i, e)| (e.at_ms, *i));
-        let mut new_position = vec![0u32; indexed.len()];
+        indexed.retain(|(_, e)| e.at_ms >= warmup_ms);
+        let mut new_position = vec![None; indexed.iter().map(|(i, _)| i + 1).max().unwrap_or(0)];
         for (new, (old, _)) in indexed.iter().enumerate() {
-            new_position[*old] = new as u32;
+            new_position[*old] = Some(new as u32);
         }
         indexed
             .into_iter()
-            .map(|(_, mut e)| {
+            .filter_map(|(_, mut e)| {
+                e.at_ms -= warmup_ms;
                 if let Action::Replay { of } = &mut e.action {
-                    *of = new_position[*of as usize];
+                    // Originals are chosen inside the run, so this always resolves.
+                    *of = (*new_position.get(*of as usize)?)?;
                 }
-                e
+                Some(e)
             })
             .collect()
     }
@@ -435,11 +448,14 @@ mod tests {
             assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
             assert!(a.iter().all(|e| e.at_ms < DURATION_MS));
         }
-        let q = first_of(&pop, Role::Honest);
-        assert_ne!(
-            plan_player(&p, 5, q, DURATION_MS),
-            plan_player(&p, 6, q, DURATION_MS)
-        );
+        let honest = |seed| -> Vec<Vec<Planned>> {
+            pop.iter()
+                .filter(|q| q.role == Role::Honest)
+                .take(20)
+                .map(|q| plan_player(&p, seed, q, DURATION_MS))
+                .collect()
+        };
+        assert_ne!(honest(5), honest(6));
     }
 
     #[test]
@@ -479,12 +495,15 @@ mod tests {
         let (p, pop) = population(3);
         for q in pop.iter().filter(|q| q.role.is_honest()) {
             let plan = plan_player(&p, 3, q, DURATION_MS);
-            let mut last_kill_or_start = 0;
+            // The first kill may end a fight begun before the run (the warm-up).
+            let mut last_kill = None;
             for e in &plan {
                 if let Action::BossKill { boss, .. } = e.action {
                     let min_ms = (BOSSES[boss as usize].min_kill_sim_s * 1000.0) as u64;
-                    assert!(e.at_ms - last_kill_or_start >= min_ms, "{}: {e:?}", q.id);
-                    last_kill_or_start = e.at_ms;
+                    if let Some(last) = last_kill {
+                        assert!(e.at_ms - last >= min_ms, "{}: {e:?}", q.id);
+                    }
+                    last_kill = Some(e.at_ms);
                 }
             }
         }
