@@ -91,6 +91,7 @@
 //! Success statuses: writes 202 and 208, top reads 200, rank reads 200 and 404.
 
 pub mod config;
+pub mod fairsim;
 pub mod findmax;
 pub mod runner;
 pub mod schedule;
