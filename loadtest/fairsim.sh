@@ -30,10 +30,9 @@ for a in "$@"; do
   if [ "$a" = --smoke ]; then smoke=1; else args+=("$a"); fi
 done
 
-# Two builds, not one: `-p liveops-net` alone keeps the engine's features (and its
-# build) identical to `cargo build --release -p liveops-net`.
-cargo build --release -q -p liveops-net
-cargo build --release -q -p liveops-loadtest --bin fairsim
+# The binaries, built with the features `cargo bench --workspace` resolves, as
+# `loadtest/smoke.sh` does: right after CI's bench build this only links them.
+cargo build --release -q --workspace --bins --benches
 bin="$(cargo metadata -q --no-deps --format-version 1 |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release"
 
