@@ -44,7 +44,8 @@ for tool in curl python3 redis-server redis-cli psql initdb pg_ctl; do
   command -v "$tool" >/dev/null || { echo "mirrors: $tool not found" >&2; exit 1; }
 done
 
-cargo build --release -q -p liveops-net -p liveops-loadtest
+# As smoke.sh: the features `cargo bench --workspace` resolves, so CI's build is reused.
+cargo build --release -q --workspace --bins --benches
 bin="$(cargo metadata -q --no-deps --format-version 1 |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release"
 

@@ -40,7 +40,7 @@
 //! they would need one hash slot; the sink targets a single Redis (or a managed one such as
 //! Azure Cache for Redis without clustering).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -56,6 +56,9 @@ use crate::feed::{Cursor, FeedItem};
 use crate::sink::{Sink, SinkError, SinkStats};
 use crate::state::{BoardChunk, EngineState, StateError};
 
+/// A rebuild's pipelines (one engine chunk each) sent and not yet answered: enough to keep
+/// Redis busy while the next chunk is read, few enough to bound the memory they hold.
+const REBUILD_PIPELINES_IN_FLIGHT_MAX: usize = 4;
 /// Members per `ZADD`: bounds one command's size on the wire and Redis' time in it.
 const ZADD_MEMBERS_MAX: usize = 1_000;
 /// Retries of a walk chunk the engine answered `Busy` to, 1 ms apart, before the rebuild
@@ -158,6 +161,10 @@ pub struct RedisSink {
     live_keys: [String; WindowKind::COUNT],
     /// When the idle sink last checked the marker key.
     checked_at: std::time::Instant,
+    /// A rebuild's pipelines sent but not yet answered: they run on the runtime's worker
+    /// while this thread reads the next chunk from the engine (at most
+    /// [`REBUILD_PIPELINES_IN_FLIGHT_MAX`]).
+    rebuild_writes: VecDeque<(tokio::task::JoinHandle<Result<(), SinkError>>, u64)>,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -264,7 +271,11 @@ impl RedisSink {
             None => Client::open(info)
                 .map_err(|e| SinkError::with_source("REDIS_URL is not usable", e))?,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker: a rebuild's pipelines are answered there while this thread blocks on
+        // the engine's next chunk.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sink-redis-io")
             .enable_all()
             .build()
             .map_err(|e| SinkError::with_source("cannot start the Redis sink's runtime", e))?;
@@ -285,6 +296,7 @@ impl RedisSink {
             current: Default::default(),
             live_keys,
             checked_at: std::time::Instant::now(),
+            rebuild_writes: VecDeque::new(),
         })
     }
 
@@ -345,6 +357,54 @@ impl RedisSink {
         Ok(())
     }
 
+    /// Sends a rebuild's `pipe` without waiting for its answers (they are awaited by
+    /// [`RedisSink::finish_rebuild_writes`], or when too many are in flight).
+    fn send_rebuild(&mut self, pipe: redis::Pipeline, commands: u64) -> Result<(), SinkError> {
+        if commands == 0 {
+            return Ok(());
+        }
+        while self.rebuild_writes.len() >= REBUILD_PIPELINES_IN_FLIGHT_MAX {
+            self.finish_oldest_rebuild_write()?;
+        }
+        let mut conn = self
+            .conn
+            .clone()
+            .ok_or_else(|| SinkError::new("not connected to Redis"))?;
+        let timeout = Duration::from_millis(self.config.command_timeout_ms);
+        let write = self.runtime.spawn(async move {
+            tokio::time::timeout(timeout, pipe.exec_async(&mut conn))
+                .await
+                .map_err(|e| SinkError::with_source("Redis did not answer in time", e))?
+                .map_err(|e| SinkError::with_source("Redis refused or lost a command", e))
+        });
+        self.rebuild_writes.push_back((write, commands));
+        Ok(())
+    }
+
+    fn finish_oldest_rebuild_write(&mut self) -> Result<(), SinkError> {
+        let Some((write, commands)) = self.rebuild_writes.pop_front() else {
+            return Ok(());
+        };
+        self.runtime
+            .block_on(write)
+            .map_err(|e| SinkError::with_source("a Redis write task failed", e))??;
+        self.stats.writes.fetch_add(commands, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits for every rebuild pipeline sent: before a swap, and before the feed resumes.
+    fn finish_rebuild_writes(&mut self) -> Result<(), SinkError> {
+        let mut result = Ok(());
+        while !self.rebuild_writes.is_empty() {
+            // Every one is awaited, also after a failure: none may land after a later swap.
+            let finished = self.finish_oldest_rebuild_write();
+            if result.is_ok() {
+                result = finished;
+            }
+        }
+        result
+    }
+
     /// Runs one request on (a handle of) the connection, with the command timeout.
     fn query<T, F>(
         &mut self,
@@ -379,6 +439,9 @@ impl RedisSink {
     fn failed(&mut self) {
         self.conn = None;
         self.needs_rebuild = true;
+        for (write, _) in self.rebuild_writes.drain(..) {
+            write.abort();
+        }
     }
 
     /// An engine read, retried while the shard is busy.
@@ -465,11 +528,11 @@ impl RedisSink {
                 for p in &players {
                     self.hset_progress(&mut pipe, &p.player, p.xp, p.updated_ms);
                 }
-                self.exec(&pipe, players.len() as u64)?;
+                self.send_rebuild(pipe, players.len() as u64)?;
                 from += players.len();
             }
         }
-        Ok(())
+        self.finish_rebuild_writes()
     }
 
     fn hset_progress(&self, pipe: &mut redis::Pipeline, player: &str, xp: u64, at_ms: u64) {
@@ -509,6 +572,7 @@ impl RedisSink {
             self.exec(&pipe, 1)?;
             let walked: Result<(), WalkError> =
                 (0..shards).try_for_each(|shard| self.walk_shard(window, shard, &target, &temp));
+            self.finish_rebuild_writes()?;
             match walked {
                 Ok(()) => {
                     self.eval2(SWAP_IN_LUA, &temp, &live, 0)?;
@@ -581,7 +645,7 @@ impl RedisSink {
                     .ignore();
                 commands += 1;
             }
-            self.exec(&pipe, commands)?;
+            self.send_rebuild(pipe, commands)?;
             let last = chunk.entries.last().cloned();
             let full = chunk.entries.len() == limit;
             period = Some(chunk.period);

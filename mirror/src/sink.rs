@@ -390,7 +390,10 @@ impl Default for DriverConfig {
             batch_items_max: 4096,
             idle_poll: Duration::from_millis(5),
             backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
+            // A server back from an outage is met within 2 s (the mirrors must be exact
+            // within seconds of its return); retrying a down server every 2 s costs
+            // nothing worth saving.
+            backoff_max: Duration::from_secs(2),
         }
     }
 }
