@@ -498,6 +498,11 @@ impl RedisSink {
         // during the walk is written again afterwards.
         let resume: Vec<Cursor> = (0..shards).map(|shard| (self.durable)(shard)).collect();
         let marker = self.marker()?;
+        // The boards first: they are what readers of a mirror wait for; the progression
+        // cache is a cache (a missing hash sends its reader to the API).
+        for window in self.config.windows.clone() {
+            self.rebuild_window(window, shards)?;
+        }
         if self.hashes_lost || marker.as_deref() != Some(self.instance_id.as_str()) {
             self.rebuild_hashes(shards)?;
             let mut pipe = redis::pipe();
@@ -506,9 +511,6 @@ impl RedisSink {
                 .arg(&self.instance_id);
             self.exec(&pipe, 1)?;
             self.hashes_lost = false;
-        }
-        for window in self.config.windows.clone() {
-            self.rebuild_window(window, shards)?;
         }
         self.resume = resume;
         Ok(())
