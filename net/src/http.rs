@@ -1,8 +1,8 @@
 //! HTTP helpers shared by the routes: JSON responses, the error body, bounded body
 //! reads and query parsing.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{HeaderMap, Response, StatusCode};
@@ -156,13 +156,19 @@ pub fn bytes_response(status: StatusCode, body: Bytes, content_type: &'static st
     response
 }
 
-/// Reads a body of at most `bytes_max`; refuses with 413 as soon as the declared
-/// length or the bytes read exceed it, without buffering the excess, and with 408
-/// (closing the connection) when the body is not complete by the request's read
-/// deadline ([`crate::runtime::request_read_deadline`]).
+/// Bytes of a too-large body read and thrown away before its 413 is sent: a client still
+/// sending then reads the status instead of a reset connection (closing a socket with
+/// unread data resets it). A client that would send more is cut off at this bound.
+const TOO_LARGE_DRAIN_BYTES_MAX: u64 = 16 << 20;
+
+/// Reads a body of at most `bytes_max`; refuses with 413 when the declared length or the
+/// bytes read exceed it, without buffering the excess (it is read and dropped, up to
+/// [`TOO_LARGE_DRAIN_BYTES_MAX`], so the client sees the 413), and with 408 (closing the
+/// connection) when the body is not complete by the request's read deadline
+/// ([`crate::runtime::request_read_deadline`]).
 pub async fn read_body(
     headers: &HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
     bytes_max: usize,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
@@ -176,32 +182,59 @@ pub async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > bytes_max as u64) {
-        return Err(too_large());
-    }
-    let collect = Limited::new(body, bytes_max).collect();
-    let collected = match crate::runtime::request_read_deadline() {
-        Some(deadline) => match tokio::time::timeout_at(deadline.at.into(), collect).await {
-            Ok(collected) => collected,
+    let read = async {
+        if let Some(declared) = declared.filter(|&n| n > bytes_max as u64) {
+            // A body declared far beyond the bound is not waited for.
+            if declared <= TOO_LARGE_DRAIN_BYTES_MAX {
+                drain(&mut body, TOO_LARGE_DRAIN_BYTES_MAX).await;
+            }
+            return Err(too_large());
+        }
+        let mut bytes = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            if bytes.len() + data.len() > bytes_max {
+                drain(&mut body, TOO_LARGE_DRAIN_BYTES_MAX).await;
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(data);
+        }
+        Ok(bytes.freeze())
+    };
+    match crate::runtime::request_read_deadline() {
+        Some(deadline) => match tokio::time::timeout_at(deadline.at.into(), read).await {
+            Ok(read) => read,
             Err(_) => {
                 deadline.expire();
-                return Err(ApiError::new(
+                Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
                     "the request body was not received within REQUEST_READ_TIMEOUT_MS",
-                ));
+                ))
             }
         },
-        None => collect.await,
-    };
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("could not read the request body: {e}"),
-        )),
+        None => read.await,
+    }
+}
+
+/// Reads and drops the rest of `body`, at most `bytes_max` more bytes (or until an error).
+async fn drain(body: &mut Incoming, bytes_max: u64) {
+    let mut left = bytes_max;
+    while let Some(Ok(frame)) = body.frame().await {
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        if len > left {
+            return;
+        }
+        left -= len;
     }
 }
 

@@ -154,6 +154,52 @@ fn size_limits() {
     assert_eq!((r.status, r.error_code()), (413, "body_too_large".into()));
 }
 
+/// Issue 13, item 5: a client still sending a too-large body reads its 413 rather than a
+/// reset connection (the engine reads and drops the rest before answering).
+#[test]
+fn a_too_large_body_gets_its_413_while_the_client_is_still_sending() {
+    use std::io::{Read, Write};
+    let engine = Engine::start();
+    for declared in [true, false] {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", engine.port("gateway"))).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let total: usize = 6 << 20;
+        let length = if declared {
+            format!("Content-Length: {total}\r\n")
+        } else {
+            "Transfer-Encoding: chunked\r\n".to_owned()
+        };
+        let head = format!(
+            "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{length}\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b' '; 64 << 10];
+        for _ in 0..total / chunk.len() {
+            if declared {
+                stream.write_all(&chunk).unwrap();
+            } else {
+                let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                framed.extend_from_slice(&chunk);
+                framed.extend_from_slice(b"\r\n");
+                stream.write_all(&framed).unwrap();
+            }
+        }
+        if !declared {
+            stream.write_all(b"0\r\n\r\n").unwrap();
+        }
+        let mut answer = [0u8; 64];
+        let n = stream.read(&mut answer).unwrap();
+        let status = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            status.starts_with("HTTP/1.1 413"),
+            "declared length {declared}: {status:?}"
+        );
+    }
+}
+
 #[test]
 fn batches_report_each_event() {
     let engine = Engine::start();
