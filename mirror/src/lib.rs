@@ -100,6 +100,7 @@
 
 pub mod bus;
 pub mod feed;
+pub mod payload;
 pub mod postgres;
 pub mod redis;
 pub mod sink;

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use liveops_engine::event::EventKind;
 use liveops_engine::shard::{level_of, Record, Totals};
 use liveops_engine::window::WindowKind;
 use serde::Serialize;
 
 use crate::feed::FeedRecord;
+use crate::payload::Payload;
 
 /// `v` of every envelope this code writes; bumped only for changes a consumer could
 /// misread (new optional fields do not bump it).
@@ -335,57 +335,6 @@ struct EventBody<'a> {
     /// Client time, unix seconds, as posted.
     ts: u64,
     payload: Payload<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged, rename_all_fields = "camelCase")]
-enum Payload<'a> {
-    Progression {
-        delta_xp: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        activity: Option<&'a str>,
-    },
-    BossKill {
-        boss_id: &'a str,
-        tier: u64,
-        points: u64,
-    },
-    DropClaimed {
-        drop_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        weight: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        source: Option<&'a str>,
-    },
-}
-
-impl<'a> Payload<'a> {
-    fn of(event: &'a EventKind) -> Payload<'a> {
-        match event {
-            EventKind::Progression { delta_xp, activity } => Payload::Progression {
-                delta_xp: *delta_xp,
-                activity: activity.as_deref(),
-            },
-            EventKind::BossKill {
-                boss_id,
-                tier,
-                points,
-            } => Payload::BossKill {
-                boss_id,
-                tier: *tier,
-                points: *points,
-            },
-            EventKind::DropClaimed {
-                drop_id,
-                weight,
-                source,
-            } => Payload::DropClaimed {
-                drop_id,
-                weight: *weight,
-                source: source.as_deref(),
-            },
-        }
-    }
 }
 
 /// The player's standing after the event.

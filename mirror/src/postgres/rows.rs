@@ -12,6 +12,7 @@ use liveops_engine::window::WindowKind;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::feed::{Cursor, FeedItem, GapReason};
+use crate::payload::Payload;
 
 /// A JSON document already serialized, sent as `jsonb` without a parse on our side.
 #[derive(Debug)]
@@ -284,38 +285,7 @@ pub fn closed_period_name(window: WindowKind, next_ends_ms: u64) -> Option<Strin
 
 /// The event's fields as posted (camelCase), absent options left out.
 fn payload_json(event: &EventKind) -> String {
-    let mut json = JsonObject::new();
-    match event {
-        EventKind::Progression { delta_xp, activity } => {
-            json.num("deltaXp", *delta_xp);
-            if let Some(activity) = activity {
-                json.str("activity", activity);
-            }
-        }
-        EventKind::BossKill {
-            boss_id,
-            tier,
-            points,
-        } => {
-            json.str("bossId", boss_id);
-            json.num("tier", *tier);
-            json.num("points", *points);
-        }
-        EventKind::DropClaimed {
-            drop_id,
-            weight,
-            source,
-        } => {
-            json.str("dropId", drop_id);
-            if let Some(weight) = weight {
-                json.float("weight", *weight);
-            }
-            if let Some(source) = source {
-                json.str("source", source);
-            }
-        }
-    }
-    json.finish().0
+    serde_json::to_string(&Payload::of(event)).expect("a payload always serializes")
 }
 
 /// A flat JSON object written field by field (no intermediate `Value` per event).
