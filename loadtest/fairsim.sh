@@ -43,15 +43,6 @@ rate_limit=${RATE_LIMIT_MAX:-50}
 
 # shellcheck source=loadtest/engine.sh
 source loadtest/engine.sh
-cleanup() {
-  local status=$?
-  if [ -n "$engine_pid" ]; then stop_engine || true; fi
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 fail() {
   echo "fairsim.sh: FAILED: $1" >&2
@@ -73,7 +64,6 @@ done
   "$bin/liveops" </dev/null >"$work/engine.out" 2>"$work/engine.log") &
 engine_pid=$!
 
-port() { sed -n "s/.*listening service=$1 addr=127\.0\.0\.1:\([0-9]*\).*/\1/p" "$work/engine.log" | head -n 1; }
 gateway= fairness= leaderboard=
 deadline=$((SECONDS + 30))
 until [ -n "$gateway" ] && [ -n "$fairness" ] && [ -n "$leaderboard" ] &&

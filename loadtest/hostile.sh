@@ -61,16 +61,9 @@ attacker_pids=()
 
 # shellcheck source=loadtest/engine.sh
 source loadtest/engine.sh
-cleanup() {
-  local status=$?
+cleanup_extra() {
   for pid in "${attacker_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  if [ -n "$engine_pid" ]; then stop_engine || true; fi
-  rm -rf "$work"
-  exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 fail() {
   echo "hostile: FAILED: $1" >&2
@@ -85,7 +78,6 @@ fail() {
   "$bin/liveops" </dev/null >"$work/engine.out" 2>"$work/engine.log") &
 engine_pid=$!
 
-port() { sed -n "s/.*listening service=$1 addr=127\.0\.0\.1:\([0-9]*\).*/\1/p" "$work/engine.log" | head -n 1; }
 gateway=
 leaderboard=
 deadline=$((SECONDS + 30))

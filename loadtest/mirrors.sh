@@ -53,7 +53,6 @@ secret=mirrors-load-hmac-secret-0123456789abcdef
 work=$(mktemp -d "${TMPDIR:-/tmp}/liveops-mirrors.XXXXXX")
 chmod 755 "$work"
 engine_pid=
-redis_pid=
 # shellcheck source=loadtest/engine.sh
 source loadtest/engine.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -61,40 +60,42 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pg_running=
 sampler=
-cleanup() {
-  local status=$?
-  # Each step may find its process gone already: none may stop the others (set -e).
+# Each step may find its process gone already: none may stop the others (set -e).
+cleanup_extra() {
   if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
-  if [ -n "$engine_pid" ]; then stop_engine || true; fi
-  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
-  if [ -n "$nats_pid" ]; then kill "$nats_pid" 2>/dev/null || true; fi
+  # The outage runs in a subshell that restarts the servers: their pids live in files.
+  for server in redis nats; do
+    if [ -s "$work/$server.pid" ]; then kill "$(cat "$work/$server.pid")" 2>/dev/null || true; fi
+  done
   if [ -n "$pg_running" ]; then as_postgres pg_ctl -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true; fi
-  rm -rf "$work"
-  exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 redis_port=$(free_port)
 pg_port=$(free_port)
 start_redis() {
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --logfile "$work/redis.log" >/dev/null 2>&1 &
-  redis_pid=$!
+  echo $! >"$work/redis.pid"
   until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
 }
-stop_redis() { kill -KILL "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; redis_pid=; }
+# stop_X: SIGKILL (a crash), reaped when it is this shell's child.
+stop_redis() { stop_pid_file "$work/redis.pid"; }
+stop_pid_file() {
+  local pid
+  pid=$(cat "$1")
+  rm "$1"
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+}
 nats_port=$(free_port)
 nats_monitor=$(free_port)
-nats_pid=
 start_nats() {
   nats-server -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor" -js -sd "$work/nats" \
     -l "$work/nats.log" >/dev/null 2>&1 &
-  nats_pid=$!
+  echo $! >"$work/nats.pid"
   until curl -sf "http://127.0.0.1:$nats_monitor/healthz" >/dev/null 2>&1; do sleep 0.05; done
 }
-stop_nats() { kill -KILL "$nats_pid"; wait "$nats_pid" 2>/dev/null || true; nats_pid=; }
+stop_nats() { stop_pid_file "$work/nats.pid"; }
 # Messages in the LIVEOPS stream, as the server counts them (it drops re-sent ids).
 stream_messages() {
   curl -s "http://127.0.0.1:$nats_monitor/jsz?streams=true" |
@@ -129,7 +130,6 @@ fi
   RATE_LIMIT_MAX=1000000 READ_UNITS_PER_HOST_S=100000000 "${mirrors[@]}" \
   "$bin/liveops" </dev/null >"$work/engine.out" 2>"$work/engine.log") &
 engine_pid=$!
-port() { sed -n "s/.*listening service=$1 addr=127\.0\.0\.1:\([0-9]*\).*/\1/p" "$work/engine.log" | head -n 1; }
 for _ in $(seq 300); do
   gateway=$(port gateway); leaderboard=$(port leaderboard)
   [ -n "$gateway" ] && [ -n "$leaderboard" ] &&

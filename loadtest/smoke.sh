@@ -33,15 +33,6 @@ engine_pid=
 
 # shellcheck source=loadtest/engine.sh
 source loadtest/engine.sh
-cleanup() {
-  local status=$?
-  if [ -n "$engine_pid" ]; then stop_engine || true; fi
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 fail() {
   echo "smoke: FAILED: $1" >&2
@@ -61,7 +52,6 @@ fail() {
 engine_pid=$!
 
 # port SERVICE: the port the engine logged for SERVICE, or nothing yet.
-port() { sed -n "s/.*listening service=$1 addr=127\.0\.0\.1:\([0-9]*\).*/\1/p" "$work/engine.log" | head -n 1; }
 gateway=
 leaderboard=
 ready=
