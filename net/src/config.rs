@@ -82,7 +82,7 @@ impl Service {
         }
     }
 
-    fn default_port(self) -> u16 {
+    pub fn default_port(self) -> u16 {
         match self {
             Service::Gateway => 8080,
             Service::Fairness => 8081,
@@ -217,34 +217,44 @@ impl fmt::Display for ConfigProblem {
 
 /// Reads the process environment, with `.env` in the working directory under it.
 pub fn from_process() -> Result<Config, Vec<ConfigProblem>> {
+    let vars = process_vars().map_err(|problem| vec![problem])?;
+    from_vars(&vars, random_secret)
+}
+
+/// The settings as the engine sees them: `.env` in the working directory, with the
+/// process environment winning over it. The command line reads `HMAC_SECRET` and
+/// `DATA_DIR` from here so it signs with the secret the engine checks.
+pub fn process_vars() -> Result<HashMap<String, String>, ConfigProblem> {
     let mut vars: HashMap<String, String> = HashMap::new();
     match dotenvy::from_path_iter(".env") {
         Ok(iter) => {
             for item in iter {
-                match item {
-                    Ok((k, v)) => {
-                        vars.insert(k, v);
-                    }
-                    Err(e) => {
-                        return Err(vec![ConfigProblem {
-                            key: ".env",
-                            message: format!("cannot parse: {e}"),
-                        }])
-                    }
-                }
+                let (k, v) = item.map_err(|e| ConfigProblem {
+                    key: ".env",
+                    message: format!("cannot parse: {e}"),
+                })?;
+                vars.insert(k, v);
             }
         }
         Err(e) if e.not_found() => {}
         Err(e) => {
-            return Err(vec![ConfigProblem {
+            return Err(ConfigProblem {
                 key: ".env",
                 message: format!("cannot read: {e}"),
-            }])
+            })
         }
     }
     vars.extend(std::env::vars());
-    from_vars(&vars, random_secret)
+    Ok(vars)
 }
+
+/// A set, non-empty value, trimmed: how every key is read.
+pub fn setting<'a>(vars: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    vars.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// `DATA_DIR` when unset.
+pub const DATA_DIR_DEFAULT: &str = "./data";
 
 fn random_secret() -> Vec<u8> {
     let mut bytes = [0u8; 32];
@@ -304,21 +314,13 @@ impl Config {
                 "HMAC_SECRET" => &mut self.hmac_secret,
                 _ => &mut self.receipt_secret,
             };
-            let path = dir.join(key);
-            let created = match std::fs::read(&path) {
-                Ok(mut bytes) => {
-                    // An editor's trailing newline is not part of the secret.
-                    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
-                        bytes.pop();
-                    }
-                    if bytes.len() < SECRET_BYTES_MIN {
-                        let len = bytes.len();
-                        return Err(DevSecretError::TooShort { key, path, len });
-                    }
+            let path = dev_secret_path(lock.data_dir(), key);
+            let created = match read_dev_secret(&path, key)? {
+                Some(bytes) => {
                     *secret = bytes;
                     false
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                None => {
                     write_private(&dir, &path, secret).map_err(|source| DevSecretError::Write {
                         key,
                         path: path.clone(),
@@ -326,12 +328,40 @@ impl Config {
                     })?;
                     true
                 }
-                Err(source) => return Err(DevSecretError::Read { key, path, source }),
             };
             kept.push(KeptSecret { key, path, created });
         }
         Ok(kept)
     }
+}
+
+/// The file keeping `key`'s generated dev secret for the engine serving `data_dir`.
+pub fn dev_secret_path(data_dir: &std::path::Path, key: &str) -> PathBuf {
+    data_dir.join(DEV_SECRETS_DIR).join(key)
+}
+
+/// The dev secret kept in `path`, without an editor's trailing newline; `None` when no
+/// engine kept one there yet.
+pub fn read_dev_secret(
+    path: &std::path::Path,
+    key: &'static str,
+) -> Result<Option<Vec<u8>>, DevSecretError> {
+    let mut bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            let path = path.to_path_buf();
+            return Err(DevSecretError::Read { key, path, source });
+        }
+    };
+    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+        bytes.pop();
+    }
+    if bytes.len() < SECRET_BYTES_MIN {
+        let (path, len) = (path.to_path_buf(), bytes.len());
+        return Err(DevSecretError::TooShort { key, path, len });
+    }
+    Ok(Some(bytes))
 }
 
 /// Writes `bytes` to `path` readable by the owner only (in a directory only the owner
@@ -507,7 +537,7 @@ pub fn from_vars(
         }
         _ => Bus::Inmem,
     };
-    let data_dir = PathBuf::from(p.get("DATA_DIR").unwrap_or("./data"));
+    let data_dir = PathBuf::from(p.get("DATA_DIR").unwrap_or(DATA_DIR_DEFAULT));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = p.parse("SHARDS", &cores.to_string(), |s| match s.parse::<usize>() {
         Ok(n) if (1..=SHARDS_MAX).contains(&n) => Ok(n),
@@ -764,10 +794,7 @@ struct Parser<'a> {
 impl Parser<'_> {
     /// A set, non-empty value.
     fn get(&self, key: &str) -> Option<&str> {
-        self.vars
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        setting(self.vars, key)
     }
 
     fn problem(&mut self, key: &'static str, message: String) {

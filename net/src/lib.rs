@@ -11,7 +11,10 @@
 //! * [`routes`] maps requests to shard work; [`http`] has the response and error shapes.
 //! * [`engine_state`] answers the change feed's sinks from the shards.
 //! * [`server`] assembles it all; [`metrics`] is the Prometheus registry.
+//! * [`cli`] is the command line for people (`liveops send`, `claim`, `top`); [`tools`]
+//!   reads a stopped engine's data directory (`liveops wal`).
 
+pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod engine_state;

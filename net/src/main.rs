@@ -1,5 +1,8 @@
-//! The `liveops` binary: `liveops` or `liveops serve` runs the engine.
+//! The `liveops` binary: `liveops` or `liveops serve` runs the engine; `send`, `claim`
+//! and `top` talk to a running one (`liveops_net::cli`); `wal` reads a stopped one's
+//! data directory.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,32 +13,79 @@ use liveops_net::server::Server;
 /// From the signal to exit, the contract allows 2 s; leave room for the process exit.
 const SHUTDOWN_DEADLINE_MS: u64 = 1_900;
 
-const USAGE: &str = "usage: liveops [serve]
+const USAGE: &str = "usage: liveops [serve]                 run the engine (ports 8080-8083)
+       liveops send [FILE|-]           post a signed event or batch to the gateway
+       liveops claim PLAYER ITEM       claim a drop a player earned; prints the receipt
+       liveops top [--window W] [--limit N]
+                                       a leaderboard as a table
        liveops wal verify [DATA_DIR]   check every log segment and checkpoint
        liveops wal dump [DATA_DIR]     print every record as a JSON line
+       liveops COMMAND --help          a command's options and examples
 
-Configuration comes from the environment and ./.env; see README.md. The wal commands
-read DATA_DIR (default ./data) and refuse to run while an engine holds it.";
+Configuration comes from the environment and ./.env; see README.md.
+
+examples:
+  cargo run --release                              # build and run the engine
+  ./target/release/liveops send sample_events/progression.json
+  ./target/release/liveops top --window weekly --limit 10";
+
+const SERVE_HELP: &str = "liveops serve: run the engine (the default command)
+
+usage: liveops [serve]
+
+Serves the gateway (PORT, 8080), fairness (FAIRNESS_PORT, 8081), leaderboard
+(LEADERBOARD_PORT, 8082) and progression (PROGRESSION_PORT, 8083) services from one
+process, with its data in DATA_DIR (default ./data). Configuration comes from the
+environment and ./.env (the environment wins); README.md, \"Configuration\", lists every
+key. With ENV=dev (the default) missing secrets are generated and kept in
+DATA_DIR/dev-secrets/. SIGTERM or SIGINT stops it within 2 s. Exit status: 0 after a
+clean stop, 1 when it cannot start or serve, 2 on bad configuration.
+
+examples:
+  liveops
+  ENV=prod HMAC_SECRET=... RECEIPT_SECRET=... ADMIN_TOKEN=... DATA_DIR=/var/lib/liveops liveops serve";
+
+const WAL_HELP: &str = "liveops wal: read a stopped engine's write-ahead logs
+
+usage: liveops wal verify [DATA_DIR]   check every log segment and checkpoint
+       liveops wal dump [DATA_DIR]     print every record as a JSON line
+
+DATA_DIR defaults to $DATA_DIR, else ./data. Both refuse to run while an engine holds
+it (its last records would read as a torn tail). Exit status: 0 when clean, 1 when
+damage was found or the directory cannot be read, 2 on a usage error.
+
+examples:
+  liveops wal verify
+  liveops wal dump data | grep '\"source\":\"log\"' | head";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let help = |text: &str| {
+        // Nothing to do if stdout is gone (`liveops --help | head`).
+        let _ = writeln!(std::io::stdout(), "{text}");
+        ExitCode::SUCCESS
+    };
+    match args.as_slice() {
         [] | ["serve"] => serve(),
+        ["serve", "-h" | "--help"] => help(SERVE_HELP),
+        ["wal", rest @ ..] if rest.iter().any(|a| matches!(*a, "-h" | "--help")) => help(WAL_HELP),
         ["wal", command, rest @ ..] if rest.len() <= 1 => wal(command, rest.first().copied()),
-        ["-h"] | ["--help"] | ["help"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+        ["-h"] | ["--help"] | ["help"] => help(USAGE),
+        ["help", command] => {
+            liveops_net::cli::run(command, &["--help"]).unwrap_or_else(|| match *command {
+                "serve" => help(SERVE_HELP),
+                "wal" => help(WAL_HELP),
+                _ => usage_error(),
+            })
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        [command, rest @ ..] => liveops_net::cli::run(command, rest).unwrap_or_else(usage_error),
     }
+}
+
+fn usage_error() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
 }
 
 /// `liveops wal verify|dump [DATA_DIR]`: exit 0 when clean, 1 when damage was found,
@@ -44,7 +94,7 @@ fn wal(command: &str, data_dir: Option<&str>) -> ExitCode {
     let data_dir = data_dir
         .map(str::to_owned)
         .or_else(|| std::env::var("DATA_DIR").ok().filter(|d| !d.is_empty()))
-        .unwrap_or_else(|| "./data".to_owned());
+        .unwrap_or_else(|| config::DATA_DIR_DEFAULT.to_owned());
     // A live engine is appending: its last records would read as a torn tail.
     if let Err(e) = DataDirLock::check_unheld(data_dir.as_ref()) {
         eprintln!("error: {e}");
@@ -55,7 +105,7 @@ fn wal(command: &str, data_dir: Option<&str>) -> ExitCode {
         "verify" => liveops_net::tools::verify(data_dir.as_ref(), &mut out),
         "dump" => liveops_net::tools::dump(data_dir.as_ref(), &mut out),
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{WAL_HELP}");
             return ExitCode::from(2);
         }
     };

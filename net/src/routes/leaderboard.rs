@@ -25,7 +25,7 @@ use liveops_engine::shard_of;
 use liveops_engine::window::WindowKind;
 
 /// Largest page.
-const PAGE_LIMIT_MAX: usize = 1000;
+pub(crate) const PAGE_LIMIT_MAX: usize = 1000;
 /// Deepest offset, as the API promises. A page's cost on each shard does not grow with
 /// it: see `liveops_engine::page`.
 const PAGE_OFFSET_MAX: usize = 1_000_000;

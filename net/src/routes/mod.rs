@@ -6,6 +6,10 @@ mod gateway;
 mod leaderboard;
 mod progression;
 
+// The command line bounds what it sends and asks by the same limits.
+pub(crate) use gateway::EVENTS_BODY_BYTES_MAX;
+pub(crate) use leaderboard::PAGE_LIMIT_MAX;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
