@@ -31,16 +31,22 @@ pub const EXIT_NO_ANSWER: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// Arguments the command does not take; `--help` is suggested.
     #[error("{0}")]
     Usage(String),
+    /// No secret to sign with, or an unreadable one.
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    /// The body to send cannot be read, is empty or is over the engine's limit.
     #[error("{0}")]
     Input(String),
+    /// No answer: connection, timeout, size.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A 2xx answer that does not parse as the API documents it.
     #[error("{url}: the answer is not what the API documents: {message}")]
     Unexpected { url: String, message: String },
+    /// Writing stdout or stderr failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
 }

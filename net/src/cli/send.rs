@@ -7,10 +7,9 @@ use hyper::StatusCode;
 use super::args::Args;
 use super::{client, connection_help, outcome_help, post_signed, secret, CliError, SIGNING_HELP};
 use crate::config::Service;
-use crate::routes::EVENTS_BODY_BYTES_MAX;
-
-/// Longest `Idempotency-Key` the gateway takes.
-const KEY_BYTES_MAX: usize = 255;
+use crate::routes::{
+    idempotency_key_valid, EVENTS_BODY_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX as KEY_BYTES_MAX,
+};
 
 pub fn help() -> String {
     format!(
@@ -65,10 +64,9 @@ pub fn run(raw: &[&str], out: &mut dyn Write, err: &mut dyn Write) -> Result<Sta
     post_signed(&base, "/events", body, &secret, key, out, err)
 }
 
-/// The key, when the gateway would take it (1-255 printable ASCII characters).
+/// The key, when the gateway would take it: a refusal here sends nothing.
 fn check_key(key: &str) -> Result<&str, CliError> {
-    let printable = key.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    if printable && (1..=KEY_BYTES_MAX).contains(&key.len()) {
+    if idempotency_key_valid(key.as_bytes()) {
         Ok(key)
     } else {
         Err(CliError::Usage(format!(

@@ -30,7 +30,14 @@ use liveops_engine::signing::{fingerprint, SignatureError};
 /// Largest `POST /events` body (the contract's 1 MiB).
 pub const EVENTS_BODY_BYTES_MAX: usize = 1 << 20;
 /// Longest `Idempotency-Key`.
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+pub(crate) const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+/// Whether `key` may be an `Idempotency-Key`: 1 to [`IDEMPOTENCY_KEY_BYTES_MAX`]
+/// printable ASCII characters.
+pub(crate) fn idempotency_key_valid(key: &[u8]) -> bool {
+    (1..=IDEMPOTENCY_KEY_BYTES_MAX).contains(&key.len())
+        && key.iter().all(|b| (0x20..=0x7e).contains(b))
+}
 
 pub(super) async fn route(
     app: &Arc<App>,
@@ -112,8 +119,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let bytes = raw.as_bytes();
-    let printable = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
-    if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_BYTES_MAX || !printable {
+    if !idempotency_key_valid(bytes) {
         return Err(ApiError::bad_request(ValidationError::field(
             "invalid_idempotency_key",
             "Idempotency-Key",

@@ -7,7 +7,7 @@ mod leaderboard;
 mod progression;
 
 // The command line bounds what it sends and asks by the same limits.
-pub(crate) use gateway::EVENTS_BODY_BYTES_MAX;
+pub(crate) use gateway::{idempotency_key_valid, EVENTS_BODY_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
 pub(crate) use leaderboard::PAGE_LIMIT_MAX;
 
 use std::sync::atomic::{AtomicBool, Ordering};
