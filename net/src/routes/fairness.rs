@@ -8,7 +8,9 @@ use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::{mesh_error, method_not_allowed, only, player_id, unknown_route, App, Outcome};
+use super::{
+    mesh_error, method_not_allowed, no_store, only, player_id, unknown_route, App, Outcome,
+};
 use crate::http::{json_object, json_response, read_body, ApiError, Query};
 use liveops_engine::event::check_text;
 use liveops_engine::fairness::{AuditKind, AuditRecord};
@@ -39,7 +41,7 @@ pub(super) async fn route(
         ),
         ["fairness", "players", id, "block"] => (
             "/fairness/players/{playerId}/block",
-            block_route(app, id, req).await,
+            no_store(block_route(app, id, req).await),
         ),
         ["fairness", "blocked"] => (
             "/fairness/blocked",
@@ -221,7 +223,7 @@ fn block_request(bytes: &[u8], default_s: u64) -> Result<(u64, String), ApiError
 }
 
 /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &app.admin_token else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
