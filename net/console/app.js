@@ -9,7 +9,7 @@ import { LineChart, formatValue } from '/console/chart.js';
 const TOKEN_KEY = 'liveops.adminToken';
 /** The overview's poll period: the issue asks for at most one second. */
 const POLL_MS = 1000;
-/** Rows of the fairness lists shown (the blocked list has no page parameter). */
+/** Rows of each fairness list: the first page, soonest to expire or newest first. */
 const ROWS_MAX = 200;
 /** Neighbours each side in a player search. */
 const AROUND = 5;
@@ -393,12 +393,13 @@ const player = {
 
 async function loadFairness() {
   const [blocked, flags, audit] = await Promise.allSettled([
-    api('/fairness/blocked'), api('/fairness/flags?limit=100'), api('/fairness/audit?limit=100'),
+    api(`/fairness/blocked?limit=${ROWS_MAX}`), api(`/fairness/flags?limit=${ROWS_MAX}`),
+    api(`/fairness/audit?limit=${ROWS_MAX}`),
   ]);
   const rows = (r, key) => (r.status === 'fulfilled' ? r.value[key] : []);
   const list = rows(blocked, 'blocked');
   fillTable($('blocked'), [['player'], ['until (UTC)'], ['reason'], ['by']],
-    list.slice(0, ROWS_MAX).map((b) => [playerLink(b.playerId), time(b.until), b.reason, b.by]));
+    list.map((b) => [playerLink(b.playerId), time(b.until), b.reason, b.by]));
   fillTable($('flags'), [['when (UTC)'], ['player'], ['reason'], ['detail']],
     rows(flags, 'flags').map((r) => [timeMs(r.atMs), playerLink(r.playerId), r.reason, JSON.stringify(r.detail)]));
   fillTable($('audit'), [['when (UTC)'], ['kind'], ['player'], ['reason'], ['detail']],

@@ -51,12 +51,14 @@ struct Stats {
 struct Count {
     /// The label (a refusal reason or a flag kind).
     name: &'static str,
+    /// Its value since the start.
     count: u64,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ServiceStats {
+    /// The port's service (`gateway`, `fairness`, ...).
     service: &'static str,
     /// Requests answered since the start.
     requests: u64,
@@ -72,16 +74,20 @@ struct ServiceStats {
 struct Bucket {
     /// The bucket's upper bound; the last one is `null` (+Inf, which JSON lacks).
     le_seconds: Option<f64>,
+    /// Requests at or under the bound (cumulative).
     count: u64,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ShardStats {
+    /// The shard's index.
     shard: usize,
     /// Stopped after a storage failure: acknowledges nothing until a restart.
     failed: bool,
+    /// Players the shard holds (its memory use grows with them).
     players: i64,
+    /// Live idempotency keys on the shard (bounded by `IDEMP_KEYS_MAX`).
     idempotency_keys: i64,
     /// Writes waiting in the shard's inbox (full at the inbox bound: 503 `overloaded`).
     queued_writes: usize,
@@ -96,11 +102,17 @@ struct ShardStats {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MirrorStats {
+    /// `redis`, `postgres`, or the bus (`nats`, `sqs`, `servicebus`).
     sink: &'static str,
+    /// `up`, `degraded` or `resyncing`.
     state: &'static str,
+    /// Durable log records it has not applied yet, all shards.
     lag_records: u64,
+    /// Age of the newest record it applied while more wait behind it.
     lag_seconds: f64,
+    /// Failed passes since the start (each followed by a backoff).
     errors: u64,
+    /// Stretches of log it could not read any more.
     gaps: u64,
 }
 
