@@ -5,6 +5,7 @@
 // whole board, so it behaves the same with a million players.
 
 import { LineChart, formatValue } from '/console/chart.js';
+import { quantile } from '/console/quantile.js';
 
 const TOKEN_KEY = 'liveops.adminToken';
 /** The overview's poll period: the issue asks for at most one second. */
@@ -125,27 +126,6 @@ async function signIn(candidate) {
 }
 
 // ---------------------------------------------------------------- overview
-
-/** A quantile of the requests between two cumulative histograms, as Prometheus'
- * histogram_quantile does: linear within the bucket that holds it. Seconds. */
-function quantile(q, before, after) {
-  if (!before || !after || after.length === 0) return null;
-  const delta = after.map((b, i) => b.count - (before[i] ? before[i].count : 0));
-  const total = delta[delta.length - 1];
-  if (!(total > 0)) return null;
-  const rank = q * total;
-  for (let i = 0; i < delta.length; i++) {
-    if (delta[i] >= rank) {
-      const upper = after[i].leSeconds;
-      const lower = i === 0 ? 0 : after[i - 1].leSeconds;
-      if (upper === null) return lower;
-      const below = i === 0 ? 0 : delta[i - 1];
-      const inBucket = delta[i] - below;
-      return lower + (upper - lower) * (inBucket > 0 ? (rank - below) / inBucket : 1);
-    }
-  }
-  return null;
-}
 
 const overview = {
   previous: null,

@@ -172,6 +172,7 @@ fn console_files_carry_the_security_headers() {
         ("/console", "text/html"),
         ("/console/app.js", "text/javascript"),
         ("/console/chart.js", "text/javascript"),
+        ("/console/quantile.js", "text/javascript"),
         ("/console/app.css", "text/css"),
         ("/console/favicon.svg", "image/svg+xml"),
     ] {
@@ -290,6 +291,24 @@ fn e2e_dir() -> PathBuf {
 }
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn console_percentiles_agree_with_prometheus() {
+    if !liveops_testkit::require_tool("console_percentiles_agree_with_prometheus", &["node"]) {
+        return;
+    }
+    let out = Command::new("node")
+        .arg("--test")
+        .arg(e2e_dir().join("quantile.test.mjs"))
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn console_end_to_end_in_headless_chromium() {

@@ -35,7 +35,7 @@ struct Asset {
     body: &'static str,
 }
 
-const ASSETS: [Asset; 5] = [
+const ASSETS: [Asset; 6] = [
     Asset {
         name: "",
         content_type: "text/html; charset=utf-8",
@@ -50,6 +50,11 @@ const ASSETS: [Asset; 5] = [
         name: "chart.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../console/chart.js"),
+    },
+    Asset {
+        name: "quantile.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../console/quantile.js"),
     },
     Asset {
         name: "app.css",
@@ -117,7 +122,9 @@ mod tests {
         let page = text("");
         assert!(page.contains(r#"src="/console/app.js""#));
         assert!(page.contains(r#"href="/console/app.css""#));
-        assert!(text("app.js").contains("from '/console/chart.js'"));
+        for module in ["chart.js", "quantile.js"] {
+            assert!(text("app.js").contains(&format!("from '/console/{module}'")));
+        }
         // No inline script or style (the CSP refuses them), nothing from elsewhere.
         assert!(!page.contains("<script>") && !page.contains("style=") && !page.contains("<style"));
         for asset in &ASSETS {
