@@ -324,7 +324,7 @@ fn console_end_to_end_in_headless_chromium() {
     {
         return;
     }
-    let engine = Engine::start();
+    let engine = Engine::start_with(&[("ANOMALY_MIN_SAMPLES", "50")]);
     let events = [
         boss_kill("e2e_alice", "dragon_lord", 2500),
         progression("e2e_bob", 1200),
@@ -334,7 +334,18 @@ fn console_end_to_end_in_headless_chromium() {
     for body in &events {
         let r = engine.post_events(body, None);
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["flagged"], false, "too few samples to judge yet");
     }
+    // The score model judges once it has 50 scored events per shard: a warm-up batch of
+    // small scores, then one jump it flags (accepted, kept off the boards).
+    let warm_up: Vec<String> = (0..200)
+        .map(|i| progression(&format!("warm_{i:03}"), 10 + i % 20))
+        .collect();
+    let r = engine.post_events(&format!("[{}]", warm_up.join(",")), None);
+    assert_eq!(r.json()["accepted"], 200);
+    let jump = engine.post_events(&progression("e2e_jumper", 2_000), None);
+    assert_eq!(jump.json()["flag"], "score_jump");
+    let accepted = warm_up.len() + 1 + events.len();
     let r = engine.request(
         "gateway",
         "POST",
@@ -355,7 +366,7 @@ fn console_end_to_end_in_headless_chromium() {
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("CHROMIUM", CHROMIUM)
         .env("SCREENSHOT_DIR", &shots)
-        .env("EXPECT_ACCEPTED", events.len().to_string())
+        .env("EXPECT_ACCEPTED", accepted.to_string())
         .env("EXPECT_SHARDS", "2")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -4,7 +4,8 @@
 // Environment: CONSOLE_URL (http://127.0.0.1:<fairness port>/console), ADMIN_TOKEN,
 // CHROMIUM (the browser binary), SCREENSHOT_DIR (one PNG per view is written there),
 // EXPECT_ACCEPTED (events the test posted), EXPECT_SHARDS.
-// Players the test posted: e2e_alice (2500 points), e2e_bob (1200 XP), e2e_carol (300 XP
+// Players the test posted: 200 warm_* players with small scores, e2e_jumper (a score jump,
+// flagged and off the boards), e2e_alice (2500 points), e2e_bob (1200 XP), e2e_carol (300 XP
 // and a drop); one request with a bad signature was refused.
 
 import { chromium } from 'playwright-core';
@@ -77,6 +78,8 @@ try {
   const overviewMs = await shows('#tile-accepted', EXPECT_ACCEPTED, SHOWN_WITHIN_MS);
   check(true, `overview shows ${EXPECT_ACCEPTED} accepted events after ${overviewMs} ms`);
   check((await text('#tile-refused')) === '1', 'overview counts the refused request');
+  check((await text('#tile-flags')) === '1', `overview counts the flag: ${await text('#tile-flags')}`);
+  check((await text('#flag-kinds')).includes('score_jump'), 'flags are listed by kind');
   check((await text('#refused')).includes('bad_signature'), 'refusals are listed by reason');
   check(await page.locator('#shards tbody tr').count() === Number(EXPECT_SHARDS), 'one row per shard');
   check((await text('#shards')).includes('serving'), 'shards report their health');
@@ -92,6 +95,7 @@ try {
   await page.click('#tabs a[data-view=boards]');
   await shows('#board', 'e2e_carol', SHOWN_WITHIN_MS);
   check(true, `the board shows the posted players after ${Date.now() - boardsStarted} ms`);
+  check(!(await text('#board')).includes('e2e_jumper'), 'a flagged score stays off the board');
   const firstRow = await text('#board tbody tr:first-child');
   check(firstRow.includes('e2e_alice') && firstRow.includes('2500'), 'the best score ranks first');
   check((await text('#board-meta')).includes('live'), 'the live period is shown');
@@ -133,6 +137,8 @@ try {
   await shows('#blocked', 'e2e_carol');
   check((await text('#blocked')).includes('e2e-final'), 'blocks list their reason');
   await shows('#audit', 'e2e-check');
+  await shows('#flags', 'e2e_jumper');
+  check((await text('#flags')).includes('score_jump'), 'flags name their kind');
   await screenshot('fairness');
 
   // The token never travelled in a URL, and nothing left the console's origin.
