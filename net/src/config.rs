@@ -1009,6 +1009,32 @@ mod tests {
     }
 
     #[test]
+    fn a_generated_admin_token_is_kept_and_reused() {
+        let dir = std::env::temp_dir().join(format!("liveops-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lock = crate::layout::DataDirLock::acquire(&dir).unwrap();
+        let secrets = vars(&[
+            ("HMAC_SECRET", "h".repeat(40).as_str()),
+            ("RECEIPT_SECRET", "r".repeat(40).as_str()),
+        ]);
+        let mut first = from_vars(&secrets, fixed_secret).unwrap();
+        assert_eq!(first.generated_secrets, vec!["ADMIN_TOKEN"]);
+        assert!(first.keep_dev_secrets(&lock).unwrap()[0].created);
+        let path = dir.join(DEV_SECRETS_DIR).join("ADMIN_TOKEN");
+        assert_eq!(std::fs::read(&path).unwrap(), fixed_secret());
+
+        let mut second = from_vars(&secrets, || vec![b'x'; 64]).unwrap();
+        assert!(!second.keep_dev_secrets(&lock).unwrap()[0].created);
+        assert_eq!(
+            second.admin_token, first.admin_token,
+            "read back, not regenerated"
+        );
+        assert_eq!(second.secret("ADMIN_TOKEN"), fixed_secret());
+        drop(lock);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn connection_limits() {
         let config = from_vars(&vars(&[]), fixed_secret).unwrap();
         assert_eq!(config.request_read_timeout_ms, 10_000);
