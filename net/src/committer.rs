@@ -188,6 +188,17 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
         app.metrics.ready.set(0);
         app.metrics.storage_failed_shards.inc();
     };
+    let shard_label = index.to_string();
+    let durable_lsn = app
+        .metrics
+        .wal_durable_lsn
+        .with_label_values(&[&shard_label]);
+    let segments = app.metrics.wal_segments.with_label_values(&[&shard_label]);
+    let publish = |store: &ShardStore| {
+        durable_lsn.set(i64::try_from(store.durable_lsn()).unwrap_or(i64::MAX));
+        segments.set(i64::try_from(store.segment_count()).unwrap_or(i64::MAX));
+    };
+    publish(&store);
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
         match job {
@@ -225,6 +236,7 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
                     fail_all(replies);
                 } else {
                     app.metrics.records_applied.inc_by(records.len() as u64);
+                    publish(&store);
                     print_audit(&audit);
                     for reply in replies {
                         reply(Ok(()));
@@ -234,24 +246,28 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
             FlushJob::Checkpoint(payload) if !failed => {
                 let started = Instant::now();
                 match store.write_checkpoint(&payload) {
-                    Ok(bytes) => tracing::info!(
-                        shard = index,
-                        bytes,
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "checkpoint written"
-                    ),
+                    Ok(bytes) => {
+                        publish(&store);
+                        tracing::info!(
+                            shard = index,
+                            bytes,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "checkpoint written"
+                        )
+                    }
                     Err(e) => {
                         fatal("checkpoint", &e, &store);
                         failed = true;
                     }
                 }
             }
-            FlushJob::Sync if !failed => {
-                if let Err(e) = store.sync_if_due() {
+            FlushJob::Sync if !failed => match store.sync_if_due() {
+                Ok(()) => publish(&store),
+                Err(e) => {
                     fatal("interval fsync", &e, &store);
                     failed = true;
                 }
-            }
+            },
             FlushJob::Checkpoint(_) | FlushJob::Sync => {}
         }
         if next.is_none() {

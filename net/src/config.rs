@@ -309,22 +309,21 @@ impl Config {
     ) -> Result<Vec<KeptSecret>, DevSecretError> {
         let dir = lock.data_dir().join(DEV_SECRETS_DIR);
         let mut kept = Vec::new();
-        for &key in &self.generated_secrets {
-            let secret = match key {
-                "HMAC_SECRET" => &mut self.hmac_secret,
-                _ => &mut self.receipt_secret,
-            };
+        for key in self.generated_secrets.clone() {
             let path = dev_secret_path(lock.data_dir(), key);
             let created = match read_dev_secret(&path, key)? {
                 Some(bytes) => {
-                    *secret = bytes;
+                    self.set_secret(key, bytes);
                     false
                 }
                 None => {
-                    write_private(&dir, &path, secret).map_err(|source| DevSecretError::Write {
-                        key,
-                        path: path.clone(),
-                        source,
+                    let secret = self.secret(key);
+                    write_private(&dir, &path, &secret).map_err(|source| {
+                        DevSecretError::Write {
+                            key,
+                            path: path.clone(),
+                            source,
+                        }
                     })?;
                     true
                 }
@@ -362,6 +361,26 @@ pub fn read_dev_secret(
         return Err(DevSecretError::TooShort { key, path, len });
     }
     Ok(Some(bytes))
+}
+
+impl Config {
+    /// The value of a secret that may be generated in dev (see
+    /// [`Config::generated_secrets`]).
+    pub fn secret(&self, key: &str) -> Vec<u8> {
+        match key {
+            "HMAC_SECRET" => self.hmac_secret.clone(),
+            "RECEIPT_SECRET" => self.receipt_secret.clone(),
+            _ => self.admin_token.clone().unwrap_or_default().into_bytes(),
+        }
+    }
+
+    fn set_secret(&mut self, key: &str, bytes: Vec<u8>) {
+        match key {
+            "HMAC_SECRET" => self.hmac_secret = bytes,
+            "RECEIPT_SECRET" => self.receipt_secret = bytes,
+            _ => self.admin_token = Some(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
 }
 
 /// Writes `bytes` to `path` readable by the owner only (in a directory only the owner
@@ -462,7 +481,14 @@ pub fn from_vars(
             p.problem("ADMIN_TOKEN", "must be at least 16 characters".into());
             None
         }
-        other => other.map(str::to_owned),
+        Some(t) => Some(t.to_owned()),
+        // The console (and block/unblock) must work on a fresh clone's first run: dev
+        // gets a token like its other secrets, kept with them.
+        None if env == Some(Env::Dev) => {
+            generated_secrets.push("ADMIN_TOKEN");
+            Some(String::from_utf8_lossy(&generate_secret()).into_owned())
+        }
+        None => None,
     };
     let db_url = p.get("DB_URL").map(str::to_owned);
     if let Some(url) = &db_url {
@@ -839,7 +865,7 @@ mod tests {
         assert_eq!(config.ports, [8080, 8081, 8082, 8083]);
         assert_eq!(
             config.generated_secrets,
-            vec!["HMAC_SECRET", "RECEIPT_SECRET"]
+            vec!["HMAC_SECRET", "RECEIPT_SECRET", "ADMIN_TOKEN"]
         );
         assert_eq!(config.policy.rate_limit_per_s, 50);
         assert_eq!(config.policy.idempotency_ttl_ms, 300_000);
@@ -847,7 +873,17 @@ mod tests {
         assert_eq!(config.policy.windows.len(), 3);
         assert_eq!(config.lb_topn, 100);
         assert_eq!(config.read_units_per_host_s, 100_000);
-        assert!(config.admin_token.is_none());
+        assert_eq!(config.admin_token, Some("g".repeat(64)));
+        let staging = vars(&[
+            ("ENV", "staging"),
+            ("HMAC_SECRET", "h".repeat(40).as_str()),
+            ("RECEIPT_SECRET", "r".repeat(40).as_str()),
+        ]);
+        let staging = from_vars(&staging, fixed_secret).unwrap();
+        assert!(
+            staging.admin_token.is_none(),
+            "outside dev no token is made up"
+        );
     }
 
     #[test]
@@ -960,7 +996,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("liveops-secrets-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let lock = crate::layout::DataDirLock::acquire(&dir).unwrap();
-        let set_hmac = vars(&[("HMAC_SECRET", "h".repeat(40).as_str())]);
+        let set_hmac = vars(&[
+            ("HMAC_SECRET", "h".repeat(40).as_str()),
+            ("ADMIN_TOKEN", "a".repeat(20).as_str()),
+        ]);
         let mut first = from_vars(&set_hmac, fixed_secret).unwrap();
         let kept = first.keep_dev_secrets(&lock).unwrap();
         let path = dir.join(DEV_SECRETS_DIR).join("RECEIPT_SECRET");
@@ -992,6 +1031,32 @@ mod tests {
             matches!(error, DevSecretError::TooShort { len: 5, .. }),
             "{error}"
         );
+        drop(lock);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_generated_admin_token_is_kept_and_reused() {
+        let dir = std::env::temp_dir().join(format!("liveops-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lock = crate::layout::DataDirLock::acquire(&dir).unwrap();
+        let secrets = vars(&[
+            ("HMAC_SECRET", "h".repeat(40).as_str()),
+            ("RECEIPT_SECRET", "r".repeat(40).as_str()),
+        ]);
+        let mut first = from_vars(&secrets, fixed_secret).unwrap();
+        assert_eq!(first.generated_secrets, vec!["ADMIN_TOKEN"]);
+        assert!(first.keep_dev_secrets(&lock).unwrap()[0].created);
+        let path = dir.join(DEV_SECRETS_DIR).join("ADMIN_TOKEN");
+        assert_eq!(std::fs::read(&path).unwrap(), fixed_secret());
+
+        let mut second = from_vars(&secrets, || vec![b'x'; 64]).unwrap();
+        assert!(!second.keep_dev_secrets(&lock).unwrap()[0].created);
+        assert_eq!(
+            second.admin_token, first.admin_token,
+            "read back, not regenerated"
+        );
+        assert_eq!(second.secret("ADMIN_TOKEN"), fixed_secret());
         drop(lock);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -173,6 +173,9 @@ fn serve() -> ExitCode {
     };
     for (service, addr) in &server.addrs {
         tracing::info!("listening service={} addr={addr}", service.as_str());
+        if *service == config::Service::Fairness {
+            tracing::info!("operator console: http://{addr}/console (the ADMIN_TOKEN signs in)");
+        }
     }
     if let Err(e) = server.wait_ready() {
         tracing::error!("{e}");
@@ -196,14 +199,10 @@ fn log_dev_secrets(config: &mut Config, lock: &DataDirLock) -> Result<(), config
         let key = kept.key;
         let path = std::path::absolute(&kept.path).unwrap_or(kept.path);
         if kept.created {
-            let value = match key {
-                "HMAC_SECRET" => &config.hmac_secret,
-                _ => &config.receipt_secret,
-            };
             tracing::warn!(
                 "{key} is not set; generated one (ENV=dev only) and kept it in {} for the next starts: export {key}={}",
                 path.display(),
-                String::from_utf8_lossy(value)
+                String::from_utf8_lossy(&config.secret(key))
             );
         } else {
             tracing::warn!(

@@ -357,6 +357,18 @@ impl Mesh {
         self.inboxes[index].failed.store(true, Ordering::Release);
     }
 
+    /// Whether shard `index` stopped after a storage failure.
+    pub fn failed(&self, index: usize) -> bool {
+        self.inboxes[index].failed.load(Ordering::Acquire)
+    }
+
+    /// Jobs waiting in shard `index`'s inbox: (writes, reads). Read without touching the
+    /// shard, so asking costs its worker nothing.
+    pub fn queued(&self, index: usize) -> (usize, usize) {
+        let inbox = &self.inboxes[index];
+        (inbox.queue.len(), inbox.reads.len())
+    }
+
     /// Whether any shard stopped after a storage failure.
     pub fn any_failed(&self) -> bool {
         self.inboxes

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub accept_errors: prometheus::IntCounter,
     /// Open client connections, all ports.
     pub connections_open: IntGauge,
+    /// The last log position known durable, per shard: its rate is the log's write rate,
+    /// and a shard whose position stops moving while others move is stuck.
+    pub wal_durable_lsn: IntGaugeVec,
+    /// Log segment files on disk, per shard (checkpoints drop covered ones; a growing
+    /// count means a mirror's retention hold or failing checkpoints).
+    pub wal_segments: IntGaugeVec,
     /// The change feed's sinks (mirrors), set once at start when any is configured;
     /// their series are refreshed from the sinks' counters at each scrape.
     sinks: OnceLock<Vec<(&'static str, Arc<SinkStats>)>>,
@@ -258,6 +264,22 @@ impl Metrics {
         let connections_open =
             IntGauge::new("liveops_connections_open", "Open client connections.")
                 .expect("valid metric");
+        let wal_durable_lsn = IntGaugeVec::new(
+            Opts::new(
+                "liveops_wal_durable_lsn",
+                "Last write-ahead log position known durable, per shard.",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let wal_segments = IntGaugeVec::new(
+            Opts::new(
+                "liveops_wal_segments",
+                "Write-ahead log segment files on disk, per shard.",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
         // Alerts and dashboards need every series to exist before its first increment:
         // `rate()` over a series that appears mid-incident misses the incident's start.
         for reason in DROP_REASONS {
@@ -281,6 +303,8 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(accept_errors.clone()),
             Box::new(connections_open.clone()),
+            Box::new(wal_durable_lsn.clone()),
+            Box::new(wal_segments.clone()),
         ] {
             registry
                 .register(collector)
@@ -305,6 +329,8 @@ impl Metrics {
             connections_refused,
             accept_errors,
             connections_open,
+            wal_durable_lsn,
+            wal_segments,
         }
     }
 

@@ -220,6 +220,16 @@ impl ShardStore {
         self.wal.dir()
     }
 
+    /// The last log position known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.wal.durable_lsn()
+    }
+
+    /// Log segment files on disk.
+    pub fn segment_count(&self) -> usize {
+        self.wal.segment_count()
+    }
+
     /// Lets the change feed (`liveops-mirror`) follow this shard's log: the log
     /// publishes its durable LSN to `watch` after every commit or sync, and checkpoints
     /// keep the segments the watch's sinks still need, within its budget. Attached only

@@ -250,7 +250,8 @@ fn admin_block_and_unblock_need_the_token() {
 
 #[test]
 fn admin_routes_say_when_disabled() {
-    let engine = Engine::start_with(&[("ADMIN_TOKEN", "")]);
+    // Outside ENV=dev: dev generates a token when none is set (for the console).
+    let engine = Engine::start_with(&[("ENV", "staging"), ("ADMIN_TOKEN", "")]);
     let r = engine.admin("POST", "/fairness/players/someone/block", "");
     assert_eq!((r.status, r.error_code()), (401, "admin_disabled".into()));
 }
@@ -311,4 +312,27 @@ fn drop_and_flag_series_exist_from_the_first_scrape_and_count_refusals() {
         metric(&engine, "dropped_events_total{reason=\"invalid\"}"),
         1
     );
+}
+
+#[test]
+fn blocked_pages_list_the_soonest_to_expire_first() {
+    let engine = Engine::start();
+    for (player, seconds) in [("page_c", 300), ("page_a", 100), ("page_b", 200)] {
+        let body = format!(r#"{{"seconds":{seconds}}}"#);
+        let path = format!("/fairness/players/{player}/block");
+        assert_eq!(engine.admin("POST", &path, &body).status, 200);
+    }
+    let ids = |path: &str| -> Vec<String> {
+        engine.get("fairness", path).json()["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["playerId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids("/fairness/blocked"), ["page_a", "page_b", "page_c"]);
+    assert_eq!(ids("/fairness/blocked?limit=2"), ["page_a", "page_b"]);
+    assert_eq!(ids("/fairness/blocked?limit=1"), ["page_a"]);
+    let r = engine.get("fairness", "/fairness/blocked?limit=0");
+    assert_eq!((r.status, r.error_code()), (400, "invalid_query".into()));
 }

@@ -272,6 +272,26 @@ fn an_unreachable_mirror_never_stops_ingestion() {
             .ok_or(format!("{health}"))
     });
     assert_eq!(engine.get("gateway", "/readyz").status, 200);
+    // The operator console's numbers say the same, with each sink's failed passes.
+    let stats = engine.admin("GET", "/stats", "").json();
+    let sinks: Vec<(String, String, bool)> = stats["mirrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let name = m["sink"].as_str().unwrap().to_owned();
+            let state = m["state"].as_str().unwrap().to_owned();
+            (name, state, m["errors"].as_u64().unwrap() > 0)
+        })
+        .collect();
+    assert_eq!(
+        sinks,
+        [
+            ("redis".into(), "degraded".into(), true),
+            ("postgres".into(), "degraded".into(), true)
+        ],
+        "{stats}"
+    );
 }
 
 #[test]

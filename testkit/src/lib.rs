@@ -3,8 +3,8 @@
 //! What the integration tests of every crate share to run against real servers: a
 //! [`Server`] process on a free port that a test can kill (a crash, SIGKILL) and start
 //! again with the same arguments, killed on drop even when the test panics;
-//! [`require_tool`], which fails a test under `CI=true` when its server's binary is
-//! missing and skips it loudly otherwise; [`free_port`], [`wait_for`] and [`eventually`];
+//! [`require_tool`] (and [`require_file`]), which fails a test under `CI=true` when its
+//! server's binary is missing and skips it loudly otherwise; [`free_port`], [`wait_for`] and [`eventually`];
 //! the bus consumers the tests read with: [`nats::read_stream`] and [`sqs::Moto`]; the
 //! servers the mirror tests run: [`redis::RedisServer`], a Postgres [`postgres::Cluster`],
 //! a Service Bus stand-in ([`servicebus::Broker`]); a TCP [`proxy::Proxy`] to cut
@@ -48,10 +48,23 @@ pub fn require_tool(test: &str, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let line = format!(
-        "*** SKIPPED {test}: {} not found (bash .ci/run installs what the tests need) ***",
-        missing.join(", ")
-    );
+    skip_or_fail(test, &format!("{} not found", missing.join(", ")))
+}
+
+/// Whether `path` exists (a tool's installed files, e.g. an npm package); like
+/// [`require_tool`], a missing one fails under `CI=true` and skips loudly elsewhere.
+/// `install` says how to get it.
+pub fn require_file(test: &str, path: &std::path::Path, install: &str) -> bool {
+    path.exists()
+        || skip_or_fail(
+            test,
+            &format!("{} not found (install: {install})", path.display()),
+        )
+}
+
+/// Fails under `CI=true`, else prints the skip past the harness's capture: false.
+fn skip_or_fail(test: &str, why: &str) -> bool {
+    let line = format!("*** SKIPPED {test}: {why} (bash .ci/run installs what the tests need) ***");
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "{line}; CI=true requires it"

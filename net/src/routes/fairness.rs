@@ -8,16 +8,21 @@ use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::{mesh_error, method_not_allowed, only, player_id, unknown_route, App, Outcome};
+use super::{
+    mesh_error, method_not_allowed, no_store, only, player_id, unknown_route, App, Outcome,
+};
 use crate::http::{json_object, json_response, read_body, ApiError, Query};
 use liveops_engine::event::check_text;
 use liveops_engine::fairness::{AuditKind, AuditRecord};
+use liveops_engine::shard::BlockedView;
 use liveops_engine::shard_of;
 
 /// Largest admin request body.
 const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Most records one audit or flags page returns.
 const AUDIT_PAGE_MAX: usize = 1000;
+/// Most blocks one `GET /fairness/blocked?limit=` page returns.
+const BLOCKED_PAGE_MAX: usize = 10_000;
 /// Longest admin block, seconds (a year).
 const ADMIN_BLOCK_S_MAX: u64 = 31_536_000;
 /// Longest admin block reason, chars.
@@ -39,13 +44,18 @@ pub(super) async fn route(
         ),
         ["fairness", "players", id, "block"] => (
             "/fairness/players/{playerId}/block",
-            block_route(app, id, req).await,
+            no_store(block_route(app, id, req).await),
         ),
         ["fairness", "blocked"] => (
             "/fairness/blocked",
             async {
                 only(req.method(), Method::GET)?;
-                blocked(app).await
+                let query = Query::parse(req.uri().query());
+                let limit = match query.get("limit") {
+                    None => None,
+                    Some(_) => Some(query.int("limit", BLOCKED_PAGE_MAX, 1..=BLOCKED_PAGE_MAX)?),
+                };
+                blocked(app, limit).await
             }
             .await,
         ),
@@ -94,20 +104,31 @@ async fn player_view(app: &App, raw_id: &str) -> Outcome {
     Ok(json_response(StatusCode::OK, &view))
 }
 
-async fn blocked(app: &App) -> Outcome {
+/// Active blocks, soonest to expire first; with `limit`, only the first `limit` (each
+/// shard sends at most that many, so the answer stays small however many are blocked).
+async fn blocked(app: &App, limit: Option<usize>) -> Outcome {
+    fn order(a: &BlockedView, b: &BlockedView) -> std::cmp::Ordering {
+        a.until_ms
+            .cmp(&b.until_ms)
+            .then_with(|| a.player_id.cmp(&b.player_id))
+    }
     let mut all: Vec<_> = app
         .mesh
-        .read_all(|s, now_ms| s.blocked(now_ms))
+        .read_all(move |s, now_ms| {
+            let mut views = s.blocked(now_ms);
+            if let Some(limit) = limit.filter(|&l| l < views.len()) {
+                views.select_nth_unstable_by(limit, order);
+                views.truncate(limit);
+            }
+            views
+        })
         .await
         .map_err(mesh_error)?
         .into_iter()
         .flatten()
         .collect();
-    all.sort_by(|a, b| {
-        a.until_ms
-            .cmp(&b.until_ms)
-            .then_with(|| a.player_id.cmp(&b.player_id))
-    });
+    all.sort_by(order);
+    all.truncate(limit.unwrap_or(usize::MAX));
     Ok(json_response(StatusCode::OK, &json!({ "blocked": all })))
 }
 
@@ -221,7 +242,7 @@ fn block_request(bytes: &[u8], default_s: u64) -> Result<(u64, String), ApiError
 }
 
 /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &app.admin_token else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -1,10 +1,12 @@
 //! Request routing for the four services, plus `/healthz`, `/readyz` and `/metrics` on
 //! every port. Each route has a fixed label for metrics (never a player id).
 
+mod console;
 mod fairness;
 mod gateway;
 mod leaderboard;
 mod progression;
+mod stats;
 
 // The command line bounds what it sends and asks by the same limits.
 pub(crate) use gateway::{idempotency_key_valid, EVENTS_BODY_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
@@ -124,12 +126,31 @@ async fn route(
                 )
             }),
         ),
+        // The console and its numbers take no shard work: they answer while the engine
+        // starts too, so an operator sees it starting.
+        ["console", asset @ ..] if service == Service::Fairness => {
+            ("/console", console::asset(&method, asset))
+        }
+        ["stats"] if service == Service::Fairness => (
+            "/stats",
+            no_store(
+                only(&method, Method::GET)
+                    .and_then(|_| fairness::authorize(app, req.headers()))
+                    .and_then(|_| stats::stats(app)),
+            ),
+        ),
         // Until recovery is done (and once shutdown begins) no shard work is taken.
         _ => match app.refuse_if_not_serving() {
             Err(refusal) => ("refused", Err(refusal)),
             Ok(()) => match service {
                 Service::Gateway => gateway::route(app, &segments, req).await,
-                Service::Fairness => fairness::route(app, &segments, req).await,
+                // The console's page reads boards and progress from its own origin: see
+                // console.rs for why these reads are served here as well.
+                Service::Fairness => match segments.as_slice() {
+                    ["leaderboard", ..] => leaderboard::route(app, &segments, req).await,
+                    ["players", _, "progress"] => progression::route(app, &segments, req).await,
+                    _ => fairness::route(app, &segments, req).await,
+                },
                 Service::Leaderboard => leaderboard::route(app, &segments, req).await,
                 Service::Progression => progression::route(app, &segments, req).await,
             },
@@ -181,6 +202,17 @@ fn healthz(app: &App, query: Option<&str>) -> Outcome {
 fn readyz(app: &App) -> Outcome {
     app.refuse_if_not_serving()?;
     Ok(json_response(StatusCode::OK, &json!({"status":"ready"})))
+}
+
+/// Marks an answer carrying admin data (or refusing it) as never to be stored by a
+/// browser or proxy: a shared machine's cache must not keep what the token unlocked.
+fn no_store(outcome: Outcome) -> Outcome {
+    let mut response = outcome.unwrap_or_else(ApiError::into_response);
+    response.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// The route label and 404 for paths no route of this port matches.
