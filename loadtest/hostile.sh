@@ -111,12 +111,36 @@ HMAC_SECRET=$secret timeout -k 5 $((attack_seconds + 30)) "$bin/hostile" attack 
 attacker_pids+=($!)
 sleep "$RAMP_SECONDS"
 
+# CPU seconds (user + system) a process and its children (an attacker runs under
+# `timeout`) have used so far.
+cpu_seconds() {
+  local pid total=0
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$(awk -v t="$total" '{ printf "%.2f", t + ($14 + $15) / 100 }' "/proc/$pid/stat")
+  done
+  echo "$total"
+}
+engine_cpu_before=$(cpu_seconds "$engine_pid")
+attackers_cpu_before=$(for pid in "${attacker_pids[@]}"; do cpu_seconds "$pid"; echo; done)
+honest_started=$SECONDS
 echo "hostile: honest client: $HONEST_RATE signed keyed events/s for $HONEST_SECONDS s from 127.0.0.1"
 HMAC_SECRET=$secret timeout -k 5 $((HONEST_SECONDS + 60)) "$bin/loadtest" --host 127.0.0.1 \
   --port "$gateway" --read-port "$leaderboard" --rate "$HONEST_RATE" --duration "$HONEST_SECONDS" \
   --players 1000 --mix progression=1 --connections 64 --idempotency-keys --timeout 5 \
   --json "$work/honest.json" >"$work/honest.txt" 2>&1 || { cat "$work/honest.txt" >&2; fail "loadtest exited non-zero"; }
 
+honest_seconds=$((SECONDS - honest_started))
+engine_cpu=$(awk -v a="$engine_cpu_before" -v b="$(cpu_seconds "$engine_pid")" 'BEGIN { printf "%.1f", b - a }')
+attackers_cpu=0
+i=0
+for before in $attackers_cpu_before; do
+  pid=${attacker_pids[$i]}
+  attackers_cpu=$(awk -v s="$attackers_cpu" -v a="$before" \
+    -v b="$(cpu_seconds "$pid")" 'BEGIN { printf "%.1f", s + b - a }')
+  i=$((i + 1))
+done
+echo "hostile: during the honest run (${honest_seconds} s): engine used ${engine_cpu} CPU s, attackers ${attackers_cpu} CPU s (2 cores: $((2 * honest_seconds)) s in all)"
 for pid in "${attacker_pids[@]}"; do wait "$pid" || echo "hostile: an attacker exited with $?" >&2; done
 attacker_pids=()
 curl -s --max-time 5 "http://127.0.0.1:$gateway/metrics" >"$work/metrics.txt" || true
@@ -139,6 +163,9 @@ print(f"honest: {honest['scheduled']} scheduled, {acked} acknowledged (202), err
       f"status {honest['status']}")
 print(f"honest: write p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, p99.9 {lat['p99_9']:.2f} ms, "
       f"max {lat['max']:.2f} ms; generator behind at end {honest['generator']['behind_at_end_ms']:.1f} ms")
+slow = [(s, ms) for s, ms in enumerate(write["latency_max_ms_by_second"]) if ms > p99_bound]
+print(f"honest: seconds (after the generator's start) whose slowest write took more than {p99_bound:g} ms: "
+      + (", ".join(f"{s}s {ms:.0f} ms" for s, ms in slow) or "none"))
 print(f"durability: {acked} acknowledged, {logged} in the log (lost: {max(0, acked - logged)})")
 for name in ("a", "b"):
     a = json.load(open(f"{work}/attack-{name}.json"))

@@ -11,6 +11,9 @@ use serde::Serialize;
 const HIST_MAX_US: u64 = 120_000_000;
 /// Significant digits of the histograms: 0.1 % resolution.
 const HIST_SIGFIG: u8 = 3;
+/// Most seconds the per-second worst latencies cover: a run is at most 3,600 s plus its
+/// warm-up and drain; later completions fold into the last second.
+const SECONDS_TRACKED_MAX: usize = 4_000;
 
 /// What a request is, for the per-class counts and histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +92,10 @@ pub struct ClassStats {
     pub events_accepted: u64,
     /// Latest completion, nanoseconds after `t0`.
     pub last_done_ns: u64,
+    /// The worst latency of the requests completed in each second after `t0`,
+    /// microseconds: a percentile says how many requests were slow, this says when (one
+    /// long stall or many short ones).
+    pub worst_us_by_second: Vec<u64>,
 }
 
 impl Default for ClassStats {
@@ -104,6 +111,7 @@ impl Default for ClassStats {
             events_sent: 0,
             events_accepted: 0,
             last_done_ns: 0,
+            worst_us_by_second: Vec::new(),
         }
     }
 }
@@ -122,6 +130,16 @@ impl ClassStats {
         self.events_sent += events_sent;
         self.events_accepted += events_accepted;
         self.last_done_ns = self.last_done_ns.max(done_ns);
+        self.note_worst(latency_ns, done_ns);
+    }
+
+    fn note_worst(&mut self, latency_ns: u64, done_ns: u64) {
+        let second = ((done_ns / 1_000_000_000) as usize).min(SECONDS_TRACKED_MAX - 1);
+        if self.worst_us_by_second.len() <= second {
+            self.worst_us_by_second.resize(second + 1, 0);
+        }
+        let worst = &mut self.worst_us_by_second[second];
+        *worst = (*worst).max(latency_ns / 1000);
     }
 
     /// A request without a response. Timeouts go into the histogram at the time they
@@ -131,6 +149,7 @@ impl ClassStats {
             Failure::Timeout => {
                 self.timeouts += 1;
                 self.hist.saturating_record(latency_ns / 1000);
+                self.note_worst(latency_ns, done_ns);
             }
             Failure::Io => self.io_errors += 1,
             Failure::Connect => self.connect_errors += 1,
@@ -150,6 +169,17 @@ impl ClassStats {
         self.events_sent += other.events_sent;
         self.events_accepted += other.events_accepted;
         self.last_done_ns = self.last_done_ns.max(other.last_done_ns);
+        if self.worst_us_by_second.len() < other.worst_us_by_second.len() {
+            self.worst_us_by_second
+                .resize(other.worst_us_by_second.len(), 0);
+        }
+        for (mine, theirs) in self
+            .worst_us_by_second
+            .iter_mut()
+            .zip(&other.worst_us_by_second)
+        {
+            *mine = (*mine).max(*theirs);
+        }
     }
 
     /// Requests that got a response.
@@ -245,6 +275,9 @@ pub struct ClassReport {
     /// `"io_error"`, `"connect_error"`, `"unsent"`).
     pub status: BTreeMap<String, u64>,
     pub latency_ms: LatencyMs,
+    /// The worst latency of the requests completed in each second of the run (warm-up
+    /// included), milliseconds.
+    pub latency_max_ms_by_second: Vec<f64>,
 }
 
 impl ClassReport {
@@ -290,6 +323,11 @@ impl ClassReport {
             },
             status,
             latency_ms: LatencyMs::from_histogram(&stats.hist),
+            latency_max_ms_by_second: stats
+                .worst_us_by_second
+                .iter()
+                .map(|&us| us_to_ms(us))
+                .collect(),
         }
     }
 }
@@ -499,6 +537,23 @@ mod tests {
         );
         assert_eq!(s.last_done_ns, 3001);
         assert!((r.throughput_rps - 500.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn worst_latency_is_kept_per_second_of_completion_and_merged_by_max() {
+        let second_ns = 1_000_000_000;
+        let mut a = ClassStats::default();
+        a.record_response(202, 2_000_000, second_ns / 2, 1, 1);
+        a.record_response(202, 7_000_000, second_ns / 3, 1, 1);
+        a.record_failure(Failure::Timeout, 5 * second_ns, 3 * second_ns + 1);
+        a.record_failure(Failure::Io, 9 * second_ns, 5 * second_ns);
+        let mut b = ClassStats::default();
+        b.record_response(202, 9_000_000, second_ns / 4, 1, 1);
+        b.record_response(202, 1_000_000, 4 * second_ns, 1, 1);
+        a.merge(&b);
+        let r = ClassReport::new(Class::Write, &a, 5, 5.0);
+        // Second 5 is absent: a broken connection has no latency.
+        assert_eq!(r.latency_max_ms_by_second, vec![9.0, 0.0, 0.0, 5000.0, 1.0]);
     }
 
     #[test]

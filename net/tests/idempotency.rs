@@ -62,11 +62,12 @@ fn one_host_flooding_keyed_batches_cannot_lock_out_another() {
     assert!(remembered.body.len() * 20 < first.body.len());
     let mut refused = None;
     for i in 1..400 {
+        let asked = std::time::Instant::now();
         let r = post_keyed_from(&engine, flooder, &batch(i), &format!("flood-{i}"));
         match r.status {
             202 => {}
             503 => {
-                refused = Some((i, r));
+                refused = Some((i, r, asked.elapsed()));
                 break;
             }
             other => panic!(
@@ -75,7 +76,13 @@ fn one_host_flooding_keyed_batches_cannot_lock_out_another() {
             ),
         }
     }
-    let (accepted, refused) = refused.expect("the flooding host reaches its share");
+    let (accepted, refused, held) = refused.expect("the flooding host reaches its share");
+    // Its first key expires seconds from now: the refusal is held for the longest
+    // hold, 1 s, so that a client looping on it costs a timer, not the shard's time.
+    assert!(
+        held >= std::time::Duration::from_millis(900),
+        "the 503 came after {held:?}, not held"
+    );
     eprintln!("the flooding host's share held {accepted} such batches");
     assert!(accepted >= 10, "the share holds {accepted} such batches");
     assert_eq!(refused.error_code(), "idempotency_store_full");

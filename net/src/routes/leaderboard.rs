@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
-use super::{mesh_error, only, player_id, unknown_route, App, Outcome};
+use super::{hold_refusal, mesh_error, only, player_id, unknown_route, App, Outcome};
 use crate::host_budget::client_host;
 use crate::http::{json_response, retry_after_s, ApiError, Query};
 use crate::mesh::unix_now_ms;
@@ -56,6 +56,7 @@ pub(super) async fn route(
             .read_budget
             .take(client_host(peer.0.ip()), cost, unix_now_ms())
         {
+            let wait_ms = hold_refusal(wait_ms).await;
             return (label, Err(read_budget_spent(wait_ms)));
         }
     }
