@@ -156,6 +156,16 @@ pub const CONNECTIONS_PER_HOST_DIVISOR: usize = 16;
 const ACCEPT_ERROR_LOG_INTERVAL_MS: u64 = 1_000;
 /// Pause after a failed accept (typically EMFILE) instead of spinning on the error.
 const ACCEPT_ERROR_BACKOFF_MS: u64 = 10;
+/// Connections a listener accepts (admitted or refused) before it lets the thread's
+/// other ready tasks and its I/O driver run. The runtime's queue of ready tasks is
+/// first in, first out: a burst of thousands of new connections (clients reconnecting
+/// together, a flood of refusals) accepted at once would put thousands of their tasks
+/// ahead of a request that arrives meanwhile on an established connection, which would
+/// then wait for all of them (in `loadtest/hostile.sh`'s mix, 100-300 ms, each second).
+/// Left in the kernel's accept queue instead, the burst waits there, and a turn of the
+/// thread adds at most this many tasks: well under a millisecond of work. Tokio's own
+/// cooperative budget would let 128 through.
+const ACCEPTS_PER_TURN_MAX: u32 = 16;
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (the most an
 /// unprivileged process may take) so the connection cap, not the kernel, decides when
@@ -528,7 +538,15 @@ pub async fn serve<H, Fut>(
     };
     let options = Rc::new(options);
     let mut stop = shutdown.clone();
+    let mut accepted_this_turn = 0;
     loop {
+        if accepted_this_turn == ACCEPTS_PER_TURN_MAX {
+            // Lets every task that is ready, and the I/O driver, run before more
+            // connections come in: see ACCEPTS_PER_TURN_MAX.
+            accepted_this_turn = 0;
+            tokio::task::yield_now().await;
+        }
+        accepted_this_turn += 1;
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|&s| s) => return,
@@ -722,5 +740,86 @@ mod tests {
         );
         let second = bind_reuseport(port, 2);
         assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// A burst of new connections must not run ahead of a request on an established
+    /// connection: the thread is blocked while a burst queues in the kernel and a
+    /// request arrives on an open connection; once it runs again, that request is
+    /// answered after at most one turn's worth of accepts (without the limit, Tokio's
+    /// cooperative budget lets 128 through first).
+    #[test]
+    fn a_burst_of_connections_waits_behind_established_requests() {
+        use std::io::{Read, Write};
+        const BURST: usize = 300;
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1)
+            .unwrap()
+            .remove(0);
+        let addr = listener.local_addr().unwrap();
+        let counters = ConnectionCounters::unregistered();
+        let open = counters.open.clone();
+        let options = ServeOptions {
+            limits: Arc::new(ConnectionLimits::new(10_000, 10_000, counters)),
+            request_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handler = Rc::new(move |req: Request<Incoming>| {
+                let open = open.clone();
+                async move {
+                    if req.uri().path() == "/block" {
+                        // Holds the thread, as a long turn would, while the burst queues.
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    Response::new(Full::new(Bytes::from(open.get().to_string())))
+                }
+            });
+            let connections = Rc::new(Connections::default());
+            tokio::task::LocalSet::new().block_on(
+                &runtime,
+                serve(listener, handler, stop_rx, connections, options),
+            );
+        });
+        let ask = |stream: &mut std::net::TcpStream, path: &str| {
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        };
+        let answer = |stream: &mut std::net::TcpStream| -> usize {
+            let mut buf = vec![0u8; 1024];
+            let mut got = 0;
+            loop {
+                got += stream.read(&mut buf[got..]).unwrap();
+                let text = std::str::from_utf8(&buf[..got]).unwrap();
+                if let Some((_, body)) = text.split_once("\r\n\r\n") {
+                    if let Ok(open) = body.trim().parse() {
+                        return open;
+                    }
+                }
+            }
+        };
+        let mut blocker = std::net::TcpStream::connect(addr).unwrap();
+        let mut established = std::net::TcpStream::connect(addr).unwrap();
+        ask(&mut established, "/warm");
+        assert_eq!(answer(&mut established), 2);
+        ask(&mut blocker, "/block");
+        std::thread::sleep(Duration::from_millis(50));
+        let burst: Vec<_> = (0..BURST)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        ask(&mut established, "/probe");
+        let open_at_probe = answer(&mut established);
+        assert_eq!(answer(&mut blocker), 2);
+        assert!(
+            open_at_probe <= 2 + ACCEPTS_PER_TURN_MAX as usize,
+            "{} of the burst's {BURST} connections were taken before the waiting request",
+            open_at_probe - 2
+        );
+        stop_tx.send(true).unwrap();
+        drop(burst);
+        drop((blocker, established));
+        server.join().unwrap();
     }
 }

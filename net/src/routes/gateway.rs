@@ -192,7 +192,7 @@ async fn apply_events(
                     "the idempotency store, or this client's share of it, is full; \
                      retry after Retry-After, when one of the keys holding it expires",
                 )
-                .retry_after(retry_after_s(retry_after_ms)))
+                .retry_after(retry_after_s(retry_after_ms)));
             }
         }
     }
