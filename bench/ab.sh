@@ -5,7 +5,7 @@
 #
 #   bash bench/ab.sh REV [rounds=2]
 #
-# Builds REV in a temporary git worktree (target dir target/ab-old), then per round runs
+# Builds REV in a git worktree kept at target/ab-old/src (target dir target/ab-old), then per round runs
 # each scenario on a fresh old engine and a fresh new one (SHARDS=2, DURABILITY=fsync,
 # 100,000 players, 10 s after 2 s warm-up, 127.0.0.1:18080-18083) and prints the
 # load generator's latency lines.
@@ -16,10 +16,15 @@ rev=${1:?usage: bench/ab.sh REV [rounds]}
 rounds=${2:-2}
 command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }
 cargo build --release -q -p liveops-net -p liveops-loadtest
-worktree=$(mktemp -d)
-git worktree add -q --detach "$worktree" "$rev"
+# Kept at a fixed path between runs: a second run for the same REV finds its checkout and
+# its build up to date (cargo judges local sources by path and modification time).
+worktree="$root/target/ab-old/src"
+if [ "$(git -C "$worktree" rev-parse HEAD 2>/dev/null)" != "$(git rev-parse "$rev^{commit}")" ]; then
+  git worktree remove --force "$worktree" 2>/dev/null || rm -rf "$worktree"
+  git worktree prune
+  git worktree add -q --detach "$worktree" "$rev"
+fi
 (cd "$worktree" && CARGO_TARGET_DIR="$root/target/ab-old" cargo build --release -q -p liveops-net)
-git worktree remove --force "$worktree"
 old="$root/target/ab-old/release/liveops"
 new="$root/target/release/liveops"
 export HMAC_SECRET=ab-bench-secret-0123456789abcdef0123456789
