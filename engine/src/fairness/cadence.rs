@@ -3,12 +3,15 @@
 //! A boss fight has a minimum length no skill beats, and an honest player sends nothing
 //! while fighting, so the time from a player's previous event to a boss kill measures the
 //! fight. The shard learns, per boss, the typical fight (`ln` of that gap, from unflagged
-//! kills; gaps over an hour are breaks, not fights, and are skipped; a learned gap counts
-//! at most one e-fold above the mean, so long pauses do not inflate it). A kill of the
+//! kills that are not a rematch of the player's last boss: a farmer's kills are all
+//! rematches, and would otherwise teach the model their own pace; gaps over an hour are
+//! breaks, not fights, and are skipped; a learned gap counts at most one e-fold above the
+//! mean, so long pauses do not inflate it). A kill of the
 //! boss the player killed last, sooner after that kill than `CADENCE_FRACTION` of the
 //! typical fight, is flagged; sooner than half of it is blocked. Until a boss has
-//! `CADENCE_MIN_SAMPLES` learned fights the threshold is `CADENCE_FLOOR_SEC` alone (and it
-//! never goes below it).
+//! `CADENCE_MIN_SAMPLES` learned fights its typical fight is that of all bosses (a new
+//! boss is judged like the average one), and before any `CADENCE_FLOOR_SEC` alone; the
+//! threshold never goes below that floor.
 //!
 //! Cannot catch: a farmer who alternates bosses (each kill is then a first kill after
 //! another boss: the rate-of-gain detector sees the points), or one farming at most
@@ -40,9 +43,20 @@ pub struct LastKill {
 }
 
 /// The shard's typical fight per boss (ordered: checkpoints and dumps are stable).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fights {
     pub by_boss: BTreeMap<CompactString, LnModel>,
+    /// Every boss's fights together: the estimate for a boss with too few of its own.
+    pub all: LnModel,
+}
+
+impl Default for Fights {
+    fn default() -> Self {
+        Fights {
+            by_boss: BTreeMap::new(),
+            all: LnModel::EMPTY,
+        }
+    }
 }
 
 impl Fights {
@@ -66,10 +80,9 @@ pub fn boss_hash(boss_id: &str) -> u32 {
 
 /// The flag threshold for `boss_id`, seconds.
 fn threshold_s(fights: &Fights, boss_id: &str, t: &Thresholds) -> f64 {
-    let learned = fights
-        .by_boss
-        .get(boss_id)
-        .filter(|m| m.samples >= t.cadence_min_samples)
+    let warm = |m: &&LnModel| m.samples >= t.cadence_min_samples;
+    let learned = (fights.by_boss.get(boss_id).filter(warm))
+        .or(Some(&fights.all).filter(warm))
         .map_or(0.0, |m| m.mean.exp() * t.cadence_fraction);
     learned.max(t.cadence_floor_ms as f64 / 1000.0)
 }
@@ -108,7 +121,11 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
         return;
     };
     let fight_ms = seen.at_ms.saturating_sub(seen.last_ms);
-    if !flagged && seen.last_ms > 0 && fight_ms > 0 && fight_ms <= FIGHT_MS_MAX {
+    let rematch = last.boss == boss_hash(boss_id);
+    let fight = seen.last_ms > 0 && fight_ms > 0 && fight_ms <= FIGHT_MS_MAX;
+    if !flagged && !rematch && fight {
+        let ln_fight = (fight_ms as f64 / 1000.0).ln();
+        learn_clipped(&mut fights.all, ln_fight);
         let room = fights.by_boss.len() < BOSSES_MAX;
         let model = match fights.by_boss.get_mut(boss_id.as_str()) {
             Some(model) => Some(model),
@@ -121,19 +138,24 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
             None => None,
         };
         if let Some(model) = model {
-            let ln_fight = (fight_ms as f64 / 1000.0).ln();
-            let clipped = if model.samples == 0 {
-                ln_fight
-            } else {
-                ln_fight.min(model.mean + 1.0)
-            };
-            model.learn(clipped);
+            learn_clipped(model, ln_fight);
         }
     }
     *last = LastKill {
         boss: boss_hash(boss_id),
         at_ms: seen.at_ms,
     };
+}
+
+/// Learns a fight counting at most one e-fold above the mean: a kill after a pause is
+/// not a slow fight.
+fn learn_clipped(model: &mut LnModel, ln_fight: f64) {
+    let clipped = if model.samples == 0 {
+        ln_fight
+    } else {
+        ln_fight.min(model.mean + 1.0)
+    };
+    model.learn(clipped);
 }
 
 #[cfg(test)]
@@ -194,6 +216,29 @@ mod tests {
             ..last
         };
         assert_eq!(assess(&fights, &other, &at(20_000), &t), None);
+    }
+
+    #[test]
+    fn a_boss_with_few_fights_is_judged_like_the_others() {
+        let t = Thresholds::default();
+        let mut fights = Fights::default();
+        learn_fights(&mut fights, "dragon_lord", 200_000, 10);
+        learn_fights(&mut fights, "slime", 100_000, 1);
+        let last = LastKill {
+            boss: boss_hash("slime"),
+            at_ms: 1_000,
+        };
+        let event = kill("slime");
+        let seen = Seen {
+            event: &event,
+            at_ms: 41_000,
+            last_ms: 1_000,
+        };
+        // The average fight is ~190 s: a rematch after 40 s is flagged.
+        assert!(matches!(
+            assess(&fights, &last, &seen, &t),
+            Some(Finding::Flag(_))
+        ));
     }
 
     #[test]

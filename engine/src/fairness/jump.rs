@@ -27,9 +27,14 @@ use crate::event::EventKind;
 /// Smallest population deviation used, in ln units: a factor of e (~2.7x) is one sigma
 /// at least.
 pub const STDDEV_MIN: f64 = 1.0;
-/// Learning rate of the player's own mean: slow enough that a shift is not absorbed
-/// before the CUSUM sees it, fast enough to follow a player's progress.
+/// Learning rate of the player's own mean once warm or while a shift builds (a plain
+/// running mean before): slow
+/// enough that a shift is not absorbed before the CUSUM sees it, fast enough to follow a
+/// player's progress.
 const OWN_ALPHA: f32 = 1.0 / 16.0;
+/// Own events of a type before the shift test counts them: one event is no mean (an
+/// honest player whose first quest was small would look inflated ever after).
+const SHIFT_HISTORY_MIN: u8 = 2;
 
 /// The scored event types, each with its own model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +109,7 @@ impl Own {
     /// The shift CUSUM after an event of `ln_x`.
     fn shift_after(&self, scored: Scored, ln_x: f64, t: &Thresholds) -> f64 {
         let i = scored as usize;
-        if self.seen[i] == 0 {
+        if self.seen[i] < SHIFT_HISTORY_MIN {
             return f64::from(self.shift);
         }
         let step = ln_x - f64::from(self.ln_mean[i]) - t.shift_drift;
@@ -184,11 +189,14 @@ pub fn learn(models: &mut Models, own: &mut Own, event: &EventKind, flagged: boo
     }
     models.by_type[scored as usize].learn(ln_x);
     let i = scored as usize;
-    own.ln_mean[i] = if own.seen[i] == 0 {
-        ln_x as f32
+    // While a shift is building, the mean learns at the slow rate only: a cheater with a
+    // short honest history must not have their first inflated events averaged in.
+    let alpha = if own.shift > 0.0 {
+        OWN_ALPHA
     } else {
-        own.ln_mean[i] + OWN_ALPHA * (ln_x as f32 - own.ln_mean[i])
+        (1.0 / f32::from(own.seen[i].saturating_add(1))).max(OWN_ALPHA)
     };
+    own.ln_mean[i] += alpha * (ln_x as f32 - own.ln_mean[i]);
     own.seen[i] = own.seen[i].saturating_add(1);
 }
 

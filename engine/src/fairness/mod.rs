@@ -469,6 +469,8 @@ pub mod model_name {
     pub const GAIN: &str = "rate_of_gain";
     /// Followed by the boss id.
     pub const FIGHT_PREFIX: &str = "cadence.";
+    /// Every boss's fights.
+    pub const FIGHTS_ALL: &str = "cadence_all";
 }
 
 impl Population {
@@ -486,6 +488,7 @@ impl Population {
             (model_name::PROGRESSION.to_owned(), self.jump.by_type[0]),
             (model_name::BOSS_KILL.to_owned(), self.jump.by_type[1]),
             (model_name::GAIN.to_owned(), self.gain),
+            (model_name::FIGHTS_ALL.to_owned(), self.fights.all),
         ];
         let fights = (self.fights.by_boss.iter())
             .map(|(boss, m)| (format!("{}{boss}", model_name::FIGHT_PREFIX), *m));
@@ -498,6 +501,7 @@ impl Population {
             model_name::PROGRESSION => self.jump.by_type[0] = model,
             model_name::BOSS_KILL => self.jump.by_type[1] = model,
             model_name::GAIN => self.gain = model,
+            model_name::FIGHTS_ALL => self.fights.all = model,
             _ => {
                 if let Some(boss) = name.strip_prefix(model_name::FIGHT_PREFIX) {
                     self.fights.restore(boss, model);
@@ -698,6 +702,27 @@ mod tests {
         assert_eq!(guard.note_drop(5_100), None);
         assert_eq!(guard.note_drop(5_900), None);
         assert_eq!(guard.note_drop(6_000), Some(3));
+    }
+
+    /// The memory target is 64 bytes of detector state per well-behaved player.
+    #[test]
+    fn a_players_detector_state_is_small_and_fixed() {
+        assert_eq!(std::mem::size_of::<History>(), 48);
+    }
+
+    #[test]
+    fn strikes_count_within_their_window_only() {
+        let t = Thresholds {
+            flag_strike_ms: 10_000,
+            ..Thresholds::default()
+        };
+        let mut strikes = Strikes::default();
+        strikes.add(100_000, &t);
+        strikes.add(105_000, &t);
+        assert_eq!(strikes.at(109_000, &t), 2);
+        assert_eq!(strikes.at(110_000, &t), 0);
+        strikes.add(111_000, &t);
+        assert_eq!((strikes.count, strikes.since_s), (1, 111));
     }
 
     #[test]

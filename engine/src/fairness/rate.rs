@@ -23,6 +23,10 @@ use super::{Evidence, Finding, FlagKind, Measure, Seen, Thresholds};
 /// Smallest deviation of the population's `ln(units)`, so a uniform population's tail
 /// is not its median.
 const STDDEV_MIN: f64 = 0.3;
+/// Only an event at least this long after the player's previous one teaches the
+/// population: otherwise the fastest senders, the cheaters, would be most of the model
+/// and would raise its tail.
+const LEARN_GAP_MS: u64 = 1_000;
 
 /// A player's recent gain: 4 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -111,7 +115,8 @@ pub fn learn(
         return;
     };
     gain.units = units as f32;
-    if !flagged {
+    let paced = seen.at_ms.saturating_sub(seen.last_ms) >= LEARN_GAP_MS;
+    if !flagged && paced {
         population.learn(units.ln());
     }
 }
