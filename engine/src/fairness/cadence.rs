@@ -5,13 +5,18 @@
 //! fight. The shard learns, per boss, the typical fight (`ln` of that gap, from unflagged
 //! kills that are not a rematch of the player's last boss: a farmer's kills are all
 //! rematches, and would otherwise teach the model their own pace; gaps over an hour are
-//! breaks, not fights, and are skipped; a learned gap counts at most one e-fold above the
-//! mean, so long pauses do not inflate it). A kill of the
+//! breaks, not fights, and are skipped; once warm, a model counts a gap at most two
+//! deviations from its mean, so pauses do not inflate it). A kill of the
 //! boss the player killed last, sooner after that kill than `CADENCE_FRACTION` of the
 //! typical fight, is flagged; sooner than half of it is blocked. Until a boss has
 //! `CADENCE_MIN_SAMPLES` learned fights its typical fight is that of all bosses (a new
 //! boss is judged like the average one), and before any `CADENCE_FLOOR_SEC` alone; the
-//! threshold never goes below that floor.
+//! threshold never goes below that floor. A first kill (not a rematch) whose fight, the
+//! time since the player's previous event, lies more than `ANOMALY_Z` deviations (at
+//! least half an e-fold each) below the boss's own fights (once it has
+//! `CADENCE_MIN_SAMPLES`) is flagged, under half that blocked: one farmed kill is
+//! enough. Where a game sends events while a fight runs, fights vary widely and this
+//! test falls silent.
 //!
 //! Cannot catch: a farmer who alternates bosses (each kill is then a first kill after
 //! another boss: the rate-of-gain detector sees the points), or one farming at most
@@ -31,6 +36,9 @@ use crate::event::EventKind;
 pub const BOSSES_MAX: usize = 4096;
 /// Longest gap learned as a fight, ms: beyond, the player was away.
 const FIGHT_MS_MAX: u64 = 3_600_000;
+/// Smallest deviation of a boss's `ln(fight)` the first-kill test uses: a few similar
+/// fights must not make an ordinary one look impossible.
+const FIGHT_STDDEV_MIN: f64 = 0.5;
 
 /// The player's last boss kill: 16 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -92,14 +100,29 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
     let EventKind::BossKill { boss_id, .. } = seen.event else {
         return None;
     };
-    if last.boss != boss_hash(boss_id) {
-        return None;
-    }
-    let gap_s = seen.at_ms.saturating_sub(last.at_ms) as f64 / 1000.0;
-    let threshold = threshold_s(fights, boss_id, t);
+    let (measure, from_ms, threshold) = if last.boss == boss_hash(boss_id) {
+        (
+            Measure::KillGapS,
+            last.at_ms,
+            threshold_s(fights, boss_id, t),
+        )
+    } else {
+        // A first kill: its fight, against the boss's own fights only (the average of
+        // all bosses would flag honest kills of the quick ones), `ANOMALY_Z` deviations
+        // below their mean: where a game sends events during fights the deviation is
+        // wide and the test falls silent.
+        if seen.last_ms == 0 {
+            return None;
+        }
+        let own = fights.by_boss.get(boss_id.as_str());
+        let fights = own.filter(|m| m.samples >= t.cadence_min_samples)?;
+        let threshold = fights.upper(-t.anomaly_z, FIGHT_STDDEV_MIN);
+        (Measure::FightS, seen.last_ms, threshold)
+    };
+    let gap_s = seen.at_ms.saturating_sub(from_ms) as f64 / 1000.0;
     let evidence = Evidence {
         detector: FlagKind::Cadence,
-        measure: Measure::KillGapS,
+        measure,
         measured: gap_s,
         threshold,
     };
@@ -125,7 +148,7 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
     let fight = seen.last_ms > 0 && fight_ms > 0 && fight_ms <= FIGHT_MS_MAX;
     if !flagged && !rematch && fight {
         let ln_fight = (fight_ms as f64 / 1000.0).ln();
-        learn_clipped(&mut fights.all, ln_fight);
+        fights.all.learn(ln_fight);
         let room = fights.by_boss.len() < BOSSES_MAX;
         let model = match fights.by_boss.get_mut(boss_id.as_str()) {
             Some(model) => Some(model),
@@ -138,24 +161,13 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
             None => None,
         };
         if let Some(model) = model {
-            learn_clipped(model, ln_fight);
+            model.learn(ln_fight);
         }
     }
     *last = LastKill {
         boss: boss_hash(boss_id),
         at_ms: seen.at_ms,
     };
-}
-
-/// Learns a fight counting at most one e-fold above the mean: a kill after a pause is
-/// not a slow fight.
-fn learn_clipped(model: &mut LnModel, ln_fight: f64) {
-    let clipped = if model.samples == 0 {
-        ln_fight
-    } else {
-        ln_fight.min(model.mean + 1.0)
-    };
-    model.learn(clipped);
 }
 
 #[cfg(test)]
@@ -210,12 +222,21 @@ mod tests {
             assess(&fights, &last, &at(20_000), &t),
             Some(Finding::Block(_))
         ));
-        // Another boss is no rematch.
+        // Another boss is no rematch, but a fight eight times shorter than the boss's own
+        // fights is as impossible.
         let other = LastKill {
             boss: boss_hash("goblin_king"),
             ..last
         };
-        assert_eq!(assess(&fights, &other, &at(20_000), &t), None);
+        assert_eq!(assess(&fights, &other, &at(170_000), &t), None);
+        let fight = Seen {
+            last_ms: 5_000_000 + 135_000,
+            ..at(160_000)
+        };
+        assert!(matches!(
+            assess(&fights, &other, &fight, &t),
+            Some(Finding::Flag(e)) if e.measure == Measure::FightS
+        ));
     }
 
     #[test]

@@ -27,14 +27,10 @@ use crate::event::EventKind;
 /// Smallest population deviation used, in ln units: a factor of e (~2.7x) is one sigma
 /// at least.
 pub const STDDEV_MIN: f64 = 1.0;
-/// Learning rate of the player's own mean once warm or while a shift builds (a plain
-/// running mean before): slow
+/// Learning rate of the player's own mean once warm (a plain running mean before): slow
 /// enough that a shift is not absorbed before the CUSUM sees it, fast enough to follow a
 /// player's progress.
 const OWN_ALPHA: f32 = 1.0 / 16.0;
-/// Own events of a type before the shift test counts them: one event is no mean (an
-/// honest player whose first quest was small would look inflated ever after).
-const SHIFT_HISTORY_MIN: u8 = 2;
 
 /// The scored event types, each with its own model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +102,17 @@ impl Own {
         (self.seen[i] > 0).then(|| f64::from(self.ln_mean[i]))
     }
 
-    /// The shift CUSUM after an event of `ln_x`.
-    fn shift_after(&self, scored: Scored, ln_x: f64, t: &Thresholds) -> f64 {
+    /// The shift CUSUM after an event of `ln_x`. The reference is the player's own mean,
+    /// or the population's when that is higher: an honest player whose first quests were
+    /// small is not measured against them, and a cheater who played weakly before
+    /// inflating is measured against the population at least.
+    fn shift_after(&self, models: &Models, scored: Scored, ln_x: f64, t: &Thresholds) -> f64 {
         let i = scored as usize;
-        if self.seen[i] < SHIFT_HISTORY_MIN {
+        if self.seen[i] == 0 {
             return f64::from(self.shift);
         }
-        let step = ln_x - f64::from(self.ln_mean[i]) - t.shift_drift;
+        let reference = f64::from(self.ln_mean[i]).max(models.of(scored).mean);
+        let step = ln_x - reference - t.shift_drift;
         (f64::from(self.shift) + step).max(0.0)
     }
 }
@@ -154,7 +154,7 @@ pub fn assess(models: &Models, own: &Own, event: &EventKind, t: &Thresholds) -> 
             ..single
         }));
     }
-    let shift = own.shift_after(scored, ln_x, t);
+    let shift = own.shift_after(models, scored, ln_x, t);
     let shifted = Evidence {
         detector: FlagKind::ScoreJump,
         measure: Measure::ShiftNats,
@@ -183,19 +183,13 @@ pub fn learn(models: &mut Models, own: &mut Own, event: &EventKind, flagged: boo
         return;
     };
     let ln_x = (score as f64).ln();
-    own.shift = own.shift_after(scored, ln_x, t) as f32;
+    own.shift = own.shift_after(models, scored, ln_x, t) as f32;
     if flagged {
         return;
     }
     models.by_type[scored as usize].learn(ln_x);
     let i = scored as usize;
-    // While a shift is building, the mean learns at the slow rate only: a cheater with a
-    // short honest history must not have their first inflated events averaged in.
-    let alpha = if own.shift > 0.0 {
-        OWN_ALPHA
-    } else {
-        (1.0 / f32::from(own.seen[i].saturating_add(1))).max(OWN_ALPHA)
-    };
+    let alpha = (1.0 / f32::from(own.seen[i].saturating_add(1))).max(OWN_ALPHA);
     own.ln_mean[i] += alpha * (ln_x as f32 - own.ln_mean[i]);
     own.seen[i] = own.seen[i].saturating_add(1);
 }

@@ -343,11 +343,13 @@ pub enum Measure {
     LlrNats,
     /// Consecutive seconds rate limited.
     LimitedS,
+    /// Seconds from the player's previous event to a boss kill: the fight.
+    FightS,
 }
 
 impl Measure {
     /// Every measure in tag order (the codec's tag is the index + 1).
-    pub const ALL: [Measure; 7] = [
+    pub const ALL: [Measure; 8] = [
         Measure::Z,
         Measure::Score,
         Measure::ShiftNats,
@@ -355,6 +357,7 @@ impl Measure {
         Measure::KillGapS,
         Measure::LlrNats,
         Measure::LimitedS,
+        Measure::FightS,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -366,6 +369,7 @@ impl Measure {
             Measure::KillGapS => "kill_gap_s",
             Measure::LlrNats => "llr_nats",
             Measure::LimitedS => "limited_s",
+            Measure::FightS => "fight_s",
         }
     }
 }
