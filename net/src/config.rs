@@ -754,7 +754,7 @@ fn fairness_thresholds(p: &mut Parser) -> Option<Thresholds> {
     let shift_max = p.parse("ANOMALY_SHIFT_MAX", "3", |s| {
         number_in(s, 0.0, 100.0, false)
     });
-    let gain_rate_max = p.parse("GAIN_RATE_MAX", "4", |s| number_in(s, 0.0, 1000.0, false));
+    let gain_rate_max = p.parse("GAIN_RATE_MAX", "4", |s| number_in(s, 0.0, 1e9, false));
     let gain_window_s = p.parse("GAIN_WINDOW_SEC", "5", |s| whole_in(s, 1, 3600));
     let cadence_fraction = p.parse("CADENCE_FRACTION", "0.3", |s| number_in(s, 0.0, 1.0, true));
     let cadence_floor_s = p.parse("CADENCE_FLOOR_SEC", "5", |s| whole_in(s, 0, 3600));

@@ -4,8 +4,8 @@
 //! while fighting, so the time from a player's previous event to a boss kill measures the
 //! fight. The shard learns, per boss, the typical fight (`ln` of that gap, from unflagged
 //! kills that are not a rematch of the player's last boss: a farmer's kills are all
-//! rematches, and would otherwise teach the model their own pace; gaps over an hour are
-//! breaks, not fights, and are skipped; once warm, a model counts a gap at most two
+//! rematches, and would otherwise teach the model their own pace; gaps under
+//! `CADENCE_FLOOR_SEC` are not fights and gaps over an hour are breaks: both skipped; once warm, a model counts a gap at most two
 //! deviations from its mean, so pauses do not inflate it). A kill of the
 //! boss the player killed last, sooner after that kill than `CADENCE_FRACTION` of the
 //! typical fight, is flagged; sooner than half of it is blocked. Until a boss has
@@ -100,6 +100,10 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
     let EventKind::BossKill { boss_id, .. } = seen.event else {
         return None;
     };
+    if t.cadence_fraction == 0.0 {
+        // The documented way to turn the detector off (load tests).
+        return None;
+    }
     let (measure, from_ms, threshold) = if last.boss == boss_hash(boss_id) {
         (
             Measure::KillGapS,
@@ -139,13 +143,13 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
 }
 
 /// Learns one accepted event.
-pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: bool) {
+pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: bool, t: &Thresholds) {
     let EventKind::BossKill { boss_id, .. } = seen.event else {
         return;
     };
     let fight_ms = seen.at_ms.saturating_sub(seen.last_ms);
     let rematch = last.boss == boss_hash(boss_id);
-    let fight = seen.last_ms > 0 && fight_ms > 0 && fight_ms <= FIGHT_MS_MAX;
+    let fight = seen.last_ms > 0 && fight_ms >= t.cadence_floor_ms && fight_ms <= FIGHT_MS_MAX;
     if !flagged && !rematch && fight {
         let ln_fight = (fight_ms as f64 / 1000.0).ln();
         fights.all.learn(ln_fight);
@@ -192,7 +196,13 @@ mod tests {
                 at_ms,
                 last_ms: at_ms - fight_ms,
             };
-            learn(fights, &mut LastKill::default(), &seen, false);
+            learn(
+                fights,
+                &mut LastKill::default(),
+                &seen,
+                false,
+                &Thresholds::default(),
+            );
         }
     }
 

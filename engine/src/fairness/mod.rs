@@ -576,7 +576,7 @@ pub fn learn(
         t,
     );
     jump::learn(&mut pop.jump, &mut history.jump, seen.event, flagged, t);
-    cadence::learn(&mut pop.fights, &mut history.last_kill, seen, flagged);
+    cadence::learn(&mut pop.fights, &mut history.last_kill, seen, flagged, t);
     luck::learn(&mut history.luck, seen, t);
     if flagged {
         history.strikes.add(seen.at_ms, t);
