@@ -53,6 +53,7 @@ pub struct LastKill {
 /// The shard's typical fight per boss (ordered: checkpoints and dumps are stable).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fights {
+    /// `ln` of fight seconds per boss id, at most `BOSSES_MAX` bosses.
     pub by_boss: BTreeMap<CompactString, LnModel>,
     /// Every boss's fights together: the estimate for a boss with too few of its own.
     pub all: LnModel,

@@ -378,8 +378,11 @@ impl Measure {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Evidence {
+    /// Which detector decided (also the metric's `kind`).
     pub detector: FlagKind,
+    /// What `measured` is, so the numbers read without the code.
     pub measure: Measure,
+    /// The value the detector saw.
     pub measured: f64,
     /// The threshold `measured` crossed (below it, for a gap); NaN when unknown (flags
     /// of logs older than the evidence).
@@ -409,6 +412,7 @@ pub enum Finding {
 
 /// What the detectors read about one event.
 pub struct Seen<'a> {
+    /// The event judged.
     pub event: &'a EventKind,
     /// When the shard accepts it (engine clock).
     pub at_ms: u64,
@@ -450,19 +454,26 @@ impl Strikes {
 /// player (see the memory example).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct History {
+    /// Own event sizes and the shift test (score jumps).
     pub jump: jump::Own,
+    /// The rate-of-gain window.
     pub gain: rate::Gain,
+    /// The luck test.
     pub luck: luck::Luck,
+    /// The last boss kill, for rematches (cadence).
     pub last_kill: cadence::LastKill,
+    /// Recent flags, for the ladder.
     pub strikes: Strikes,
 }
 
 /// Everything the detectors know of the shard's population.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Population {
+    /// Event sizes per scored type.
     pub jump: jump::Models,
     /// Windowed gain of unflagged events, own-typical units.
     pub gain: model::LnModel,
+    /// Fight lengths per boss and of all bosses.
     pub fights: cadence::Fights,
 }
 
@@ -518,7 +529,9 @@ impl Population {
 /// A decision on one event: its evidence, and whether it blocks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
+    /// What the deciding detector measured.
     pub evidence: Evidence,
+    /// Refuse the event and block the player (else: flag it).
     pub block: bool,
     /// Flags in the strike window, this one included, when the ladder made the block.
     pub strikes: Option<u8>,
