@@ -37,7 +37,7 @@ run() {
   local dir; dir=$(mktemp -d)
   (cd "$dir" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 \
      LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 RECEIPT_SECRET="$HMAC_SECRET" \
-     RATE_LIMIT_MAX=1000000 "$binary" >"$dir/engine.log" 2>&1) &
+     RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 "$binary" >"$dir/engine.log" 2>&1) &
   engine_pid=$!
   local ready=0
   for _ in $(seq 200); do

@@ -28,7 +28,7 @@ run() {
   sleep 0.5
   (cd "$dir" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 \
      LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 HMAC_SECRET=$secret RECEIPT_SECRET=$secret \
-     RATE_LIMIT_MAX=1000000 BUS_KIND=$kind NATS_URL=nats://127.0.0.1:14222 BUS_STREAM=LIVEOPS \
+     RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 BUS_KIND=$kind NATS_URL=nats://127.0.0.1:14222 BUS_STREAM=LIVEOPS \
      "$root/$bin/liveops" >"$dir/engine.log" 2>&1) &
   local pid=$!
   for _ in $(seq 200); do curl -sf http://127.0.0.1:18080/readyz >/dev/null 2>&1 && break; sleep 0.05; done

@@ -25,7 +25,7 @@ out=$(mktemp -d /tmp/liveops-profile.XXXXXX)
 export HMAC_SECRET=profile-bench-secret-0123456789abcdef0123
 (cd "$out" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 \
    LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 RECEIPT_SECRET="$HMAC_SECRET" \
-   RATE_LIMIT_MAX=1000000 "$root/target/release/liveops" >"$out/engine.log" 2>&1) &
+   RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 "$root/target/release/liveops" >"$out/engine.log" 2>&1) &
 engine_pid=$!
 trap 'kill "$engine_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 200); do

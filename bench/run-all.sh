@@ -39,7 +39,7 @@ start_engine() {
   mkdir -p "$dir"
   # exec: $! must be the engine itself, so it is the engine that gets stopped.
   (cd "$dir" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 LEADERBOARD_PORT=18082 \
-     PROGRESSION_PORT=18083 RECEIPT_SECRET="$HMAC_SECRET" RATE_LIMIT_MAX=1000000 "$@" \
+     PROGRESSION_PORT=18083 RECEIPT_SECRET="$HMAC_SECRET" RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 "$@" \
      "$root/target/release/liveops" >"$dir/stdout.log" 2>"$dir/stderr.log") &
   engine_pid=$!
   pids+=("$engine_pid")

@@ -49,7 +49,7 @@ kill -TERM "$baseline_pid"; wait "$baseline_pid" 2>/dev/null || true
 
 # exec: $! must be the engine itself, so it is the engine that gets stopped.
 (cd "$work" && SHARDS=2 PORT=18080 FAIRNESS_PORT=18081 LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 \
-  BIND_ADDR=127.0.0.1 RATE_LIMIT_MAX=1000000 RECEIPT_SECRET=$HMAC_SECRET \
+  BIND_ADDR=127.0.0.1 RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 RECEIPT_SECRET=$HMAC_SECRET \
   exec "$root/target/release/liveops" >/dev/null 2>&1) &
 engine_pid=$!
 wait_port 18080

@@ -10,9 +10,9 @@
 #
 # Every argument but --smoke goes to `fairsim` (see `fairsim --help`, and
 # `fairsim --print-params` for every knob). Engine knobs from the environment:
-# RATE_LIMIT_MAX (default 50, also told to fairsim), BLOCK_SEC, ANOMALY_Z,
-# ANOMALY_MIN_SAMPLES (engine defaults when unset), ENGINE_ENV (extra KEY=VALUE words
-# for the engine, e.g. ENGINE_ENV="ANOMALY_Z=5").
+# RATE_LIMIT_MAX (default 50, also told to fairsim), BLOCK_SEC, ANOMALY_Z (engine
+# defaults when unset), ENGINE_ENV (extra KEY=VALUE words for the engine, e.g.
+# ENGINE_ENV="GAIN_RATE_MAX=5 LUCK_LLR_MAX=4": any fairness threshold of the README).
 #
 # The engine: 127.0.0.1 only, ports chosen by the OS (read back from its `listening`
 # lines), SHARDS=2, DURABILITY=batch (the guard does not depend on fsync, and the run
@@ -51,7 +51,7 @@ fail() {
 }
 
 engine_env=(RATE_LIMIT_MAX="$rate_limit")
-for key in BLOCK_SEC ANOMALY_Z ANOMALY_MIN_SAMPLES; do
+for key in BLOCK_SEC ANOMALY_Z; do
   [ -n "${!key:-}" ] && engine_env+=("$key=${!key}")
 done
 # shellcheck disable=SC2206 # ENGINE_ENV is a list of words on purpose.

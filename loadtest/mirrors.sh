@@ -127,7 +127,7 @@ fi
 (cd "$work" && exec env -i PATH="$PATH" ENV=dev RUST_LOG=info BIND_ADDR=127.0.0.1 \
   PORT=0 FAIRNESS_PORT=0 LEADERBOARD_PORT=0 PROGRESSION_PORT=0 SHARDS="$shards" \
   DATA_DIR="$work/data" HMAC_SECRET="$secret" RECEIPT_SECRET="$secret" \
-  RATE_LIMIT_MAX=1000000 READ_UNITS_PER_HOST_S=100000000 "${mirrors[@]}" \
+  RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 READ_UNITS_PER_HOST_S=100000000 "${mirrors[@]}" \
   "$bin/liveops" </dev/null >"$work/engine.out" 2>"$work/engine.log") &
 engine_pid=$!
 for _ in $(seq 300); do

@@ -581,7 +581,7 @@ fn shard(c: &mut Criterion) {
                         at_ms: now_ms(i),
                         seq,
                         flag: None,
-                        z: 0.0,
+                        evidence: None,
                         key: None,
                         totals: None,
                     }

@@ -28,7 +28,6 @@ fn main() {
     let windows: usize = args.next().map_or(3, |a| a.parse().expect("windows 0..=3"));
     let policy = Policy {
         rate_limit_per_s: 1_000_000,
-        anomaly_min_samples: u64::MAX,
         windows: liveops_engine::window::WindowKind::ALL[..windows].to_vec(),
         ..Policy::default()
     };

@@ -9,7 +9,9 @@
 //!
 //! ```text
 //! kind 1 EventAccepted   player str | type u8 | type fields | ts v | at_ms v | seq v
-//!                        | flag u8 (0 none, 1 score_jump) | z f64
+//!                        | flag u8: 0x40 none; 0x80 | detector tag: flagged, then evidence
+//!                          (measure u8 | measured f64 | threshold f64); older logs: 0 none or
+//!                          1 score_jump, then z f64 either way
 //!                        | key u8 (0 none; 2: key str | fingerprint [32] | index v | reserved_ms v;
 //!                          1, older logs: the same without reserved_ms)
 //!                        | totals (absent in older logs): 1 u8 | xp v | windows u8 (bit i:
@@ -18,6 +20,8 @@
 //!    type 2 boss_kill    boss_id str | tier v | points v
 //!    type 3 drop_claimed drop_id str | weight? u8 [f64] | source? u8 [str]
 //! kind 2 Blocked         player str | until_ms v | reason str | by u8 (1 fairness, 2 admin) | at_ms v
+//!                        | evidence? (absent in older logs): u8 (0 none, 1) | detector u8
+//!                          | measure u8 | measured f64 | threshold f64
 //! kind 3 Unblocked       player str | reason str | at_ms v
 //! kind 4 RewardClaimed   player str | item str | receipt_id str | timestamp v | at_ms v
 //! kind 5 WindowClosed    window u8 (1 daily, 2 weekly, 3 seasonal) | next name str
@@ -30,6 +34,9 @@
 //! kind 10 PlayerState    player str | xp v | n v × (boss str | kills v)
 //!                        | n v × (drop_id str | source? | receipt_id?) | updated_ms v
 //!                        | block? u8 [until_ms v | reason str | by u8] | flags v | rate_limited v
+//!                        | history (absent in older checkpoints): 1 u8 | own ln_mean f32 × 2
+//!                          | own seen u8 × 2 | shift f32 | gain units f32 | luck llr f32
+//!                          | last kill boss v | last kill at_ms v | strikes since_s v | count u8
 //! kind 11 BoardPeriod    window u8 | name str | ends_ms v | updated_ms v
 //! kind 12 BoardEntry     window u8 | player str | score v | reached_ms v | seq v
 //! kind 13 ClosedPeriod   window u8 | name str | closed_ms v
@@ -38,10 +45,18 @@
 //! kind 15 Audit          at_ms v | kind u8 (1 flag, 2 block, 3 unblock, 4 drop) | player str
 //!                        | reason str | detail (JSON text) str
 //! kind 16 NextSeq        seq v
+//! kind 17 FairnessModel  name str | mean f64 | variance f64 | samples v
+//!
+//! Detector tags (`FlagKind`): 1 score_jump, 2 impossible_score, 3 flood, 4 rate_of_gain,
+//! 5 impossible_cadence, 6 improbable_luck. Measure tags: the index in `Measure::ALL` + 1.
 //! ```
 
 use crate::event::EventKind;
-use crate::fairness::{AuditKind, AuditRecord, Block, BlockedBy, FlagKind};
+use crate::fairness::model::LnModel;
+use crate::fairness::{
+    cadence, jump, luck, rate, AuditKind, AuditRecord, Block, BlockedBy, Evidence, FlagKind,
+    History, Measure, Strikes,
+};
 use crate::idempotency::StoredResponse;
 use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record, Totals};
 use crate::window::{Period, WindowKind};
@@ -101,6 +116,34 @@ impl Writer<'_> {
 
     pub fn f64(&mut self, v: f64) {
         self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn f32(&mut self, v: f32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn evidence(&mut self, e: &Evidence) {
+        self.u8(flag_tag(e.detector));
+        self.u8(measure_tag(e.measure));
+        self.f64(e.measured);
+        self.f64(e.threshold);
+    }
+
+    fn history(&mut self, h: &History) {
+        self.u8(1);
+        for v in h.jump.ln_mean {
+            self.f32(v);
+        }
+        for v in h.jump.seen {
+            self.u8(v);
+        }
+        self.f32(h.jump.shift);
+        self.f32(h.gain.units);
+        self.f32(h.luck.llr);
+        self.varint(u64::from(h.last_kill.boss));
+        self.varint(h.last_kill.at_ms);
+        self.varint(u64::from(h.strikes.since_s));
+        self.u8(h.strikes.count);
     }
 
     pub fn bytes(&mut self, v: &[u8]) {
@@ -211,6 +254,55 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    pub fn f32(&mut self) -> Result<f32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(f32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint()?).map_err(|_| DecodeError::TooLong(usize::MAX))
+    }
+
+    fn evidence(&mut self) -> Result<Evidence, DecodeError> {
+        Ok(Evidence {
+            detector: flag_from_tag(self.u8()?)?,
+            measure: measure_from_tag(self.u8()?)?,
+            measured: self.f64()?,
+            threshold: self.f64()?,
+        })
+    }
+
+    fn history(&mut self) -> Result<History, DecodeError> {
+        match self.u8()? {
+            1 => {}
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "history",
+                    tag: u64::from(tag),
+                })
+            }
+        }
+        let ln_mean = [self.f32()?, self.f32()?];
+        let seen = [self.u8()?, self.u8()?];
+        Ok(History {
+            jump: jump::Own {
+                ln_mean,
+                seen,
+                shift: self.f32()?,
+            },
+            gain: rate::Gain { units: self.f32()? },
+            luck: luck::Luck { llr: self.f32()? },
+            last_kill: cadence::LastKill {
+                boss: self.u32()?,
+                at_ms: self.varint()?,
+            },
+            strikes: Strikes {
+                since_s: self.u32()?,
+                count: self.u8()?,
+            },
+        })
+    }
+
     pub fn f64(&mut self) -> Result<f64, DecodeError> {
         let bytes: [u8; 8] = self.take(8)?.try_into().expect("8 bytes taken");
         Ok(f64::from_le_bytes(bytes))
@@ -282,7 +374,48 @@ pub mod kind {
     pub const SCORE_MODEL: u8 = 14;
     pub const AUDIT: u8 = 15;
     pub const NEXT_SEQ: u8 = 16;
+    pub const FAIRNESS_MODEL: u8 = 17;
 }
+
+fn flag_tag(kind: FlagKind) -> u8 {
+    match kind {
+        FlagKind::ScoreJump => 1,
+        FlagKind::ImpossibleScore => 2,
+        FlagKind::Flood => 3,
+        FlagKind::RateOfGain => 4,
+        FlagKind::Cadence => 5,
+        FlagKind::Luck => 6,
+    }
+}
+
+fn flag_from_tag(tag: u8) -> Result<FlagKind, DecodeError> {
+    FlagKind::ALL
+        .into_iter()
+        .find(|&k| flag_tag(k) == tag)
+        .ok_or(DecodeError::UnknownTag {
+            what: "detector",
+            tag: u64::from(tag),
+        })
+}
+
+fn measure_tag(measure: Measure) -> u8 {
+    let index = Measure::ALL.iter().position(|&m| m == measure);
+    index.map_or(0, |i| i as u8 + 1)
+}
+
+fn measure_from_tag(tag: u8) -> Result<Measure, DecodeError> {
+    (usize::from(tag).checked_sub(1))
+        .and_then(|i| Measure::ALL.get(i).copied())
+        .ok_or(DecodeError::UnknownTag {
+            what: "measure",
+            tag: u64::from(tag),
+        })
+}
+
+/// Flag byte of an accepted event without a flag.
+const FLAG_NONE: u8 = 0x40;
+/// Flag byte bit of an accepted event with a flag and its evidence.
+const FLAG_EVIDENCE: u8 = 0x80;
 
 fn audit_tag(kind: AuditKind) -> u8 {
     match kind {
@@ -355,7 +488,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             at_ms,
             seq,
             flag,
-            z,
+            evidence,
             key,
             totals,
         } => {
@@ -396,11 +529,20 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             w.varint(*ts);
             w.varint(*at_ms);
             w.varint(*seq);
-            w.u8(match flag {
-                None => 0,
-                Some(_) => 1,
-            });
-            w.f64(*z);
+            match (flag, evidence) {
+                (Some(_), Some(e)) => {
+                    w.u8(FLAG_EVIDENCE | flag_tag(e.detector));
+                    w.u8(measure_tag(e.measure));
+                    w.f64(e.measured);
+                    w.f64(e.threshold);
+                }
+                // A flag without evidence is written as older logs wrote it.
+                (Some(_), None) => {
+                    w.u8(1);
+                    w.f64(f64::NAN);
+                }
+                (None, _) => w.u8(FLAG_NONE),
+            }
             match key {
                 None => w.u8(0),
                 Some(k) => {
@@ -433,12 +575,20 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             reason,
             by,
             at_ms,
+            evidence,
         } => {
             w.str(player);
             w.varint(*until_ms);
             w.str(reason);
             w.u8(blocked_by_tag(*by));
             w.varint(*at_ms);
+            match evidence {
+                None => w.u8(0),
+                Some(e) => {
+                    w.u8(1);
+                    w.evidence(e);
+                }
+            }
             kind::BLOCKED
         }
         Record::Unblocked {
@@ -527,6 +677,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             }
             w.varint(p.flags);
             w.varint(p.rate_limited);
+            w.history(&p.history);
             kind::PLAYER_STATE
         }
         Record::BoardPeriod {
@@ -579,6 +730,13 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             w.f64(*variance);
             w.varint(*samples);
             kind::SCORE_MODEL
+        }
+        Record::FairnessModel { name, model } => {
+            w.str(name);
+            w.f64(model.mean);
+            w.f64(model.variance);
+            w.varint(model.samples);
+            kind::FAIRNESS_MODEL
         }
         Record::Audit(a) => {
             w.varint(a.at_ms);
@@ -639,9 +797,35 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             let ts = r.varint()?;
             let at_ms = r.varint()?;
             let seq = r.varint()?;
-            let flag = match r.u8()? {
-                0 => None,
-                1 => Some(FlagKind::ScoreJump),
+            let (flag, evidence) = match r.u8()? {
+                FLAG_NONE => (None, None),
+                // Older logs: a z followed, and no threshold was logged.
+                0 => {
+                    r.f64()?;
+                    (None, None)
+                }
+                1 => {
+                    let z = r.f64()?;
+                    let evidence = Evidence {
+                        detector: FlagKind::ScoreJump,
+                        measure: Measure::Z,
+                        measured: z,
+                        threshold: f64::NAN,
+                    };
+                    (
+                        Some(FlagKind::ScoreJump),
+                        Some(evidence).filter(|_| !z.is_nan()),
+                    )
+                }
+                tag if tag & FLAG_EVIDENCE != 0 => {
+                    let e = Evidence {
+                        detector: flag_from_tag(tag & !FLAG_EVIDENCE)?,
+                        measure: measure_from_tag(r.u8()?)?,
+                        measured: r.f64()?,
+                        threshold: r.f64()?,
+                    };
+                    (Some(e.detector), Some(e))
+                }
                 tag => {
                     return Err(DecodeError::UnknownTag {
                         what: "flag",
@@ -649,7 +833,6 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                     })
                 }
             };
-            let z = r.f64()?;
             let key = match r.u8()? {
                 0 => None,
                 tag @ (1 | 2) => Some(KeyRef {
@@ -678,7 +861,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 at_ms,
                 seq,
                 flag,
-                z,
+                evidence,
                 key,
                 totals,
             }
@@ -689,6 +872,20 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             reason: r.str()?,
             by: blocked_by_from_tag(r.u8()?)?,
             at_ms: r.varint()?,
+            evidence: if r.remaining() == 0 {
+                None
+            } else {
+                match r.u8()? {
+                    0 => None,
+                    1 => Some(r.evidence()?),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "option",
+                            tag: u64::from(tag),
+                        })
+                    }
+                }
+            },
         },
         kind::UNBLOCKED => Record::Unblocked {
             player: r.str()?,
@@ -780,6 +977,11 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 block,
                 flags: r.varint()?,
                 rate_limited: r.varint()?,
+                history: if r.remaining() == 0 {
+                    History::default()
+                } else {
+                    r.history()?
+                },
             }))
         }
         kind::BOARD_PERIOD => {
@@ -838,6 +1040,14 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             }))
         }
         kind::NEXT_SEQ => Record::NextSeq(r.varint()?),
+        kind::FAIRNESS_MODEL => Record::FairnessModel {
+            name: r.str()?,
+            model: LnModel {
+                mean: r.f64()?,
+                variance: r.f64()?,
+                samples: r.varint()?,
+            },
+        },
         tag => {
             return Err(DecodeError::UnknownTag {
                 what: "record kind",
@@ -872,7 +1082,12 @@ mod tests {
                 at_ms: 1_795_521_600_000,
                 seq: 42,
                 flag: Some(FlagKind::ScoreJump),
-                z: 4.25,
+                evidence: Some(Evidence {
+                    detector: FlagKind::ScoreJump,
+                    measure: Measure::ShiftNats,
+                    measured: 4.25,
+                    threshold: 3.0,
+                }),
                 key: Some(key),
                 totals: Some(Totals {
                     xp: 1_000_000_010,
@@ -890,7 +1105,7 @@ mod tests {
                 at_ms: 1,
                 seq: 1,
                 flag: None,
-                z: 0.0,
+                evidence: None,
                 key: None,
                 totals: Some(Totals::default()),
             },
@@ -904,8 +1119,13 @@ mod tests {
                 ts: u64::MAX,
                 at_ms: u64::MAX,
                 seq: u64::MAX,
-                flag: None,
-                z: -1.5,
+                flag: Some(FlagKind::Luck),
+                evidence: Some(Evidence {
+                    detector: FlagKind::Luck,
+                    measure: Measure::LlrNats,
+                    measured: 5.5,
+                    threshold: 3.5,
+                }),
                 key: None,
                 totals: None,
             },
@@ -915,6 +1135,20 @@ mod tests {
                 reason: "flooding".into(),
                 by: BlockedBy::Admin,
                 at_ms: 4,
+                evidence: None,
+            },
+            Record::Blocked {
+                player: "p2x".into(),
+                until_ms: 5,
+                reason: "impossible_cadence".into(),
+                by: BlockedBy::Fairness,
+                at_ms: 4,
+                evidence: Some(Evidence {
+                    detector: FlagKind::Cadence,
+                    measure: Measure::KillGapS,
+                    measured: 2.5,
+                    threshold: 9.0,
+                }),
             },
             Record::Unblocked {
                 player: "p1x".into(),
@@ -983,6 +1217,23 @@ mod tests {
                 }),
                 flags: 1,
                 rate_limited: 2,
+                history: History {
+                    jump: jump::Own {
+                        ln_mean: [3.5, 8.25],
+                        seen: [200, 3],
+                        shift: 1.5,
+                    },
+                    gain: rate::Gain { units: 12.5 },
+                    luck: luck::Luck { llr: 0.75 },
+                    last_kill: cadence::LastKill {
+                        boss: u32::MAX,
+                        at_ms: 1_795_521_600_000,
+                    },
+                    strikes: Strikes {
+                        since_s: 1_795_521_600,
+                        count: 2,
+                    },
+                },
             })),
             Record::BoardPeriod {
                 window: WindowKind::Daily,
@@ -1009,6 +1260,14 @@ mod tests {
                 mean: 2.5,
                 variance: 0.25,
                 samples: 1000,
+            },
+            Record::FairnessModel {
+                name: "cadence.dragon_lord".into(),
+                model: LnModel {
+                    mean: 4.5,
+                    variance: 0.5,
+                    samples: 12,
+                },
             },
             Record::Audit(Box::new(AuditRecord {
                 at: 1,
@@ -1075,21 +1334,7 @@ mod tests {
         for record in samples() {
             let mut buf = Vec::new();
             let kind = encode(&record, &mut buf);
-            // An accepted event cut just before its totals is what older builds wrote.
-            let older = match &record {
-                Record::EventAccepted {
-                    totals: Some(_), ..
-                } => {
-                    let mut older = record.clone();
-                    if let Record::EventAccepted { totals, .. } = &mut older {
-                        *totals = None;
-                    }
-                    let mut older_buf = Vec::new();
-                    encode(&older, &mut older_buf);
-                    Some((older_buf.len(), older))
-                }
-                _ => None,
-            };
+            let older = older_form(&record);
             for len in 0..buf.len() {
                 match &older {
                     Some((older_len, older)) if *older_len == len => {
@@ -1115,6 +1360,67 @@ mod tests {
             decode(99, &[]),
             Err(DecodeError::UnknownTag { .. })
         ));
+    }
+
+    /// The record as an older build wrote it, and that encoding's length, for records
+    /// whose last field is optional: an accepted event without its totals, a block
+    /// without its evidence, a player without its detector history.
+    fn older_form(record: &Record) -> Option<(usize, Record)> {
+        let mut older = record.clone();
+        let tail_len = match &mut older {
+            Record::EventAccepted {
+                totals: totals @ Some(_),
+                ..
+            } => {
+                *totals = None;
+                0
+            }
+            Record::Blocked { evidence, .. } => {
+                *evidence = None;
+                1
+            }
+            Record::PlayerState(p) => {
+                p.history = History::default();
+                let mut tail = Vec::new();
+                Writer(&mut tail).history(&p.history);
+                tail.len()
+            }
+            _ => return None,
+        };
+        let mut buf = Vec::new();
+        encode(&older, &mut buf);
+        Some((buf.len() - tail_len, older))
+    }
+
+    /// Accepted events of builds before the detectors' evidence: a flag byte 0 or 1, then
+    /// a z either way.
+    #[test]
+    fn older_flag_bytes_still_decode() {
+        for (flag_byte, z) in [(0u8, 0.0f64), (1, 4.25)] {
+            let record = samples().remove(1);
+            let mut buf = Vec::new();
+            let kind = encode(&record, &mut buf);
+            let at = buf
+                .iter()
+                .rposition(|&b| b == FLAG_NONE)
+                .expect("the flag byte");
+            let mut old = buf[..at].to_vec();
+            old.push(flag_byte);
+            old.extend_from_slice(&z.to_le_bytes());
+            old.extend_from_slice(&buf[at + 1..]);
+            let decoded = decode(kind, &old).expect("decodes");
+            let Record::EventAccepted { flag, evidence, .. } = &decoded else {
+                panic!("an accepted event");
+            };
+            if flag_byte == 0 {
+                assert_eq!(decoded, record);
+            } else {
+                assert_eq!(*flag, Some(FlagKind::ScoreJump));
+                let e = evidence.expect("the old z as evidence");
+                assert_eq!((e.measure, e.measured), (Measure::Z, 4.25));
+                assert!(e.threshold.is_nan());
+            }
+        }
     }
 
     proptest! {

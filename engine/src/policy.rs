@@ -4,6 +4,7 @@
 //! find them in one place.
 
 use crate::event::TsPolicy;
+use crate::fairness::Thresholds;
 use crate::window::WindowKind;
 
 #[derive(Debug, Clone)]
@@ -21,12 +22,8 @@ pub struct Policy {
     pub flood_block_after_s: u32,
     /// How long a fairness block lasts (`BLOCK_SEC`), ms.
     pub block_ms: u64,
-    /// z-score beyond which a score jump is flagged (`ANOMALY_Z`); twice it is treated as
-    /// clear cheating and blocks.
-    pub anomaly_z: f64,
-    /// Accepted scored events a shard must have seen before it judges jumps: with fewer,
-    /// the population estimate is noise.
-    pub anomaly_min_samples: u64,
+    /// The fairness detectors' thresholds (`ANOMALY_Z` and the rest).
+    pub fairness: Thresholds,
     /// How long an idempotency key is remembered (`IDEMP_TTL`), ms.
     pub idempotency_ttl_ms: u64,
     /// Idempotency keys one shard remembers at most; past it, keyed requests get 503
@@ -65,8 +62,7 @@ impl Default for Policy {
             rate_limit_per_s: 50,
             flood_block_after_s: 3,
             block_ms: 60_000,
-            anomaly_z: 3.5,
-            anomaly_min_samples: 100,
+            fairness: Thresholds::default(),
             idempotency_ttl_ms: 300_000,
             idempotency_keys_max: 1_000_000,
             idempotency_bytes_max: 256 << 20,

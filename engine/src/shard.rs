@@ -21,9 +21,10 @@ use crate::board::{
     add_to_boards, Board, BoardKey, BoardView, HistoryLimits, Reached, Roster, Standings,
 };
 use crate::event::{Event, EventKind};
+use crate::fairness::model::LnModel;
 use crate::fairness::{
-    Assessment, AuditKind, AuditLog, AuditRecord, Block, BlockedBy, FlagKind, PlayerGuard,
-    RateDecision, ScoreModel,
+    self, AuditKind, AuditLog, AuditRecord, Block, BlockedBy, Evidence, FlagKind, History, Measure,
+    PlayerGuard, Population, RateDecision, Seen,
 };
 use crate::idempotency::{IdempotencyStore, Limits, Reserve, StoredResponse};
 use crate::policy::Policy;
@@ -50,8 +51,8 @@ pub enum Record {
         seq: u64,
         /// Set when the guard flagged the score: it stays off the leaderboards.
         flag: Option<FlagKind>,
-        /// The z-score the guard saw, for the audit trail.
-        z: f64,
+        /// The flag's evidence, for the audit trail (threshold NaN in older logs).
+        evidence: Option<Evidence>,
         /// The idempotency key of the request that carried the event, so recovery can
         /// rebuild a key whose completion record a crash cut off.
         key: Option<KeyRef>,
@@ -67,6 +68,8 @@ pub enum Record {
         reason: String,
         by: BlockedBy,
         at_ms: u64,
+        /// What a detector measured, for a fairness block (`None`: admin, older logs).
+        evidence: Option<Evidence>,
     },
     Unblocked {
         player: String,
@@ -121,12 +124,15 @@ pub enum Record {
         closed_ms: u64,
         entries: Vec<(String, u64, u64, u64)>,
     },
-    /// The score model's estimate.
+    /// The single score model of older checkpoints: restored as the progression model.
     ScoreModel {
         mean: f64,
         variance: f64,
         samples: u64,
     },
+    /// One of the fairness detectors' population models, by name (see
+    /// `fairness::model_name`).
+    FairnessModel { name: String, model: LnModel },
     /// One kept audit record.
     Audit(Box<AuditRecord>),
     /// The next sequence number to hand out.
@@ -194,6 +200,7 @@ impl Record {
             Record::WindowClosed { .. }
             | Record::BoardPeriod { .. }
             | Record::ScoreModel { .. }
+            | Record::FairnessModel { .. }
             | Record::NextSeq(_) => Route::All,
             Record::ClosedPeriod { .. } => Route::Split,
         }
@@ -268,6 +275,8 @@ pub struct PlayerSnapshot {
     pub block: Option<Block>,
     pub flags: u64,
     pub rate_limited: u64,
+    /// What the detectors know of the player (default in older checkpoints).
+    pub history: History,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -546,7 +555,8 @@ pub struct Shard {
     boards: Vec<Board>,
     /// Players with a block, active or not yet expired by `tick`.
     blocked: BTreeSet<CompactString>,
-    scores: ScoreModel,
+    /// The detectors' population models.
+    population: Population,
     audit: AuditLog,
     idempotency: IdempotencyStore,
     next_seq: u64,
@@ -562,13 +572,14 @@ impl Shard {
             .iter()
             .map(|&kind| Board::new(kind, kind.period_at(now_ms, &policy.season)))
             .collect();
+        let population = Population::new(&policy.fairness);
         Shard {
             policy,
             receipts,
             players: PlayerTable::default(),
             boards,
             blocked: BTreeSet::new(),
-            scores: ScoreModel::default(),
+            population,
             audit: AuditLog::default(),
             idempotency: IdempotencyStore::default(),
             next_seq: 1,
@@ -597,21 +608,34 @@ impl Shard {
         if let Some(rejection) = self.check_player_limits(player, &event.kind) {
             return EventOutcome::Rejected(rejection);
         }
-        let score = event.kind.score();
-        let (flag, z) = match self.scores.assess(
-            score,
-            self.policy.anomaly_z,
-            self.policy.anomaly_min_samples,
-        ) {
-            Assessment::Normal => (None, 0.0),
-            Assessment::Flag { z } => (Some(FlagKind::ScoreJump), z),
-            Assessment::Block { z } => {
-                let reason = format!("impossible score jump: {score} (z={z:.1})");
-                let rejection =
-                    self.fairness_block(position, reason, FlagKind::ImpossibleScore, now_ms);
-                return EventOutcome::Rejected(rejection);
-            }
+        let seen = Seen {
+            event: &event.kind,
+            at_ms: now_ms,
+            last_ms: player.updated_ms,
         };
+        let decision = fairness::judge(
+            &self.population,
+            &player.guard.history,
+            &seen,
+            &self.policy.fairness,
+        );
+        let evidence = decision.map(|d| d.evidence);
+        if let Some(decision) = decision.filter(|d| d.block) {
+            let e = decision.evidence;
+            let mut reason = format!(
+                "{}: {} {:.2} beyond {:.2}",
+                e.detector.describe(),
+                e.measure.as_str(),
+                e.measured,
+                e.threshold
+            );
+            if let Some(strikes) = decision.strikes {
+                reason.push_str(&format!(" ({strikes} flags)"));
+            }
+            let rejection = self.fairness_block(position, reason, e, now_ms);
+            return EventOutcome::Rejected(rejection);
+        }
+        let flag = evidence.map(|e| e.detector);
         let seq = self.next_seq;
         self.record(Record::EventAccepted {
             player: event.player_id,
@@ -620,7 +644,7 @@ impl Shard {
             at_ms: now_ms,
             seq,
             flag,
-            z,
+            evidence,
             key,
             totals: None,
         });
@@ -680,7 +704,14 @@ impl Shard {
                     "flooding: over {} events/s for {} consecutive seconds",
                     policy.rate_limit_per_s, policy.flood_block_after_s
                 );
-                Some(self.fairness_block(position, reason, FlagKind::Flood, now_ms))
+                let seconds = f64::from(policy.flood_block_after_s);
+                let evidence = Evidence {
+                    detector: FlagKind::Flood,
+                    measure: Measure::LimitedS,
+                    measured: seconds,
+                    threshold: seconds,
+                };
+                Some(self.fairness_block(position, reason, evidence, now_ms))
             }
             RateDecision::Limited { retry_after_ms, .. } => {
                 let drops = guard.note_drop(now_ms);
@@ -696,7 +727,7 @@ impl Shard {
         &mut self,
         position: u32,
         reason: String,
-        flag: FlagKind,
+        evidence: Evidence,
         now_ms: u64,
     ) -> Rejection {
         let until_ms = now_ms.saturating_add(self.policy.block_ms);
@@ -706,11 +737,12 @@ impl Shard {
             reason: reason.clone(),
             by: BlockedBy::Fairness,
             at_ms: now_ms,
+            evidence: Some(evidence),
         });
         Rejection::Blocked {
             until_ms,
             reason,
-            new_flag: Some(flag),
+            new_flag: Some(evidence.detector),
         }
     }
 
@@ -827,6 +859,7 @@ impl Shard {
             reason: reason.clone(),
             by: BlockedBy::Admin,
             at_ms: now_ms,
+            evidence: None,
         });
         Some(Block {
             until_ms,
@@ -952,7 +985,7 @@ impl Shard {
             at_ms,
             seq,
             flag,
-            z,
+            evidence,
             ..
         } = record
         else {
@@ -961,6 +994,18 @@ impl Shard {
         let (at_ms, seq) = (*at_ms, *seq);
         let position = self.ensure_player(player);
         let p = self.players.at_mut(position);
+        let seen = Seen {
+            event,
+            at_ms,
+            last_ms: p.updated_ms,
+        };
+        fairness::learn(
+            &mut self.population,
+            &mut p.guard.history,
+            &seen,
+            flag.is_some(),
+            &self.policy.fairness,
+        );
         let score = event.score();
         p.xp = p.xp.saturating_add(score);
         p.updated_ms = at_ms;
@@ -984,12 +1029,15 @@ impl Shard {
             None if score > 0 => {
                 let now = Reached { ms: at_ms, seq };
                 add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
-                self.scores.learn(score);
             }
             None => {}
             Some(kind) => {
                 p.guard.add_flag();
                 // Rare: the copies for the audit line are off the hot path.
+                let mut detail = json!({ "type": event.type_name(), "score": score, "ts": ts });
+                if let Some(evidence) = evidence {
+                    evidence.insert_into(&mut detail);
+                }
                 self.audit.push(
                     AuditRecord {
                         at: at_ms / 1000,
@@ -997,7 +1045,7 @@ impl Shard {
                         kind: AuditKind::Flag,
                         player_id: player.clone(),
                         reason: kind.as_str().to_owned(),
-                        detail: json!({ "type": event.type_name(), "score": score, "z": z, "ts": ts }),
+                        detail,
                     },
                     self.policy.audit_records_max,
                 );
@@ -1020,6 +1068,7 @@ impl Shard {
                 reason,
                 by,
                 at_ms,
+                evidence,
             } => {
                 let position = self.ensure_player(&player);
                 let p = self.players.at_mut(position);
@@ -1037,7 +1086,13 @@ impl Shard {
                         kind: AuditKind::Block,
                         player_id: player,
                         reason,
-                        detail: json!({ "until": until_ms / 1000, "untilMs": until_ms, "by": by.as_str() }),
+                        detail: {
+                            let mut detail = json!({ "until": until_ms / 1000, "untilMs": until_ms, "by": by.as_str() });
+                            if let Some(evidence) = evidence {
+                                evidence.insert_into(&mut detail);
+                            }
+                            detail
+                        },
                     },
                     audit_max,
                 );
@@ -1142,6 +1197,7 @@ impl Shard {
                 });
                 player.updated_ms = p.updated_ms;
                 player.guard.restore_counts(p.flags, p.rate_limited);
+                player.guard.history = p.history;
                 if p.block.is_some() {
                     self.blocked.insert(player.id.clone());
                 }
@@ -1200,7 +1256,15 @@ impl Shard {
                 mean,
                 variance,
                 samples,
-            } => self.scores = ScoreModel::restore(mean, variance, samples),
+            } => self.population.restore(
+                fairness::model_name::PROGRESSION,
+                LnModel {
+                    mean,
+                    variance,
+                    samples,
+                },
+            ),
+            Record::FairnessModel { name, model } => self.population.restore(&name, model),
             Record::Audit(record) => self.audit.restore(*record, audit_max),
             Record::NextSeq(seq) => self.next_seq = self.next_seq.max(seq),
         }
@@ -1304,6 +1368,7 @@ impl Shard {
                 block: p.guard.block().cloned(),
                 flags: p.guard.flags(),
                 rate_limited: p.guard.rate_limited(),
+                history: p.guard.history,
             }))
         });
         let boards = self.boards.iter().flat_map(|b| {
@@ -1334,12 +1399,8 @@ impl Shard {
                     });
             history.chain(period).chain(entries)
         });
-        let (mean, variance, samples) = self.scores.parts();
-        let model = std::iter::once(Record::ScoreModel {
-            mean,
-            variance,
-            samples,
-        });
+        let model =
+            (self.population.models()).map(|(name, model)| Record::FairnessModel { name, model });
         let audit = self
             .audit
             .oldest_first()
@@ -1508,7 +1569,6 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             rate_limit_per_s: 5,
-            anomaly_min_samples: 10,
             ts: TsPolicy {
                 skew_s: 300,
                 max_age_s: None,
@@ -1980,6 +2040,136 @@ mod tests {
         assert_eq!(hard(&live), hard(&replayed));
     }
 
+    fn boss(player: &str, boss_id: &str, points: u64) -> Event {
+        Event {
+            player_id: player.into(),
+            ts: T0 / 1000,
+            kind: EventKind::BossKill {
+                boss_id: boss_id.into(),
+                tier: 1,
+                points,
+            },
+        }
+    }
+
+    fn lucky_drop(player: &str, id: &str, weight: f64) -> Event {
+        Event {
+            player_id: player.into(),
+            ts: T0 / 1000,
+            kind: EventKind::DropClaimed {
+                drop_id: id.into(),
+                weight: Some(weight),
+                source: None,
+            },
+        }
+    }
+
+    /// The events of a small population over `[from_s, to_s)` seconds after `T0`, time
+    /// ordered: honest players (quests, a boss now and then), and from second 200 a speed
+    /// hacker, an inflater, a boss farmer and a lucky claimer.
+    fn population_events(from_s: u64, to_s: u64) -> Vec<(u64, Event)> {
+        let mut out = Vec::new();
+        for t in from_s..to_s {
+            let at = T0 + t * 1000;
+            for h in 0..6u64 {
+                if (t + h) % 4 == 0 {
+                    let id = format!("honest{h}");
+                    out.push((at + h, progression(&id, 30 + (t * 7 + h * 13) % 50)));
+                }
+                if (t + h * 17) % 90 == 0 {
+                    out.push((at + 500 + h, boss(&format!("honest{h}"), "wyrm", 2_000 + h)));
+                }
+            }
+            let cheating = t >= 200;
+            if t % 3 == 0 || cheating {
+                let per_s = if cheating { 10 } else { 1 };
+                for k in 0..per_s {
+                    out.push((at + 10 + k * 100, progression("speedy", 40 + t % 20)));
+                }
+            }
+            if t % 3 == 1 {
+                let xp = (40 + t % 20) * if cheating { 8 } else { 1 };
+                out.push((at + 20, progression("inflater", xp)));
+            }
+            if cheating && t % 4 == 0 {
+                out.push((at + 30, boss("farmer", "wyrm", 2_000)));
+            } else if t % 3 == 2 {
+                out.push((at + 30, progression("farmer", 45)));
+            }
+            if t % 9 == 0 {
+                let weight = if cheating { 0.003 } else { 0.2 };
+                out.push((at + 40, lucky_drop("lucky", &format!("d{t}"), weight)));
+            }
+        }
+        out.sort_by_key(|(at, _)| *at);
+        out
+    }
+
+    /// The detectors learn through `apply`: a shard rebuilt from the journal, or from a
+    /// checkpoint through the codec, decides the next events exactly as the live one.
+    #[test]
+    fn guard_decisions_are_the_same_after_a_restart() {
+        let mut policy = policy();
+        policy.rate_limit_per_s = 50;
+        let new = || Shard::new(policy.clone(), ReceiptSigner::new(&[7u8; 32]), T0);
+        let mut live = new();
+        let mut journal = Vec::new();
+        for (at, event) in population_events(0, 230) {
+            live.submit_event(event, None, at);
+            journal.extend(live.take_journal());
+        }
+        let mut replayed = new();
+        replayed.begin_replay();
+        for record in journal {
+            replayed.apply(record);
+        }
+        replayed.finish_replay();
+        let mut restored = new();
+        restored.begin_replay();
+        let mut buf = Vec::new();
+        for record in live.snapshot() {
+            buf.clear();
+            let kind = crate::codec::encode(&record, &mut buf);
+            restored.apply(crate::codec::decode(kind, &buf).unwrap());
+        }
+        restored.finish_replay();
+        let mut decided = Vec::new();
+        for (at, event) in population_events(230, 320) {
+            let outcome = live.submit_event(event.clone(), None, at);
+            let again = replayed.submit_event(event.clone(), None, at);
+            let checkpointed = restored.submit_event(event.clone(), None, at);
+            assert_eq!(outcome, again, "{event:?} at {at}");
+            assert_eq!(outcome, checkpointed, "{event:?} at {at}");
+            match outcome {
+                EventOutcome::Accepted {
+                    flag: Some(kind), ..
+                }
+                | EventOutcome::Rejected(Rejection::Blocked {
+                    new_flag: Some(kind),
+                    ..
+                }) => decided.push(kind),
+                _ => {}
+            }
+        }
+        // The comparison covered every detector's decisions.
+        for kind in [FlagKind::RateOfGain, FlagKind::Cadence, FlagKind::Luck] {
+            assert!(
+                decided.contains(&kind),
+                "{kind:?} never decided: {decided:?}"
+            );
+        }
+        let now = T0 + 320_000;
+        assert_same(&observable(&live, now), &observable(&replayed, now));
+        assert_same(&observable(&live, now), &observable(&restored, now));
+        for id in ["speedy", "inflater", "farmer", "lucky"] {
+            assert!(live.guard_view(id, now).unwrap().blocked, "{id} is blocked");
+        }
+        for h in 0..6 {
+            let view = live.guard_view(&format!("honest{h}"), now).unwrap();
+            assert_eq!((view.blocked, view.flags), (false, 0), "honest{h}");
+        }
+    }
+
     /// A shard with a bit of everything: players, drops, claims, blocks, flags, closed
     /// periods, idempotency keys.
     fn busy_shard() -> Shard {
@@ -2033,12 +2223,13 @@ mod tests {
         players.sort();
         for p in players {
             out += &format!(
-                "{:?} {:?}\n",
+                "{:?} {:?} {:?}\n",
                 serde_json::to_string(&s.progress(p)).unwrap(),
-                serde_json::to_string(&s.guard_view(p, now_ms)).unwrap()
+                serde_json::to_string(&s.guard_view(p, now_ms)).unwrap(),
+                s.players[p.as_str()].guard.history
             );
         }
-        out += &format!("{:?} {:?}\n", s.scores.parts(), s.next_seq);
+        out += &format!("{:?} {:?}\n", s.population, s.next_seq);
         let keys: Vec<_> = s
             .idempotency
             .completed()

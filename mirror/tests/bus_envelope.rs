@@ -42,7 +42,7 @@ fn accepted(event: EventKind, flag: Option<FlagKind>, totals: Option<Totals>) ->
         at_ms: AT_MS,
         seq: 9,
         flag,
-        z: 0.1,
+        evidence: None,
         key: None,
         totals,
     }
@@ -104,6 +104,7 @@ fn every_forwarded_kind_matches_the_schema_and_the_contract() {
             reason: "impossible score".into(),
             by: BlockedBy::Fairness,
             at_ms: AT_MS,
+            evidence: None,
         },
         Record::Unblocked {
             player: "p-1".into(),

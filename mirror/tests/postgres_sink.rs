@@ -15,7 +15,7 @@ use common::TempDir;
 use liveops_engine::board::BoardKey;
 use liveops_engine::codec;
 use liveops_engine::event::EventKind;
-use liveops_engine::fairness::{BlockedBy, FlagKind};
+use liveops_engine::fairness::{BlockedBy, Evidence, FlagKind, Measure};
 use liveops_engine::shard::{level_of, PlayerTotals, Record, Totals};
 use liveops_engine::window::WindowKind;
 use liveops_mirror::{
@@ -240,6 +240,7 @@ fn record(shard: u32, n: u64) -> Record {
             reason: format!("flood {n}"),
             by: BlockedBy::Fairness,
             at_ms,
+            evidence: None,
         },
         6 => Record::Unblocked {
             player,
@@ -275,7 +276,12 @@ fn record(shard: u32, n: u64) -> Record {
             at_ms,
             seq: n,
             flag: n.is_multiple_of(13).then_some(FlagKind::ScoreJump),
-            z: 4.5,
+            evidence: n.is_multiple_of(13).then_some(Evidence {
+                detector: FlagKind::ScoreJump,
+                measure: Measure::Z,
+                measured: 4.5,
+                threshold: 3.5,
+            }),
             key: None,
             totals: Some(Totals {
                 xp: 10 * n,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use liveops_engine::event::TsPolicy;
+use liveops_engine::fairness::Thresholds;
 use liveops_engine::policy::Policy;
 use liveops_engine::window::WindowKind;
 use liveops_mirror::bus::servicebus::ServiceBusTarget;
@@ -629,14 +630,7 @@ pub fn from_vars(
         Some(d) if d.as_secs() >= 1 && d.as_secs() <= 366 * 86_400 => Ok(d.as_secs()),
         _ => Err("must be a duration from 1s to 366d, e.g. 8d".into()),
     });
-    let anomaly_z = p.parse("ANOMALY_Z", "3.5", |s| match s.parse::<f64>() {
-        Ok(z) if z.is_finite() && z > 0.0 && z <= 100.0 => Ok(z),
-        _ => Err("must be a number in (0, 100]".into()),
-    });
-    let anomaly_min_samples = p.parse("ANOMALY_MIN_SAMPLES", "100", |s| {
-        s.parse::<u64>()
-            .map_err(|_| "must be a whole number".into())
-    });
+    let fairness = fairness_thresholds(&mut p);
     let block_s = p.parse("BLOCK_SEC", "60", |s| match s.parse::<u64>() {
         Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),
         _ => Err("must be whole seconds 1..=31536000".into()),
@@ -750,8 +744,7 @@ pub fn from_vars(
         },
         rate_limit_per_s: rate.expect("no problems"),
         block_ms: block_s.expect("no problems") * 1000,
-        anomaly_z: anomaly_z.expect("no problems"),
-        anomaly_min_samples: anomaly_min_samples.expect("no problems"),
+        fairness: fairness.expect("no problems"),
         idempotency_ttl_ms: idem_ttl.expect("no problems").as_millis() as u64,
         // Engine-wide budgets, split across shards.
         idempotency_keys_max: idem_keys_max.expect("no problems").div_ceil(shards),
@@ -796,6 +789,77 @@ pub fn from_vars(
 }
 
 /// `300s`, `5m`, `1h`, `2d`, `250ms`, or bare seconds.
+/// The fairness detectors' thresholds (see the README's Fairness section).
+fn fairness_thresholds(p: &mut Parser) -> Option<Thresholds> {
+    let anomaly_z = p.parse("ANOMALY_Z", "3.5", |s| number_in(s, 0.0, 100.0, false));
+    let prior_progression = p.parse("ANOMALY_PRIOR_PROGRESSION", "50", |s| {
+        number_in(s, 1.0, 1_000_000.0, true)
+    });
+    let prior_boss_kill = p.parse("ANOMALY_PRIOR_BOSS_KILL", "2500", |s| {
+        number_in(s, 1.0, 1_000_000.0, true)
+    });
+    let cap_progression = p.parse("SCORE_CAP_PROGRESSION", "20000", |s| {
+        whole_in(s, 1, 1_000_000)
+    });
+    let cap_boss_kill = p.parse("SCORE_CAP_BOSS_KILL", "100000", |s| {
+        whole_in(s, 1, 1_000_000)
+    });
+    let shift_drift = p.parse("ANOMALY_SHIFT_DRIFT", "0.5", |s| {
+        number_in(s, 0.0, 10.0, true)
+    });
+    let shift_max = p.parse("ANOMALY_SHIFT_MAX", "3", |s| {
+        number_in(s, 0.0, 100.0, false)
+    });
+    let gain_rate_max = p.parse("GAIN_RATE_MAX", "4", |s| number_in(s, 0.0, 1e9, false));
+    let gain_window_s = p.parse("GAIN_WINDOW_SEC", "5", |s| whole_in(s, 1, 3600));
+    let cadence_fraction = p.parse("CADENCE_FRACTION", "0.3", |s| number_in(s, 0.0, 1.0, true));
+    let cadence_floor_s = p.parse("CADENCE_FLOOR_SEC", "5", |s| whole_in(s, 0, 3600));
+    let cadence_min_samples = p.parse("CADENCE_MIN_SAMPLES", "3", |s| whole_in(s, 1, 1_000_000));
+    let luck_reference_weight = p.parse("LUCK_REFERENCE_WEIGHT", "0.05", |s| {
+        number_in(s, 0.0, 1.0, false)
+    });
+    let luck_llr_max = p.parse("LUCK_LLR_MAX", "3.5", |s| number_in(s, 0.0, 1000.0, false));
+    let flag_strikes = p.parse("FLAG_STRIKES", "3", |s| whole_in(s, 1, 255));
+    let flag_strike_s = p.parse("FLAG_STRIKE_SEC", "300", |s| whole_in(s, 1, 7 * 86_400));
+    Some(Thresholds {
+        anomaly_z: anomaly_z?,
+        prior_progression: prior_progression?,
+        prior_boss_kill: prior_boss_kill?,
+        cap_progression: cap_progression?,
+        cap_boss_kill: cap_boss_kill?,
+        shift_drift: shift_drift?,
+        shift_max: shift_max?,
+        gain_rate_max: gain_rate_max?,
+        gain_window_ms: gain_window_s? * 1000,
+        cadence_fraction: cadence_fraction?,
+        cadence_floor_ms: cadence_floor_s? * 1000,
+        cadence_min_samples: cadence_min_samples?,
+        luck_reference_weight: luck_reference_weight?,
+        luck_llr_max: luck_llr_max?,
+        flag_strikes: u8::try_from(flag_strikes?).ok()?,
+        flag_strike_ms: flag_strike_s? * 1000,
+    })
+}
+
+/// A finite number from `min` (included when `min_included`) to `max` (included).
+fn number_in(s: &str, min: f64, max: f64, min_included: bool) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (v > min || (min_included && v == min)) && v <= max => Ok(v),
+        _ => {
+            let open = if min_included { '[' } else { '(' };
+            Err(format!("must be a number in {open}{min}, {max}]"))
+        }
+    }
+}
+
+/// A whole number in `[min, max]`.
+fn whole_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number {min}..={max}")),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -871,6 +935,8 @@ mod tests {
         assert_eq!(config.policy.idempotency_ttl_ms, 300_000);
         assert_eq!(config.policy.idempotency_host_share_percent, 10);
         assert_eq!(config.policy.windows.len(), 3);
+        // The documented defaults are the engine's.
+        assert_eq!(config.policy.fairness, Thresholds::default());
         assert_eq!(config.lb_topn, 100);
         assert_eq!(config.read_units_per_host_s, 100_000);
         assert_eq!(config.admin_token, Some("g".repeat(64)));

@@ -329,7 +329,7 @@ mod tests {
             at_ms,
             seq: at_ms,
             flag: None,
-            z: 0.0,
+            evidence: None,
             key: Some(liveops_engine::shard::KeyRef {
                 key: "K".into(),
                 fingerprint: [4; 32],

@@ -14,6 +14,9 @@ use common::*;
 use serde_json::Value;
 
 const NO_RATE_LIMIT: (&str, &str) = ("RATE_LIMIT_MAX", "1000000");
+/// The load's players send as fast as the engine answers, far over a human pace: lift
+/// the fairness guard's rate-of-gain threshold too, or it would block them.
+const NO_GAIN_LIMIT: (&str, &str) = ("GAIN_RATE_MAX", "1000");
 
 fn segments(dir: &Path, shard: usize) -> Vec<PathBuf> {
     let shard_dir = dir.join(format!("data/gen-1/shard-{shard}"));
@@ -186,7 +189,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
     let dir = temp_dir();
     let mut acked_total: HashMap<String, u64> = HashMap::new();
     for round in 0..3 {
-        let mut engine = Engine::start_in(&dir, &[NO_RATE_LIMIT]);
+        let mut engine = Engine::start_in(&dir, &[NO_RATE_LIMIT, NO_GAIN_LIMIT]);
         let stop = AtomicBool::new(false);
         let clients = std::thread::scope(|s| {
             let load = s.spawn(|| load_until_killed(&engine, 8, round, &stop));
@@ -197,7 +200,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
             load.join().unwrap()
         });
         engine.kill9();
-        let engine = Engine::start_in(&dir, &[NO_RATE_LIMIT]);
+        let engine = Engine::start_in(&dir, &[NO_RATE_LIMIT, NO_GAIN_LIMIT]);
         let mut acked_this_round = 0;
         for client in &clients {
             let acked = acked_total.entry(client.player.clone()).or_default();
@@ -264,7 +267,7 @@ impl Command {
 #[test]
 fn retried_acknowledged_requests_answer_208_after_a_crash() {
     let dir = temp_dir();
-    let mut engine = Engine::start_in(&dir, &[NO_RATE_LIMIT]);
+    let mut engine = Engine::start_in(&dir, &[NO_RATE_LIMIT, NO_GAIN_LIMIT]);
     let bodies: Vec<(String, String)> = (0..20)
         .map(|i| {
             (
@@ -277,7 +280,7 @@ fn retried_acknowledged_requests_answer_208_after_a_crash() {
         assert_eq!(engine.post_events(body, Some(key)).status, 202);
     }
     engine.kill9();
-    let engine = Engine::start_in(&dir, &[NO_RATE_LIMIT]);
+    let engine = Engine::start_in(&dir, &[NO_RATE_LIMIT, NO_GAIN_LIMIT]);
     for (key, body) in &bodies {
         let r = engine.post_events(body, Some(key));
         assert_eq!(r.status, 208, "{key}");
@@ -300,7 +303,7 @@ fn retried_acknowledged_requests_answer_208_after_a_crash() {
 #[test]
 fn a_key_reused_after_it_expired_is_not_applied_again_after_a_restart() {
     let dir = temp_dir();
-    let env = [NO_RATE_LIMIT, ("IDEMP_TTL", "4s")];
+    let env = [NO_RATE_LIMIT, NO_GAIN_LIMIT, ("IDEMP_TTL", "4s")];
     let mut engine = Engine::start_in(&dir, &env);
     let body = progression("reuser_1", 10);
     let xp = |engine: &Engine| {
@@ -442,7 +445,7 @@ fn corruption_before_the_tail_stops_a_strict_start() {
 fn a_changed_shard_count_reshards_the_data() {
     let dir = temp_dir();
     let players: Vec<String> = (0..40).map(|i| format!("reshard_{i:02}")).collect();
-    let mut engine = Engine::start_in(&dir, &[("SHARDS", "2"), NO_RATE_LIMIT]);
+    let mut engine = Engine::start_in(&dir, &[("SHARDS", "2"), NO_RATE_LIMIT, NO_GAIN_LIMIT]);
     let batch: Vec<String> = players
         .iter()
         .enumerate()
@@ -463,7 +466,8 @@ fn a_changed_shard_count_reshards_the_data() {
     let before = snapshot(&engine, &players);
     engine.stop("TERM", Duration::from_secs(5));
     for shards in ["3", "1", "2"] {
-        let mut engine = Engine::start_in(&dir, &[("SHARDS", shards), NO_RATE_LIMIT]);
+        let mut engine =
+            Engine::start_in(&dir, &[("SHARDS", shards), NO_RATE_LIMIT, NO_GAIN_LIMIT]);
         assert_eq!(snapshot(&engine, &players), before, "SHARDS={shards}");
         assert_eq!(
             engine

@@ -1,5 +1,6 @@
-//! The fairness guard over HTTP: score jumps, impossible scores, floods, admin blocks,
-//! the audit trail (API and stdout) and the seed's metric names.
+//! The fairness guard over HTTP: score jumps (per event type, judged from the first
+//! event), impossible scores, the detectors' evidence, floods, admin blocks, the audit
+//! trail (API and stdout) and the metric names.
 
 mod common;
 
@@ -16,7 +17,7 @@ fn metric(engine: &Engine, prefix: &str) -> u64 {
         .map_or(0, |v| v.parse().unwrap())
 }
 
-/// Enough ordinary events on every shard for the score model to judge.
+/// Ordinary quests from 200 players on every shard.
 fn warm_up(engine: &Engine) {
     let batch: Vec<String> = (0..200)
         .map(|i| progression(&format!("warm_{i:03}"), 10 + i % 20))
@@ -25,10 +26,10 @@ fn warm_up(engine: &Engine) {
     assert_eq!(r.json()["accepted"], 200);
 }
 
+/// A cold engine judges from its first event: the prior, not a warm-up, sets the model.
 #[test]
 fn score_jumps_are_flagged_off_the_boards_and_impossible_scores_block() {
-    let engine = Engine::start_with(&[("ANOMALY_MIN_SAMPLES", "50")]);
-    warm_up(&engine);
+    let engine = Engine::start();
 
     let r = engine.post_events(&progression("jumper", 2_000), None);
     assert_eq!(r.status, 202);
@@ -62,6 +63,24 @@ fn score_jumps_are_flagged_off_the_boards_and_impossible_scores_block() {
         .as_str()
         .unwrap()
         .contains("impossible score"));
+    // The evidence: detector, measured value, threshold.
+    let audit = engine
+        .get("fairness", "/fairness/audit?playerId=cheater")
+        .json();
+    let detail = &audit["records"][0]["detail"];
+    assert_eq!(detail["detector"], "impossible_score", "{audit}");
+    assert_eq!(
+        (detail["measured"].as_f64(), detail["threshold"].as_f64()),
+        (Some(1_000_000.0), Some(20_000.0))
+    );
+    let flag = &engine
+        .get("fairness", "/fairness/audit?playerId=jumper")
+        .json()["records"][0]["detail"];
+    assert_eq!(
+        (flag["detector"].as_str(), flag["measure"].as_str()),
+        (Some("score_jump"), Some("z"))
+    );
+    assert!(flag["measured"].as_f64().unwrap() > flag["threshold"].as_f64().unwrap());
     assert_eq!(
         engine
             .get("progression", "/players/cheater/progress")
@@ -103,6 +122,22 @@ fn score_jumps_are_flagged_off_the_boards_and_impossible_scores_block() {
         metric(&engine, "dropped_events_total{reason=\"blocked\"}"),
         2
     );
+}
+
+/// A boss kill is not a quest: on an engine warm on quests, the contract's own sample
+/// boss kill is scored (one shared model used to quarantine it), while a quest worth as
+/// much is flagged.
+#[test]
+fn the_contracts_sample_boss_kill_is_scored_on_an_engine_warm_on_quests() {
+    let engine = Engine::start();
+    warm_up(&engine);
+    let r = engine.post_events(&boss_kill("p1", "dragon_lord", 2500), None);
+    assert_eq!(r.status, 202);
+    assert_eq!(r.json()["flagged"], false, "{}", r.json());
+    let r = engine.post_events(&progression("p2", 2500), None);
+    assert_eq!(r.json()["flag"], "score_jump");
+    let board = engine.get("leaderboard", "/leaderboard/players/p1").json();
+    assert_eq!(board["score"], 2500, "{board}");
 }
 
 #[test]
@@ -288,6 +323,9 @@ fn drop_and_flag_series_exist_from_the_first_scrape_and_count_refusals() {
         "anomaly_flags_total{kind=\"score_jump\"} 0",
         "anomaly_flags_total{kind=\"impossible_score\"} 0",
         "anomaly_flags_total{kind=\"flood\"} 0",
+        "anomaly_flags_total{kind=\"rate_of_gain\"} 0",
+        "anomaly_flags_total{kind=\"impossible_cadence\"} 0",
+        "anomaly_flags_total{kind=\"improbable_luck\"} 0",
     ] {
         assert!(text.contains(series), "{series} missing from\n{text}");
     }

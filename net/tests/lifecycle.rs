@@ -169,8 +169,12 @@ fn shutdown_under_load_finishes_or_refuses_in_flight_requests() {
                 s.spawn(move || {
                     let mut statuses = Vec::new();
                     let deadline = Instant::now() + Duration::from_secs(3);
+                    // A new player per request: one player sending this fast would be
+                    // blocked by the fairness guard (rate of gain), not by the shutdown.
+                    let mut n = 0;
                     while Instant::now() < deadline {
-                        let body = progression(&format!("drain_{t}"), 1);
+                        n += 1;
+                        let body = progression(&format!("drain_{t}_{n}"), 1);
                         let sig = sign(body.as_bytes());
                         // A refused connection once the listener closes ends this client.
                         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { break };

@@ -8,11 +8,13 @@ use serde_json::{json, Value};
 #[test]
 fn progress_tracks_xp_levels_bosses_and_drops() {
     let engine = Engine::start();
+    // Two different bosses: the same boss killed twice in one batch is refused by the
+    // fairness guard (impossible cadence).
     let body = format!(
         "[{},{},{},{}]",
         progression("hero_1", 600),
         boss_kill("hero_1", "dragon_lord", 2500),
-        boss_kill("hero_1", "dragon_lord", 100),
+        boss_kill("hero_1", "goblin_king", 100),
         drop_claimed("hero_1", "epic_sword_001"),
     );
     assert_eq!(engine.post_events(&body, None).json()["accepted"], 4);
@@ -21,7 +23,7 @@ fn progress_tracks_xp_levels_bosses_and_drops() {
     assert_eq!(p["season"], "1");
     assert_eq!(p["xp"], 3200);
     assert_eq!(p["level"], 4, "level = xp / 1000 + 1");
-    assert_eq!(p["bossKills"], json!({"dragon_lord": 2}));
+    assert_eq!(p["bossKills"], json!({"dragon_lord": 1, "goblin_king": 1}));
     assert_eq!(
         p["drops"],
         json!([{"dropId":"epic_sword_001","source":"raid_chest","claimed":false}])

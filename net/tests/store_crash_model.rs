@@ -94,7 +94,6 @@ fn policy() -> Policy {
         // Rate limiting is soft state a restart forgives: keep it out of the way.
         rate_limit_per_s: 1_000_000,
         block_ms: 20 * 60_000,
-        anomaly_min_samples: 30,
         idempotency_ttl_ms: TTL_MS,
         boss_kinds_per_player_max: 4,
         drops_per_player_max: 6,

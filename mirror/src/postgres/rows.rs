@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use liveops_engine::event::EventKind;
+use liveops_engine::fairness::Evidence;
 use liveops_engine::shard::{level_of, Record};
 use liveops_engine::window::WindowKind;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -146,7 +147,7 @@ impl<'a> Batch<'a> {
                     ts,
                     at_ms,
                     flag,
-                    z,
+                    evidence,
                     totals,
                     ..
                 } => {
@@ -181,7 +182,9 @@ impl<'a> Batch<'a> {
                         let mut detail = JsonObject::new();
                         detail.str("eventType", event.type_name());
                         detail.num("score", event.score());
-                        detail.float("z", *z);
+                        if let Some(evidence) = evidence {
+                            detail.evidence(evidence);
+                        }
                         batch
                             .audit
                             .push(id.to_string(), player, "flag", flag.as_str(), detail, at);
@@ -193,10 +196,14 @@ impl<'a> Batch<'a> {
                     reason,
                     by,
                     at_ms,
+                    evidence,
                 } => {
                     let mut detail = JsonObject::new();
                     detail.num("untilMs", *until_ms);
                     detail.str("by", by.as_str());
+                    if let Some(evidence) = evidence {
+                        detail.evidence(evidence);
+                    }
                     batch.audit.push(
                         id.to_string(),
                         player,
@@ -327,6 +334,14 @@ impl JsonObject {
             }
             None => self.0.push_str("null"),
         }
+    }
+
+    /// A detector's evidence, as the engine's audit trail writes it.
+    fn evidence(&mut self, e: &Evidence) {
+        self.str("detector", e.detector.as_str());
+        self.str("measure", e.measure.as_str());
+        self.float("measured", e.measured);
+        self.float("threshold", e.threshold);
     }
 
     fn finish(mut self) -> Jsonb {

@@ -65,7 +65,7 @@ pub fn record(n: u64) -> Record {
             at_ms: 1_700_000_000_000 + n,
             seq: n,
             flag: None,
-            z: 0.5,
+            evidence: None,
             key: None,
             totals: None,
         }

@@ -1,0 +1,171 @@
+//! Rate of gain: score per second over a sliding window, in units of the player's own
+//! typical event, far above what any human sustains.
+//!
+//! Measuring gain in the player's own typical events makes the test robust to
+//! heavy-tailed honest skill: a pro's events are ten times the median's, and so is their
+//! unit, so a pro playing at a human pace measures the same as anyone playing at that
+//! pace. What is left is pace, which has a human ceiling. The window is an exponential
+//! decay with time constant `GAIN_WINDOW_SEC` (one `f32` per player, no ring of events):
+//! `units' = units * exp(-dt / window) + score / typical`, and the rate is
+//! `units' / window`. It is flagged above the larger of `GAIN_RATE_MAX` and the
+//! population's upper tail (`ANOMALY_Z` deviations above its mean, learned from unflagged
+//! events), and blocked above twice that.
+//!
+//! Cannot catch: a speed hack at a pace a fast human sustains, or a small inflation of
+//! each event (that is the score-jump detector's shift test).
+
+use serde::Serialize;
+
+use super::jump::{self, Scored};
+use super::model::LnModel;
+use super::{Evidence, Finding, FlagKind, Measure, Seen, Thresholds};
+
+/// Smallest deviation of the population's `ln(units)`, so a uniform population's tail
+/// is not its median.
+const STDDEV_MIN: f64 = 0.3;
+/// Only an event at least this long after the player's previous one teaches the
+/// population: otherwise the fastest senders, the cheaters, would be most of the model
+/// and would raise its tail.
+const LEARN_GAP_MS: u64 = 1_000;
+
+/// A player's recent gain: 4 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Gain {
+    /// Decayed sum of the player's events in own-typical units, as of their last event.
+    pub units: f32,
+}
+
+/// The population's gain (windowed units seen at each unflagged event), starting from a
+/// prior: a median a tenth of the `GAIN_RATE_MAX` window with a deviation of 0.6 e-folds,
+/// whose tail lies just under the floor, so the floor rules until the population shows a
+/// faster pace.
+pub fn model(t: &Thresholds) -> LnModel {
+    LnModel::prior(floor_units(t) / 10.0, 0.6)
+}
+
+/// `GAIN_RATE_MAX` over the window, in units.
+fn floor_units(t: &Thresholds) -> f64 {
+    t.gain_rate_max * t.gain_window_ms as f64 / 1000.0
+}
+
+/// The window's units after `seen`'s event, or `None` for an unscored event.
+fn units_after(gain: &Gain, own: &jump::Own, seen: &Seen, t: &Thresholds) -> Option<f64> {
+    let (scored, score) = Scored::of(seen.event)?;
+    let window_ms = t.gain_window_ms.max(1) as f64;
+    let decayed = if seen.last_ms == 0 {
+        0.0
+    } else {
+        let dt_ms = seen.at_ms.saturating_sub(seen.last_ms) as f64;
+        f64::from(gain.units) * (-dt_ms / window_ms).exp()
+    };
+    // Without an own history of this type the event is its own unit: one big event is
+    // the score-jump detector's business, not a rate.
+    let units = match own.typical_ln(scored) {
+        Some(ln_unit) => score as f64 / ln_unit.exp().max(1.0),
+        None => 1.0,
+    };
+    Some(decayed + units)
+}
+
+/// The flag threshold, in units per window.
+fn threshold_units(population: &LnModel, t: &Thresholds) -> f64 {
+    floor_units(t).max(population.upper(t.anomaly_z, STDDEV_MIN))
+}
+
+/// Judges one event.
+pub fn assess(
+    population: &LnModel,
+    own: &jump::Own,
+    gain: &Gain,
+    seen: &Seen,
+    t: &Thresholds,
+) -> Option<Finding> {
+    let units = units_after(gain, own, seen, t)?;
+    let threshold = threshold_units(population, t);
+    let window_s = t.gain_window_ms.max(1) as f64 / 1000.0;
+    let evidence = Evidence {
+        detector: FlagKind::RateOfGain,
+        measure: Measure::UnitsPerS,
+        measured: units / window_s,
+        threshold: threshold / window_s,
+    };
+    if units > 2.0 * threshold {
+        Some(Finding::Block(Evidence {
+            threshold: 2.0 * evidence.threshold,
+            ..evidence
+        }))
+    } else if units > threshold {
+        Some(Finding::Flag(evidence))
+    } else {
+        None
+    }
+}
+
+/// Learns one accepted event (before the player's own history learns it: the unit is the
+/// one the event was judged with).
+pub fn learn(
+    population: &mut LnModel,
+    own: &jump::Own,
+    gain: &mut Gain,
+    seen: &Seen,
+    flagged: bool,
+    t: &Thresholds,
+) {
+    let Some(units) = units_after(gain, own, seen, t) else {
+        return;
+    };
+    gain.units = units as f32;
+    let paced = seen.at_ms.saturating_sub(seen.last_ms) >= LEARN_GAP_MS;
+    if !flagged && paced {
+        population.learn(units.ln());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn quest(xp: u64) -> EventKind {
+        EventKind::Progression {
+            delta_xp: xp,
+            activity: None,
+        }
+    }
+
+    /// Plays `events` quests of `xp` every `gap_ms`; returns the first finding's index.
+    fn play(xp: u64, gap_ms: u64, events: u64) -> Option<(u64, Finding)> {
+        let t = Thresholds::default();
+        let mut models = jump::Models::new(&t);
+        let mut population = model(&t);
+        let (mut own, mut gain) = (jump::Own::default(), Gain::default());
+        let mut last_ms = 0;
+        for i in 0..events {
+            let event = quest(xp);
+            let at_ms = 1_000_000 + i * gap_ms;
+            let seen = Seen {
+                event: &event,
+                at_ms,
+                last_ms,
+            };
+            let finding = assess(&population, &own, &gain, &seen, &t);
+            if let Some(finding) = finding {
+                return Some((i, finding));
+            }
+            learn(&mut population, &own, &mut gain, &seen, false, &t);
+            jump::learn(&mut models, &mut own, &event, false, &t);
+            last_ms = at_ms;
+        }
+        None
+    }
+
+    #[test]
+    fn a_pro_at_human_pace_passes_and_a_speed_hack_is_caught() {
+        // A pro: 20x the median XP per event, an event every 700 ms for ten minutes.
+        assert_eq!(play(1_000, 700, 857), None);
+        // A speed hack with honest-sized events, 8 per second.
+        let (at, finding) = play(50, 125, 400).expect("a speed hack is caught");
+        assert!(matches!(finding, Finding::Flag(e) if e.detector == FlagKind::RateOfGain));
+        assert!(at < 80, "caught after {at} events");
+    }
+}
