@@ -15,7 +15,7 @@ use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{hold_refusal, mesh_error, only, unknown_route, App, Outcome};
+use super::{hold_over_budget, mesh_error, only, unknown_route, App, Outcome};
 use crate::host_budget::client_host;
 use crate::http::{bytes_response, read_body, retry_after_s, set_retry_after, ApiError};
 use crate::mesh::{unix_now_ms, MeshError};
@@ -185,7 +185,7 @@ async fn apply_events(
                 ))
             }
             Reserve::Full { retry_after_ms } => {
-                let retry_after_ms = hold_refusal(retry_after_ms).await;
+                let retry_after_ms = hold_over_budget(retry_after_ms).await;
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "idempotency_store_full",

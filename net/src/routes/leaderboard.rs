@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
-use super::{hold_refusal, mesh_error, only, player_id, unknown_route, App, Outcome};
+use super::{hold_over_budget, mesh_error, only, player_id, unknown_route, App, Outcome};
 use crate::host_budget::client_host;
 use crate::http::{json_response, retry_after_s, ApiError, Query};
 use crate::mesh::unix_now_ms;
@@ -52,12 +52,17 @@ pub(super) async fn route(
     let query = Query::parse(req.uri().query());
     if let Some(peer) = req.extensions().get::<PeerAddr>() {
         let cost = read_cost(segments, &query, app.lb_topn);
-        if let Err(wait_ms) = app
-            .read_budget
-            .take(client_host(peer.0.ip()), cost, unix_now_ms())
-        {
-            let wait_ms = hold_refusal(wait_ms).await;
-            return (label, Err(read_budget_spent(wait_ms)));
+        let host = client_host(peer.0.ip());
+        let take = || app.read_budget.take(host, cost, unix_now_ms());
+        if let Err(wait_ms) = take() {
+            // Paced: held until the host's budget has grown back (at most 1 s), then
+            // served if it still holds the read's units (other reads of the host may
+            // have taken them meanwhile), refused otherwise.
+            let left_ms = hold_over_budget(wait_ms).await;
+            let retried = if left_ms > 0 { Err(left_ms) } else { take() };
+            if let Err(wait_ms) = retried {
+                return (label, Err(read_budget_spent(wait_ms)));
+            }
         }
     }
     let outcome = match segments {

@@ -271,24 +271,25 @@ fn mesh_error(e: MeshError) -> ApiError {
     }
 }
 
-/// Longest a refusal that a client's own budget caused is held before it is sent (see
-/// [`hold_refusal`]): long enough that a refusal loop costs a timer rather than a
-/// thread, short enough that a client retrying by `Retry-After` is not kept much beyond
-/// it.
-const REFUSAL_HOLD_MS_MAX: u64 = 1_000;
+/// Longest a request over its client's own budget is held (see [`hold_over_budget`]):
+/// long enough that a refusal loop costs a timer rather than a thread, short enough
+/// that a client retrying by `Retry-After` is not kept much beyond it.
+const OVER_BUDGET_HOLD_MS_MAX: u64 = 1_000;
 
-/// Holds a refusal caused by the client's own budget (its host's leaderboard reads, its
-/// share of the idempotency store) until that budget will have grown back, at most
-/// [`REFUSAL_HOLD_MS_MAX`]; returns the wait left for its `Retry-After`.
+/// Holds a request that is over its client's own budget (its host's leaderboard read
+/// units, its share of the idempotency store) until that budget will have grown back,
+/// at most [`OVER_BUDGET_HOLD_MS_MAX`]; returns the wait left (0 when the budget should
+/// now hold it). The caller then serves the request if it fits, or refuses it with the
+/// wait left as its `Retry-After`.
 ///
 /// Answered at once, a client that loops on its refusals turns each one into another
 /// request, as fast as the shard thread can answer, and the honest requests on that
 /// thread queue behind them (the hostile mix of `loadtest/hostile.sh`: 11,000 refused
 /// reads a second took the honest writes' p50 from 1 to 70 ms). Held, each of its
-/// connections costs a timer and one refusal per hold, and a host holds at most
+/// connections costs a timer and one request per hold, and a host holds at most
 /// `MAX_CONNECTIONS_PER_HOST` connections.
-async fn hold_refusal(wait_ms: u64) -> u64 {
-    let held_ms = wait_ms.min(REFUSAL_HOLD_MS_MAX);
+async fn hold_over_budget(wait_ms: u64) -> u64 {
+    let held_ms = wait_ms.min(OVER_BUDGET_HOLD_MS_MAX);
     tokio::time::sleep(std::time::Duration::from_millis(held_ms)).await;
     wait_ms - held_ms
 }
