@@ -5,8 +5,11 @@
 #   bash loadtest/smoke.sh
 #
 # The engine runs on 127.0.0.1 only, on ports the OS chooses (PORT=0 ...: read back from
-# its `listening` log lines), SHARDS=2, DURABILITY=fsync, default fairness settings, in a
-# fresh temporary directory that is its DATA_DIR. After /readyz (at most 30 s), `loadtest`
+# its `listening` log lines), SHARDS=2, DURABILITY=fsync, default fairness settings but
+# for the rate-of-gain and cadence detectors (GAIN_RATE_MAX, CADENCE_FRACTION,
+# CADENCE_FLOOR_SEC: their defaults judge human players, and each of the generator's 500
+# players sends ~3.6 events a second, a boss kill every ~2 s), in a fresh temporary
+# directory that is its DATA_DIR. After /readyz (at most 30 s), `loadtest`
 # runs 3 s at 2,000 requests/s over 500 players (10 % leaderboard reads, idempotency
 # keys), then 1 s of batches of 50. It fails (exit 1) if the engine does not become
 # ready, the generator exits non-zero, no event was accepted, any request got a non-2xx
@@ -48,6 +51,7 @@ fail() {
 (cd "$work" && exec env -i PATH="$PATH" ENV=dev RUST_LOG=info BIND_ADDR=127.0.0.1 \
   PORT=0 FAIRNESS_PORT=0 LEADERBOARD_PORT=0 PROGRESSION_PORT=0 SHARDS=2 \
   DATA_DIR="$work/data" DURABILITY=fsync HMAC_SECRET="$secret" RECEIPT_SECRET="$secret" \
+  GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 \
   "$bin/liveops" </dev/null >"$work/engine.out" 2>"$work/engine.log") &
 engine_pid=$!
 
