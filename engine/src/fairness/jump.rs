@@ -147,13 +147,14 @@ pub fn assess(models: &Models, own: &Own, event: &EventKind, t: &Thresholds) -> 
         measured: z,
         threshold: t.anomaly_z,
     };
-    if z > 2.0 * t.anomaly_z {
-        return Some(Finding::Block(Evidence {
+    // Beyond twice ANOMALY_Z, one event alone is an impossible score.
+    let by_size = Finding::grade(single).map(|finding| match finding {
+        Finding::Block(e) => Finding::Block(Evidence {
             detector: FlagKind::ImpossibleScore,
-            threshold: 2.0 * t.anomaly_z,
-            ..single
-        }));
-    }
+            ..e
+        }),
+        flag => flag,
+    });
     let shift = own.shift_after(models, scored, ln_x, t);
     let shifted = Evidence {
         detector: FlagKind::ScoreJump,
@@ -163,17 +164,14 @@ pub fn assess(models: &Models, own: &Own, event: &EventKind, t: &Thresholds) -> 
     };
     // A shift matters only above the population's typical event: a weak player getting
     // better is not cheating.
-    let above_population = population_z > 0.0;
-    if above_population && shift > 2.0 * t.shift_max {
-        return Some(Finding::Block(Evidence {
-            threshold: 2.0 * t.shift_max,
-            ..shifted
-        }));
-    }
-    if z > t.anomaly_z {
-        return Some(Finding::Flag(single));
-    }
-    (above_population && shift > t.shift_max).then_some(Finding::Flag(shifted))
+    let by_shift = (population_z > 0.0)
+        .then(|| Finding::grade(shifted))
+        .flatten();
+    // A block from either wins over a flag from either; the event's size first.
+    [by_size, by_shift]
+        .into_iter()
+        .flatten()
+        .min_by_key(|finding| matches!(finding, Finding::Flag(_)))
 }
 
 /// Learns one accepted event: the shift always moves, the player's own mean and the

@@ -50,16 +50,7 @@ pub fn assess(luck: &Luck, seen: &Seen, t: &Thresholds) -> Option<Finding> {
         measured: llr,
         threshold: t.luck_llr_max,
     };
-    if llr > 2.0 * t.luck_llr_max {
-        Some(Finding::Block(Evidence {
-            threshold: 2.0 * t.luck_llr_max,
-            ..evidence
-        }))
-    } else if llr > t.luck_llr_max {
-        Some(Finding::Flag(evidence))
-    } else {
-        None
-    }
+    Finding::grade(evidence)
 }
 
 /// Learns one accepted event.

@@ -410,6 +410,24 @@ pub enum Finding {
     Block(Evidence),
 }
 
+impl Finding {
+    /// The ladder every detector shares: beyond its threshold an event is flagged, beyond
+    /// twice its threshold the player is blocked (the evidence then names the doubled
+    /// threshold); `None` within it.
+    pub fn grade(evidence: Evidence) -> Option<Finding> {
+        if evidence.measured > 2.0 * evidence.threshold {
+            Some(Finding::Block(Evidence {
+                threshold: 2.0 * evidence.threshold,
+                ..evidence
+            }))
+        } else if evidence.measured > evidence.threshold {
+            Some(Finding::Flag(evidence))
+        } else {
+            None
+        }
+    }
+}
+
 /// What the detectors read about one event.
 pub struct Seen<'a> {
     /// The event judged.

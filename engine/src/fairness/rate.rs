@@ -89,16 +89,7 @@ pub fn assess(
         measured: units / window_s,
         threshold: threshold / window_s,
     };
-    if units > 2.0 * threshold {
-        Some(Finding::Block(Evidence {
-            threshold: 2.0 * evidence.threshold,
-            ..evidence
-        }))
-    } else if units > threshold {
-        Some(Finding::Flag(evidence))
-    } else {
-        None
-    }
+    Finding::grade(evidence)
 }
 
 /// Learns one accepted event (before the player's own history learns it: the unit is the
