@@ -195,13 +195,7 @@ pub fn learn(models: &mut Models, own: &mut Own, event: &EventKind, flagged: boo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn quest(xp: u64) -> EventKind {
-        EventKind::Progression {
-            delta_xp: xp,
-            activity: None,
-        }
-    }
+    use crate::fairness::test_events::quest;
 
     fn boss(points: u64) -> EventKind {
         EventKind::BossKill {

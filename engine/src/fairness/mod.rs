@@ -410,6 +410,20 @@ pub enum Finding {
     Block(Evidence),
 }
 
+/// Events the detectors' tests share.
+#[cfg(test)]
+pub(crate) mod test_events {
+    use crate::event::EventKind;
+
+    /// A quest worth `xp`.
+    pub fn quest(xp: u64) -> EventKind {
+        EventKind::Progression {
+            delta_xp: xp,
+            activity: None,
+        }
+    }
+}
+
 impl Finding {
     /// The ladder every detector shares: beyond its threshold an event is flagged, beyond
     /// twice its threshold the player is blocked (the evidence then names the doubled

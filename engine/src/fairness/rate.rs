@@ -115,14 +115,7 @@ pub fn learn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
-
-    fn quest(xp: u64) -> EventKind {
-        EventKind::Progression {
-            delta_xp: xp,
-            activity: None,
-        }
-    }
+    use crate::fairness::test_events::quest;
 
     /// Plays `events` quests of `xp` every `gap_ms`; returns the first finding's index.
     fn play(xp: u64, gap_ms: u64, events: u64) -> Option<(u64, Finding)> {
