@@ -47,6 +47,12 @@
 //! * `shard/apply_event_accepted/100k_players`: `Shard::apply` of a prepared
 //!   `Record::EventAccepted` (same mix and players): what replay costs per event, without
 //!   decoding. Building the record is not timed.
+//! * `guard/judge_and_learn/100k_players`: the fairness guard alone, what it adds to
+//!   each event: `fairness::judge` (every detector) and then `fairness::learn` (the
+//!   population and the player's history), for a random player among 100,000 whose
+//!   histories were warmed with 20 events each, the same event mix, each player's events
+//!   30-60 s apart (a human's pace: nothing is flagged for speed). Building the event
+//!   is not timed.
 
 use std::cmp::Reverse;
 use std::hint::black_box;
@@ -58,6 +64,7 @@ use liveops_engine::board::{
     add_to_boards, merge_sorted, Board, BoardView, RankKey, Reached, Roster, Standings,
 };
 use liveops_engine::event::{self, Body, Event, EventKind, TsPolicy};
+use liveops_engine::fairness::{self, History, Population, Seen, Thresholds};
 use liveops_engine::page::{select_in_process, RankedEntries};
 use liveops_engine::policy::Policy;
 use liveops_engine::shard::{EventOutcome, Record, Shard};
@@ -595,6 +602,84 @@ fn shard(c: &mut Criterion) {
     group.finish();
 }
 
+/// The guard's players: each one's history and the time of its last event.
+struct GuardPlayers {
+    population: Population,
+    histories: Vec<History>,
+    last_ms: Vec<u64>,
+    thresholds: Thresholds,
+}
+
+impl GuardPlayers {
+    /// Judges and learns one event of `player`, `gap_ms` after its previous one; returns
+    /// whether the guard flagged or blocked it.
+    fn play(&mut self, player: usize, kind: &EventKind, gap_ms: u64) -> bool {
+        let at_ms = self.last_ms[player] + gap_ms;
+        let seen = Seen {
+            event: kind,
+            at_ms,
+            last_ms: self.last_ms[player],
+        };
+        let history = &mut self.histories[player];
+        let decision = fairness::judge(&self.population, history, &seen, &self.thresholds);
+        fairness::learn(
+            &mut self.population,
+            history,
+            &seen,
+            decision.is_some(),
+            &self.thresholds,
+        );
+        self.last_ms[player] = at_ms;
+        decision.is_some()
+    }
+}
+
+fn guard(c: &mut Criterion) {
+    const WARM_EVENTS: u64 = 20;
+    let mut group = c.benchmark_group("guard");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(1));
+    let thresholds = Thresholds::default();
+    let mut players = GuardPlayers {
+        population: Population::new(&thresholds),
+        histories: vec![History::default(); SHARD_PLAYERS as usize],
+        last_ms: vec![BASE_MS; SHARD_PLAYERS as usize],
+        thresholds,
+    };
+    let mut rng = Rng(11);
+    let gap_ms = |rng: &mut Rng| 30_000 + rng.below(30_000);
+    for _ in 0..WARM_EVENTS {
+        for player in 0..SHARD_PLAYERS as usize {
+            let kind = event_kind(rng.next());
+            let gap = gap_ms(&mut rng);
+            players.play(player, &kind, gap);
+        }
+    }
+    let mut judged = 0u64;
+    let mut decided = 0u64;
+    group.bench_function(BenchmarkId::new("judge_and_learn", "100k_players"), |b| {
+        b.iter_batched(
+            || {
+                let player = rng.below(SHARD_PLAYERS) as usize;
+                (player, event_kind(rng.next()), gap_ms(&mut rng))
+            },
+            |(player, kind, gap)| {
+                judged += 1;
+                decided += u64::from(players.play(player, &kind, gap));
+                kind
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // Honest-looking events: the guard's cost is measured on its common path.
+    assert!(
+        decided * 1000 <= judged,
+        "{decided} of {judged} bench events were flagged"
+    );
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let bodies = Bodies::new();
@@ -603,5 +688,6 @@ fn main() {
     skiplist(&mut c);
     page(&mut c);
     shard(&mut c);
+    guard(&mut c);
     c.final_summary();
 }

@@ -81,6 +81,20 @@ impl Models {
     fn of(&self, scored: Scored) -> &LnModel {
         &self.by_type[scored as usize]
     }
+
+    /// The population's typical `ln(score)` of `scored` as the tests use it: the learned
+    /// mean, never below the type's prior median. The learned mean can be dragged down
+    /// by volume (many players' tiny events, as `loadtest/hostile.sh`'s attack sends);
+    /// measured against so low a centre, an honest player's ordinary event and, while
+    /// the player's own mean is young and noisy, the shift test would flag. What an
+    /// operator configured cannot be trained away.
+    fn centre_ln(&self, scored: Scored, t: &Thresholds) -> f64 {
+        let prior = match scored {
+            Scored::Progression => t.prior_progression,
+            Scored::BossKill => t.prior_boss_kill,
+        };
+        self.of(scored).mean.max(prior.ln())
+    }
 }
 
 /// A player's own history of event sizes: 16 bytes.
@@ -103,15 +117,15 @@ impl Own {
     }
 
     /// The shift CUSUM after an event of `ln_x`. The reference is the player's own mean,
-    /// or the population's when that is higher: an honest player whose first quests were
-    /// small is not measured against them, and a cheater who played weakly before
-    /// inflating is measured against the population at least.
+    /// or the population's centre ([`Models::centre_ln`]) when that is higher: an honest
+    /// player whose first quests were small is not measured against them, and a cheater
+    /// who played weakly before inflating is measured against the population at least.
     fn shift_after(&self, models: &Models, scored: Scored, ln_x: f64, t: &Thresholds) -> f64 {
         let i = scored as usize;
         if self.seen[i] == 0 {
             return f64::from(self.shift);
         }
-        let reference = f64::from(self.ln_mean[i]).max(models.of(scored).mean);
+        let reference = f64::from(self.ln_mean[i]).max(models.centre_ln(scored, t));
         let step = ln_x - reference - t.shift_drift;
         (f64::from(self.shift) + step).max(0.0)
     }
@@ -134,7 +148,7 @@ pub fn assess(models: &Models, own: &Own, event: &EventKind, t: &Thresholds) -> 
     }
     let ln_x = (score as f64).ln();
     let model = models.of(scored);
-    let population_z = model.z(ln_x, STDDEV_MIN);
+    let population_z = (ln_x - models.centre_ln(scored, t)) / model.sigma(STDDEV_MIN);
     let own_z = if own.seen[scored as usize] > 0 {
         (ln_x - f64::from(own.ln_mean[scored as usize])) / model.sigma(STDDEV_MIN)
     } else {
@@ -252,6 +266,29 @@ mod tests {
         }
         let at = flagged_at.expect("an 8x inflation is flagged");
         assert!(at <= 3, "flagged at inflated event {at}");
+    }
+
+    #[test]
+    fn a_population_dragged_down_by_volume_does_not_flag_young_honest_players() {
+        let t = Thresholds::default();
+        let mut models = Models::new(&t);
+        let mut attacker = Own::default();
+        // An attacker's flood of 1 XP events over many players drags the population's
+        // mean far below the honest players' (uniform 1..100 XP).
+        for _ in 0..20_000 {
+            learn(&mut models, &mut attacker, &quest(1), false, &t);
+        }
+        assert!(models.of(Scored::Progression).mean < 2.0);
+        // Honest players whose first event happened to be tiny, then ordinary ones.
+        for first in [1, 2, 3, 5] {
+            let mut own = Own::default();
+            learn(&mut models, &mut own, &quest(first), false, &t);
+            for xp in [60, 90, 100, 75, 100, 95, 80, 100] {
+                let finding = assess(&models, &own, &quest(xp), &t);
+                assert_eq!(finding, None, "first {first}, then {xp}: {own:?}");
+                learn(&mut models, &mut own, &quest(xp), false, &t);
+            }
+        }
     }
 
     #[test]

@@ -58,11 +58,6 @@ impl LnModel {
         self.variance.sqrt().max(floor)
     }
 
-    /// How many deviations `ln_x` lies above the mean.
-    pub fn z(&self, ln_x: f64, floor: f64) -> f64 {
-        (ln_x - self.mean) / self.sigma(floor)
-    }
-
     /// The value `z` deviations above the mean, in the quantity's units.
     pub fn upper(&self, z: f64, floor: f64) -> f64 {
         (self.mean + z * self.sigma(floor)).exp()
