@@ -797,6 +797,9 @@ mod tests {
     #[test]
     fn a_players_detector_state_is_small_and_fixed() {
         assert_eq!(std::mem::size_of::<History>(), 48);
+        // The ladder (block count, pending review) lives behind the trouble record's
+        // pointer: a well-behaved player's guard is the bucket, that pointer and History.
+        assert_eq!(std::mem::size_of::<PlayerGuard>(), 8 + 8 + 8 + 48);
     }
 
     #[test]
