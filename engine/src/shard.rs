@@ -163,7 +163,9 @@ pub enum Record {
     /// for players with either; follows the player's `PlayerState`).
     GuardState {
         player: String,
+        /// Fairness blocks so far (the escalation's count).
         fairness_blocks: u32,
+        /// The pending review with its held scores, if quarantined.
         review: Option<Box<Review>>,
     },
     /// The next sequence number to hand out.
@@ -581,16 +583,19 @@ pub struct ReviewView {
     pub player_id: String,
     /// When the quarantine began, ms.
     pub since_ms: u64,
-    /// The reason and evidence of the decision that opened the review.
+    /// The reason of the block that opened the review.
     pub reason: String,
+    /// That block's evidence: detector, measured value, threshold.
     pub evidence: Evidence,
     /// Fairness blocks so far, this review's included.
     pub fairness_blocks: u32,
     /// Scores held off the boards, per window and period.
     pub held: Vec<Held>,
-    /// The player's block, if active now.
+    /// Whether the player is blocked now (the review outlives the block).
     pub blocked: bool,
+    /// The active block's end, ms.
     pub blocked_until_ms: Option<u64>,
+    /// Who set the active block.
     pub by: Option<BlockedBy>,
 }
 

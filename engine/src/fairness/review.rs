@@ -56,8 +56,8 @@ pub struct Review {
 }
 
 impl Review {
-    /// Adds an event's score, reached at `reached`, to the held score of `window`'s
-    /// live `period`.
+    /// Adds an event's score, reached at `reached_ms` with sequence `seq`, to the held
+    /// score of `window`'s live `period`.
     pub fn hold(
         &mut self,
         window: WindowKind,
