@@ -210,6 +210,80 @@ impl Board {
         self.updated_ms = now.ms;
     }
 
+    /// Takes the player's live score off the board (quarantine): returns it with when
+    /// it was reached, or `None` when the player has no score in the live period.
+    pub fn take(
+        &mut self,
+        position: u32,
+        standings: &mut Standings,
+        at_ms: u64,
+    ) -> Option<(u64, Reached)> {
+        let key = self.key_in(position, standings)?;
+        if self.ranked {
+            let removed = self.ranking.remove(&key);
+            debug_assert!(removed.is_some(), "standings and ranking agree");
+        }
+        standings.generations[self.kind.index()] = 0;
+        self.updated_ms = at_ms;
+        Some((key.score.0, key.reached))
+    }
+
+    /// Puts a held live score back (a cleared review): the player must have no score in
+    /// the live period. `standings.reached` becomes `reached`: every live score of a
+    /// player shares the time of the player's last scoring event.
+    pub fn put(
+        &mut self,
+        position: u32,
+        standings: &mut Standings,
+        score: u64,
+        reached: Reached,
+        at_ms: u64,
+    ) {
+        debug_assert!(self.score_in(standings).is_none(), "put on no live score");
+        let slot = self.kind.index();
+        standings.scores[slot] = score;
+        standings.generations[slot] = self.generation;
+        standings.reached = reached;
+        if self.ranked {
+            let key = RankKey {
+                score: Reverse(score),
+                reached,
+                player: position,
+            };
+            self.ranking.insert(key, ());
+        }
+        self.updated_ms = at_ms;
+    }
+
+    /// Takes the player's entries out of every kept closed period: (period, entry).
+    pub fn take_closed(&mut self, player: &str) -> Vec<(String, BoardKey)> {
+        let mut taken = Vec::new();
+        for closed in &mut self.history {
+            if let Some(i) = closed.entries.iter().position(|k| k.player == player) {
+                taken.push((closed.name.clone(), closed.entries.remove(i)));
+            }
+        }
+        taken
+    }
+
+    /// Puts an entry back into the kept closed period `name`, in order, keeping its best
+    /// `entries_max`: the same standings as if it had never left. False when the period
+    /// is no longer kept.
+    pub fn put_closed(&mut self, name: &str, key: BoardKey, entries_max: usize) -> bool {
+        let Some(closed) = self.history.iter_mut().find(|c| c.name == name) else {
+            return false;
+        };
+        let at = closed.entries.partition_point(|k| *k < key);
+        closed.entries.insert(at, key);
+        closed.entries.truncate(entries_max);
+        true
+    }
+
+    /// Whether the board keeps `period`: the live one or a kept closed one.
+    pub fn keeps(&self, period: &str) -> bool {
+        self.period.name == period || self.history.iter().any(|c| c.name == period)
+    }
+
     /// Closes the live period: keeps its best `entries_max` as history (at most
     /// `periods_max` periods) and starts `next` empty. The board must be ranked.
     pub fn close(&mut self, next: Period, at_ms: u64, limits: HistoryLimits, roster: &dyn Roster) {

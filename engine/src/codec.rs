@@ -29,6 +29,10 @@
 //! kind 6 KeyCompleted    key str | fingerprint [32] | status v | body bytes | expires_ms v | at_ms v
 //!                        (older logs; read with no host)
 //! kind 7 KeyCompleted    as kind 6, then host u8 (0 none, 4 [IPv4 4], 6 [IPv6 16])
+//! kind 8 Quarantined     player str | reason str | evidence (detector u8 | measure u8
+//!                        | measured f64 | threshold f64) | at_ms v | held
+//! kind 9 ReviewClosed    player str | verdict u8 (1 confirmed, 2 cleared) | at_ms v | held
+//!    held                n v × (window u8 | period str | score v | reached_ms v | seq v)
 //!
 //! Snapshot kinds (checkpoints only):
 //! kind 10 PlayerState    player str | xp v | n v × (boss str | kills v)
@@ -42,10 +46,13 @@
 //! kind 13 ClosedPeriod   window u8 | name str | closed_ms v
 //!                        | n v × (player str | score v | reached_ms v | seq v)
 //! kind 14 ScoreModel     mean f64 | variance f64 | samples v
-//! kind 15 Audit          at_ms v | kind u8 (1 flag, 2 block, 3 unblock, 4 drop) | player str
+//! kind 15 Audit          at_ms v | kind u8 (1 flag, 2 block, 3 unblock, 4 drop,
+//!                        5 quarantine, 6 review) | player str
 //!                        | reason str | detail (JSON text) str
 //! kind 16 NextSeq        seq v
 //! kind 17 FairnessModel  name str | mean f64 | variance f64 | samples v
+//! kind 18 GuardState     player str | fairness_blocks v | review? u8 [since_ms v
+//!                        | reason str | evidence | blocks_before v | held]
 //!
 //! Detector tags (`FlagKind`): 1 score_jump, 2 impossible_score, 3 flood, 4 rate_of_gain,
 //! 5 impossible_cadence, 6 improbable_luck. Measure tags: the index in `Measure::ALL` + 1.
@@ -53,6 +60,7 @@
 
 use crate::event::EventKind;
 use crate::fairness::model::LnModel;
+use crate::fairness::review::{Held, Review, Verdict};
 use crate::fairness::{
     cadence, jump, luck, rate, AuditKind, AuditRecord, Block, BlockedBy, Evidence, FlagKind,
     History, Measure, Strikes,
@@ -144,6 +152,17 @@ impl Writer<'_> {
         self.varint(h.last_kill.at_ms);
         self.varint(u64::from(h.strikes.since_s));
         self.u8(h.strikes.count);
+    }
+
+    fn held(&mut self, held: &[Held]) {
+        self.varint(held.len() as u64);
+        for h in held {
+            self.u8(window_tag(h.window));
+            self.str(&h.period);
+            self.varint(h.score);
+            self.varint(h.reached_ms);
+            self.varint(h.seq);
+        }
     }
 
     pub fn bytes(&mut self, v: &[u8]) {
@@ -303,6 +322,21 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn held(&mut self) -> Result<Vec<Held>, DecodeError> {
+        let n = self.len(ITEMS_MAX)?;
+        let mut held = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            held.push(Held {
+                window: window_from_tag(self.u8()?)?,
+                period: self.str()?,
+                score: self.varint()?,
+                reached_ms: self.varint()?,
+                seq: self.varint()?,
+            });
+        }
+        Ok(held)
+    }
+
     pub fn f64(&mut self) -> Result<f64, DecodeError> {
         let bytes: [u8; 8] = self.take(8)?.try_into().expect("8 bytes taken");
         Ok(f64::from_le_bytes(bytes))
@@ -367,6 +401,8 @@ pub mod kind {
     /// Key completions of older builds, without the client host.
     pub const KEY_COMPLETED_NO_HOST: u8 = 6;
     pub const KEY_COMPLETED: u8 = 7;
+    pub const QUARANTINED: u8 = 8;
+    pub const REVIEW_CLOSED: u8 = 9;
     pub const PLAYER_STATE: u8 = 10;
     pub const BOARD_PERIOD: u8 = 11;
     pub const BOARD_ENTRY: u8 = 12;
@@ -375,6 +411,7 @@ pub mod kind {
     pub const AUDIT: u8 = 15;
     pub const NEXT_SEQ: u8 = 16;
     pub const FAIRNESS_MODEL: u8 = 17;
+    pub const GUARD_STATE: u8 = 18;
 }
 
 fn flag_tag(kind: FlagKind) -> u8 {
@@ -423,6 +460,8 @@ fn audit_tag(kind: AuditKind) -> u8 {
         AuditKind::Block => 2,
         AuditKind::Unblock => 3,
         AuditKind::Drop => 4,
+        AuditKind::Quarantine => 5,
+        AuditKind::Review => 6,
     }
 }
 
@@ -432,6 +471,8 @@ fn audit_from_tag(tag: u8) -> Result<AuditKind, DecodeError> {
         2 => Ok(AuditKind::Block),
         3 => Ok(AuditKind::Unblock),
         4 => Ok(AuditKind::Drop),
+        5 => Ok(AuditKind::Quarantine),
+        6 => Ok(AuditKind::Review),
         _ => Err(DecodeError::UnknownTag {
             what: "audit kind",
             tag: u64::from(tag),
@@ -600,6 +641,55 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             w.str(reason);
             w.varint(*at_ms);
             kind::UNBLOCKED
+        }
+        Record::Quarantined {
+            player,
+            reason,
+            evidence,
+            at_ms,
+            held,
+        } => {
+            w.str(player);
+            w.str(reason);
+            w.evidence(evidence);
+            w.varint(*at_ms);
+            w.held(held);
+            kind::QUARANTINED
+        }
+        Record::ReviewClosed {
+            player,
+            verdict,
+            at_ms,
+            held,
+        } => {
+            w.str(player);
+            w.u8(match verdict {
+                Verdict::Confirmed => 1,
+                Verdict::Cleared => 2,
+            });
+            w.varint(*at_ms);
+            w.held(held);
+            kind::REVIEW_CLOSED
+        }
+        Record::GuardState {
+            player,
+            fairness_blocks,
+            review,
+        } => {
+            w.str(player);
+            w.varint(u64::from(*fairness_blocks));
+            match review {
+                None => w.u8(0),
+                Some(r) => {
+                    w.u8(1);
+                    w.varint(r.since_ms);
+                    w.str(&r.reason);
+                    w.evidence(&r.evidence);
+                    w.varint(u64::from(r.blocks_before));
+                    w.held(&r.held);
+                }
+            }
+            kind::GUARD_STATE
         }
         Record::RewardClaimed {
             player,
@@ -891,6 +981,48 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             player: r.str()?,
             reason: r.str()?,
             at_ms: r.varint()?,
+        },
+        kind::QUARANTINED => Record::Quarantined {
+            player: r.str()?,
+            reason: r.str()?,
+            evidence: r.evidence()?,
+            at_ms: r.varint()?,
+            held: r.held()?,
+        },
+        kind::REVIEW_CLOSED => Record::ReviewClosed {
+            player: r.str()?,
+            verdict: match r.u8()? {
+                1 => Verdict::Confirmed,
+                2 => Verdict::Cleared,
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "verdict",
+                        tag: u64::from(tag),
+                    })
+                }
+            },
+            at_ms: r.varint()?,
+            held: r.held()?,
+        },
+        kind::GUARD_STATE => Record::GuardState {
+            player: r.str()?,
+            fairness_blocks: r.u32()?,
+            review: match r.u8()? {
+                0 => None,
+                1 => Some(Box::new(Review {
+                    since_ms: r.varint()?,
+                    reason: r.str()?,
+                    evidence: r.evidence()?,
+                    blocks_before: r.u32()?,
+                    held: r.held()?,
+                })),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "option",
+                        tag: u64::from(tag),
+                    })
+                }
+            },
         },
         kind::REWARD_CLAIMED => Record::RewardClaimed {
             player: r.str()?,
@@ -1278,6 +1410,64 @@ mod tests {
                 detail: serde_json::json!({"count": 3}),
             })),
             Record::NextSeq(77),
+            Record::Quarantined {
+                player: "p1x".into(),
+                reason: "flooding".into(),
+                evidence: Evidence {
+                    detector: FlagKind::Flood,
+                    measure: Measure::LimitedS,
+                    measured: 3.0,
+                    threshold: 3.0,
+                },
+                at_ms: 5,
+                held: held_sample(),
+            },
+            Record::ReviewClosed {
+                player: "p1x".into(),
+                verdict: Verdict::Cleared,
+                at_ms: 6,
+                held: held_sample(),
+            },
+            Record::GuardState {
+                player: "p1x".into(),
+                fairness_blocks: 3,
+                review: Some(Box::new(Review {
+                    since_ms: 5,
+                    reason: "flooding".into(),
+                    evidence: Evidence {
+                        detector: FlagKind::Luck,
+                        measure: Measure::LlrNats,
+                        measured: 7.5,
+                        threshold: 7.0,
+                    },
+                    blocks_before: 2,
+                    held: held_sample(),
+                })),
+            },
+            Record::GuardState {
+                player: "p2x".into(),
+                fairness_blocks: 1,
+                review: None,
+            },
+        ]
+    }
+
+    fn held_sample() -> Vec<Held> {
+        vec![
+            Held {
+                window: WindowKind::Weekly,
+                period: "2026-W48".into(),
+                score: 1234,
+                reached_ms: 1_795_521_600_000,
+                seq: 42,
+            },
+            Held {
+                window: WindowKind::Daily,
+                period: "2026-11-23".into(),
+                score: 7,
+                reached_ms: 1,
+                seq: 2,
+            },
         ]
     }
 

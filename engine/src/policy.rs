@@ -20,8 +20,13 @@ pub struct Policy {
     /// Consecutive seconds a player must be rate limited in before the guard calls it a
     /// flood and blocks; a single burst over the limit only earns 429s.
     pub flood_block_after_s: u32,
-    /// How long a fairness block lasts (`BLOCK_SEC`), ms.
+    /// How long a player's first fairness block lasts (`BLOCK_SEC`), ms; each later one
+    /// lasts twice the one before.
     pub block_ms: u64,
+    /// The longest fairness block as a multiple of `block_ms` (`BLOCK_ESCALATION_MAX`).
+    pub block_escalation_max: u64,
+    /// How long the block of a confirmed review lasts (`REVIEW_CONFIRM_BLOCK_SEC`), ms.
+    pub review_confirm_block_ms: u64,
     /// The fairness detectors' thresholds (`ANOMALY_Z` and the rest).
     pub fairness: Thresholds,
     /// How long an idempotency key is remembered (`IDEMP_TTL`), ms.
@@ -62,6 +67,8 @@ impl Default for Policy {
             rate_limit_per_s: 50,
             flood_block_after_s: 3,
             block_ms: 60_000,
+            block_escalation_max: 16,
+            review_confirm_block_ms: 30 * 86_400_000,
             fairness: Thresholds::default(),
             idempotency_ttl_ms: 300_000,
             idempotency_keys_max: 1_000_000,

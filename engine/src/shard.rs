@@ -22,6 +22,7 @@ use crate::board::{
 };
 use crate::event::{Event, EventKind};
 use crate::fairness::model::LnModel;
+use crate::fairness::review::{self, Held, Review, Verdict};
 use crate::fairness::{
     self, AuditKind, AuditLog, AuditRecord, Block, BlockedBy, Evidence, FlagKind, History, Measure,
     PlayerGuard, Population, RateDecision, Seen,
@@ -75,6 +76,29 @@ pub enum Record {
         player: String,
         reason: String,
         at_ms: u64,
+    },
+    /// A fairness block quarantines the player: their scores in every kept period leave
+    /// the boards, held for review (see `fairness::review`). Logged just before the
+    /// `Blocked` record of the decision; nothing when a review is pending already.
+    Quarantined {
+        player: String,
+        /// The block's reason.
+        reason: String,
+        /// The decision's evidence.
+        evidence: Evidence,
+        at_ms: u64,
+        /// The scores taken off, for the change feed's sinks (a mirror removes these
+        /// entries). Filled in when the record is decided; replay recomputes them.
+        held: Vec<Held>,
+    },
+    /// An operator closed the player's pending review.
+    ReviewClosed {
+        player: String,
+        verdict: Verdict,
+        at_ms: u64,
+        /// The held scores: put back on the boards (cleared) or discarded (confirmed),
+        /// for the change feed's sinks. Filled in when decided; replay recomputes them.
+        held: Vec<Held>,
     },
     RewardClaimed {
         player: String,
@@ -135,6 +159,15 @@ pub enum Record {
     FairnessModel { name: String, model: LnModel },
     /// One kept audit record.
     Audit(Box<AuditRecord>),
+    /// A player's fairness ladder: blocks so far and the pending review, if any (only
+    /// for players with either; follows the player's `PlayerState`).
+    GuardState {
+        player: String,
+        /// Fairness blocks so far (the escalation's count).
+        fairness_blocks: u32,
+        /// The pending review with its held scores, if quarantined.
+        review: Option<Box<Review>>,
+    },
     /// The next sequence number to hand out.
     NextSeq(u64),
 }
@@ -147,6 +180,8 @@ impl Record {
             Record::EventAccepted { at_ms, .. }
             | Record::Blocked { at_ms, .. }
             | Record::Unblocked { at_ms, .. }
+            | Record::Quarantined { at_ms, .. }
+            | Record::ReviewClosed { at_ms, .. }
             | Record::RewardClaimed { at_ms, .. }
             | Record::WindowClosed { at_ms, .. }
             | Record::KeyCompleted { at_ms, .. } => *at_ms,
@@ -162,7 +197,8 @@ pub struct Totals {
     pub xp: u64,
     /// The player's score in each window's live period, indexed by
     /// [`WindowKind::index`]; `None` where the window is not configured or the player has
-    /// not scored in its live period (a flagged event scores nothing).
+    /// not scored in its live period (a flagged event scores nothing, a quarantined
+    /// player's scores are held off the boards).
     pub scores: [Option<u64>; WindowKind::COUNT],
 }
 
@@ -192,6 +228,9 @@ impl Record {
             Record::EventAccepted { player, .. }
             | Record::Blocked { player, .. }
             | Record::Unblocked { player, .. }
+            | Record::Quarantined { player, .. }
+            | Record::ReviewClosed { player, .. }
+            | Record::GuardState { player, .. }
             | Record::RewardClaimed { player, .. }
             | Record::BoardEntry { player, .. } => Route::Owner(player),
             Record::PlayerState(p) => Route::Owner(&p.player),
@@ -530,7 +569,34 @@ pub struct GuardView {
     pub by: Option<BlockedBy>,
     pub flags: u64,
     pub rate_limited: u64,
+    /// A review is pending: the player's scores are held off the boards.
+    pub quarantined: bool,
+    /// Fairness blocks so far: the next lasts `BLOCK_SEC` times 2 to this power (capped).
+    pub fairness_blocks: u32,
     pub recent_audit: Vec<AuditRecord>,
+}
+
+/// One entry of the review queue.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewView {
+    pub player_id: String,
+    /// When the quarantine began, ms.
+    pub since_ms: u64,
+    /// The reason of the block that opened the review.
+    pub reason: String,
+    /// That block's evidence: detector, measured value, threshold.
+    pub evidence: Evidence,
+    /// Fairness blocks so far, this review's included.
+    pub fairness_blocks: u32,
+    /// Scores held off the boards, per window and period.
+    pub held: Vec<Held>,
+    /// Whether the player is blocked now (the review outlives the block).
+    pub blocked: bool,
+    /// The active block's end, ms.
+    pub blocked_until_ms: Option<u64>,
+    /// Who set the active block.
+    pub by: Option<BlockedBy>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -555,6 +621,9 @@ pub struct Shard {
     boards: Vec<Board>,
     /// Players with a block, active or not yet expired by `tick`.
     blocked: BTreeSet<CompactString>,
+    /// Players with a pending review (quarantined): at most one each, so bounded by the
+    /// players; ordered by id for the review queue's pages.
+    reviews: BTreeSet<CompactString>,
     /// The detectors' population models.
     population: Population,
     audit: AuditLog,
@@ -579,6 +648,7 @@ impl Shard {
             players: PlayerTable::default(),
             boards,
             blocked: BTreeSet::new(),
+            reviews: BTreeSet::new(),
             population,
             audit: AuditLog::default(),
             idempotency: IdempotencyStore::default(),
@@ -721,8 +791,9 @@ impl Shard {
         }
     }
 
-    /// The fairness guard blocks a player for `BLOCK_SEC`; the event that caused it is
-    /// refused with the block.
+    /// The fairness guard blocks a player, `BLOCK_SEC` doubled for each earlier fairness
+    /// block (at most `BLOCK_ESCALATION_MAX` times), and quarantines them unless a review
+    /// is pending already; the event that caused it is refused with the block.
     fn fairness_block(
         &mut self,
         position: u32,
@@ -730,7 +801,22 @@ impl Shard {
         evidence: Evidence,
         now_ms: u64,
     ) -> Rejection {
-        let until_ms = now_ms.saturating_add(self.policy.block_ms);
+        let guard = &self.players.at(position).guard;
+        let duration_ms = review::block_duration_ms(
+            self.policy.block_ms,
+            guard.fairness_blocks(),
+            self.policy.block_escalation_max,
+        );
+        if guard.review().is_none() {
+            self.record(Record::Quarantined {
+                player: self.players.at(position).id.to_string(),
+                reason: reason.clone(),
+                evidence,
+                at_ms: now_ms,
+                held: Vec::new(),
+            });
+        }
+        let until_ms = now_ms.saturating_add(duration_ms);
         self.record(Record::Blocked {
             player: self.players.at(position).id.to_string(),
             until_ms,
@@ -853,19 +939,31 @@ impl Shard {
     ) -> Option<Block> {
         self.player_entry(player_id)?;
         let until_ms = now_ms.saturating_add(duration_ms);
+        Some(self.operator_block(player_id, until_ms, reason, None, now_ms))
+    }
+
+    /// Logs an operator's block of a known player.
+    fn operator_block(
+        &mut self,
+        player_id: &str,
+        until_ms: u64,
+        reason: String,
+        evidence: Option<Evidence>,
+        now_ms: u64,
+    ) -> Block {
         self.record(Record::Blocked {
             player: player_id.to_owned(),
             until_ms,
             reason: reason.clone(),
             by: BlockedBy::Admin,
             at_ms: now_ms,
-            evidence: None,
+            evidence,
         });
-        Some(Block {
+        Block {
             until_ms,
             reason,
             by: BlockedBy::Admin,
-        })
+        }
     }
 
     /// An operator's unblock; false when the player has no active block.
@@ -882,6 +980,50 @@ impl Shard {
             });
         }
         active
+    }
+
+    /// An operator confirms a pending review: the held scores are discarded and the
+    /// player is blocked for `REVIEW_CONFIRM_BLOCK_SEC` from now (an admin block, with the
+    /// review's evidence). `None` when the player has no pending review.
+    pub fn review_confirm(&mut self, player_id: &str, now_ms: u64) -> Option<Block> {
+        let review = self.players.get(player_id)?.guard.review()?;
+        let reason = format!("review confirmed: {}", review.reason);
+        let evidence = Some(review.evidence);
+        let until_ms = now_ms.saturating_add(self.policy.review_confirm_block_ms);
+        let block = self.operator_block(player_id, until_ms, reason, evidence, now_ms);
+        self.record(Record::ReviewClosed {
+            player: player_id.to_owned(),
+            verdict: Verdict::Confirmed,
+            at_ms: now_ms,
+            held: Vec::new(),
+        });
+        Some(block)
+    }
+
+    /// An operator clears a pending review: the fairness block (if any) is lifted and
+    /// the held scores go back on the boards as if they had never left. False when the
+    /// player has no pending review.
+    pub fn review_clear(&mut self, player_id: &str, now_ms: u64) -> bool {
+        let Some(guard) = self.players.get(player_id).map(|p| &p.guard) else {
+            return false;
+        };
+        if guard.review().is_none() {
+            return false;
+        }
+        if guard.block().is_some_and(|b| b.by == BlockedBy::Fairness) {
+            self.record(Record::Unblocked {
+                player: player_id.to_owned(),
+                reason: "review cleared".to_owned(),
+                at_ms: now_ms,
+            });
+        }
+        self.record(Record::ReviewClosed {
+            player: player_id.to_owned(),
+            verdict: Verdict::Cleared,
+            at_ms: now_ms,
+            held: Vec::new(),
+        });
+        true
     }
 
     /// Closes every window whose period ended by `now_ms`.
@@ -956,9 +1098,82 @@ impl Shard {
                 };
                 *totals = Some(self.totals_at(position));
             }
+            // The sinks' copy of what the decision holds, restores or discards.
+            Record::Quarantined { .. } => {
+                self.apply(record.clone());
+                let Record::Quarantined { player, held, .. } = &mut record else {
+                    unreachable!("matched above")
+                };
+                *held = self.held_of(player);
+            }
+            Record::ReviewClosed { player, held, .. } => {
+                *held = self.held_of(player);
+                self.apply(record.clone());
+            }
             _ => self.apply(record.clone()),
         }
         self.journal.push(record);
+    }
+
+    /// The scores held for the player's pending review (none without one).
+    fn held_of(&self, player: &str) -> Vec<Held> {
+        (self.players.get(player).and_then(|p| p.guard.review()))
+            .map_or_else(Vec::new, |r| r.held.clone())
+    }
+
+    /// Quarantine: takes the player's scores off every board, live and kept closed
+    /// periods, and returns them.
+    fn take_scores(&mut self, position: u32, at_ms: u64) -> Vec<Held> {
+        let mut held = Vec::new();
+        let player = self.players.at_mut(position);
+        for board in &mut self.boards {
+            if let Some((score, reached)) = board.take(position, &mut player.standings, at_ms) {
+                held.push(Held {
+                    window: board.kind,
+                    period: board.period.name.clone(),
+                    score,
+                    reached_ms: reached.ms,
+                    seq: reached.seq,
+                });
+            }
+            for (period, key) in board.take_closed(&player.id) {
+                held.push(Held {
+                    window: board.kind,
+                    period,
+                    score: key.score(),
+                    reached_ms: key.reached_ms,
+                    seq: key.seq,
+                });
+            }
+        }
+        held
+    }
+
+    /// A cleared review: puts held scores back where they stood, in the live period or
+    /// a kept closed one; scores of periods no longer kept are gone.
+    fn restore_scores(&mut self, position: u32, held: Vec<Held>, at_ms: u64) {
+        let entries_max = self.policy.history_entries_max;
+        let player = self.players.at_mut(position);
+        for h in held {
+            let Some(board) = self.boards.iter_mut().find(|b| b.kind == h.window) else {
+                continue;
+            };
+            if board.period.name == h.period {
+                let reached = Reached {
+                    ms: h.reached_ms,
+                    seq: h.seq,
+                };
+                board.put(position, &mut player.standings, h.score, reached, at_ms);
+            } else {
+                let key = BoardKey {
+                    score: std::cmp::Reverse(h.score),
+                    reached_ms: h.reached_ms,
+                    seq: h.seq,
+                    player: player.id.clone(),
+                };
+                board.put_closed(&h.period, key, entries_max);
+            }
+        }
     }
 
     /// The standing of the player at `position`: its XP and its score on each board.
@@ -1026,10 +1241,22 @@ impl Shard {
             }
         }
         match flag {
-            None if score > 0 => {
-                let now = Reached { ms: at_ms, seq };
-                add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
-            }
+            None if score > 0 => match p.guard.review_mut() {
+                // Quarantined: the score is held for the review, not ranked.
+                Some(review) => {
+                    for board in &self.boards {
+                        review.hold(board.kind, &board.period.name, score, at_ms, seq);
+                    }
+                    let boards = &self.boards;
+                    review.forget(|window, period| {
+                        boards.iter().any(|b| b.kind == window && b.keeps(period))
+                    });
+                }
+                None => {
+                    let now = Reached { ms: at_ms, seq };
+                    add_to_boards(&mut self.boards, position, &mut p.standings, score, now);
+                }
+            },
             None => {}
             Some(kind) => {
                 p.guard.add_flag();
@@ -1078,6 +1305,10 @@ impl Shard {
                     by,
                 }));
                 p.guard.reset_strikes();
+                if by == BlockedBy::Fairness {
+                    let blocks = p.guard.fairness_blocks().saturating_add(1);
+                    p.guard.set_fairness_blocks(blocks);
+                }
                 self.blocked.insert(p.id.clone());
                 self.audit.push(
                     AuditRecord {
@@ -1125,6 +1356,87 @@ impl Shard {
                     },
                     audit_max,
                 );
+            }
+            Record::Quarantined {
+                player,
+                reason,
+                evidence,
+                at_ms,
+                ..
+            } => {
+                let position = self.ensure_player(&player);
+                if self.players.at(position).guard.review().is_some() {
+                    return; // one pending review per player
+                }
+                let held = self.take_scores(position, at_ms);
+                let mut detail = json!({ "held": held });
+                evidence.insert_into(&mut detail);
+                let p = self.players.at_mut(position);
+                let blocks_before = p.guard.fairness_blocks();
+                p.guard.set_review(Some(Review {
+                    since_ms: at_ms,
+                    reason: reason.clone(),
+                    evidence,
+                    blocks_before,
+                    held,
+                }));
+                self.reviews.insert(p.id.clone());
+                self.audit.push(
+                    AuditRecord {
+                        at: at_ms / 1000,
+                        at_ms,
+                        kind: AuditKind::Quarantine,
+                        player_id: player,
+                        reason,
+                        detail,
+                    },
+                    audit_max,
+                );
+            }
+            Record::ReviewClosed {
+                player,
+                verdict,
+                at_ms,
+                ..
+            } => {
+                let Some(position) = self.players.position_of(&player) else {
+                    return;
+                };
+                let Some(review) = self.players.at_mut(position).guard.set_review(None) else {
+                    return;
+                };
+                self.reviews.remove(player.as_str());
+                let mut detail = json!({ "held": review.held, "sinceMs": review.since_ms });
+                review.evidence.insert_into(&mut detail);
+                if verdict == Verdict::Cleared {
+                    let guard = &mut self.players.at_mut(position).guard;
+                    guard.set_fairness_blocks(review.blocks_before);
+                    self.restore_scores(position, review.held, at_ms);
+                }
+                self.audit.push(
+                    AuditRecord {
+                        at: at_ms / 1000,
+                        at_ms,
+                        kind: AuditKind::Review,
+                        player_id: player,
+                        reason: verdict.as_str().to_owned(),
+                        detail,
+                    },
+                    audit_max,
+                );
+            }
+            Record::GuardState {
+                player,
+                fairness_blocks,
+                review,
+            } => {
+                let position = self.ensure_player(&player);
+                let p = self.players.at_mut(position);
+                p.guard.set_fairness_blocks(fairness_blocks);
+                if review.is_some() {
+                    self.reviews.insert(p.id.clone());
+                }
+                p.guard.set_review(review.map(|r| *r));
             }
             Record::RewardClaimed {
                 player,
@@ -1353,8 +1665,15 @@ impl Shard {
     /// The shard's durable state as snapshot records, for a checkpoint: applied in order
     /// to an empty shard, they rebuild it.
     pub fn snapshot(&self) -> impl Iterator<Item = Record> + '_ {
-        let players = self.players.values().map(|p| {
-            Record::PlayerState(Box::new(PlayerSnapshot {
+        let players = self.players.values().flat_map(|p| {
+            let ladder = (p.guard.fairness_blocks() > 0 || p.guard.review().is_some()).then(|| {
+                Record::GuardState {
+                    player: p.id.to_string(),
+                    fairness_blocks: p.guard.fairness_blocks(),
+                    review: p.guard.review().cloned().map(Box::new),
+                }
+            });
+            let state = Record::PlayerState(Box::new(PlayerSnapshot {
                 player: p.id.to_string(),
                 xp: p.xp,
                 boss_kills: p
@@ -1369,7 +1688,8 @@ impl Shard {
                 flags: p.guard.flags(),
                 rate_limited: p.guard.rate_limited(),
                 history: p.guard.history,
-            }))
+            }));
+            std::iter::once(state).chain(ladder)
         });
         let boards = self.boards.iter().flat_map(|b| {
             let history = b.history_oldest_first().map(move |c| Record::ClosedPeriod {
@@ -1514,6 +1834,8 @@ impl Shard {
             by: block.map(|b| b.by),
             flags: p.guard.flags(),
             rate_limited: p.guard.rate_limited(),
+            quarantined: p.guard.review().is_some(),
+            fairness_blocks: p.guard.fairness_blocks(),
             recent_audit: self
                 .audit
                 .newest(|r| r.player_id == player_id)
@@ -1536,6 +1858,34 @@ impl Shard {
                     by: block.by,
                 })
             })
+            .collect()
+    }
+
+    /// The review queue: up to `limit` pending reviews of players ordered after `after`
+    /// by id.
+    pub fn reviews(&self, after: Option<&str>, limit: usize, now_ms: u64) -> Vec<ReviewView> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, |a| {
+            Bound::Excluded(CompactString::from(a))
+        });
+        (self.reviews.range((from, Bound::Unbounded)))
+            .filter_map(|id| {
+                let guard = &self.players[id.as_str()].guard;
+                let review = guard.review()?;
+                let block = guard.active_block(now_ms);
+                Some(ReviewView {
+                    player_id: id.to_string(),
+                    since_ms: review.since_ms,
+                    reason: review.reason.clone(),
+                    evidence: review.evidence,
+                    fairness_blocks: guard.fairness_blocks(),
+                    held: review.held.clone(),
+                    blocked: block.is_some(),
+                    blocked_until_ms: block.map(|b| b.until_ms),
+                    by: block.map(|b| b.by),
+                })
+            })
+            .take(limit)
             .collect()
     }
 
@@ -2105,19 +2455,9 @@ mod tests {
         out
     }
 
-    /// The detectors learn through `apply`: a shard rebuilt from the journal, or from a
-    /// checkpoint through the codec, decides the next events exactly as the live one.
-    #[test]
-    fn guard_decisions_are_the_same_after_a_restart() {
-        let mut policy = policy();
-        policy.rate_limit_per_s = 50;
-        let new = || Shard::new(policy.clone(), ReceiptSigner::new(&[7u8; 32]), T0);
-        let mut live = new();
-        let mut journal = Vec::new();
-        for (at, event) in population_events(0, 230) {
-            live.submit_event(event, None, at);
-            journal.extend(live.take_journal());
-        }
+    /// `live` restarted twice: from its whole `journal` replayed, and from a checkpoint
+    /// through the codec; `new` makes an empty shard of the same policy.
+    fn restarted(live: &Shard, journal: Vec<Record>, new: impl Fn() -> Shard) -> (Shard, Shard) {
         let mut replayed = new();
         replayed.begin_replay();
         for record in journal {
@@ -2133,6 +2473,23 @@ mod tests {
             restored.apply(crate::codec::decode(kind, &buf).unwrap());
         }
         restored.finish_replay();
+        (replayed, restored)
+    }
+
+    /// The detectors learn through `apply`: a shard rebuilt from the journal, or from a
+    /// checkpoint through the codec, decides the next events exactly as the live one.
+    #[test]
+    fn guard_decisions_are_the_same_after_a_restart() {
+        let mut policy = policy();
+        policy.rate_limit_per_s = 50;
+        let new = || Shard::new(policy.clone(), ReceiptSigner::new(&[7u8; 32]), T0);
+        let mut live = new();
+        let mut journal = Vec::new();
+        for (at, event) in population_events(0, 230) {
+            live.submit_event(event, None, at);
+            journal.extend(live.take_journal());
+        }
+        let (mut replayed, mut restored) = restarted(&live, journal, new);
         let mut decided = Vec::new();
         for (at, event) in population_events(230, 320) {
             let outcome = live.submit_event(event.clone(), None, at);
@@ -2376,5 +2733,280 @@ mod tests {
         let daily = s.board(WindowKind::Daily).unwrap();
         assert_eq!(daily.len(), 1, "the second close changes nothing");
         assert_eq!(daily.history().count(), 1);
+    }
+
+    // --- the decisions' ladder: quarantine, escalation, review ---
+
+    /// Every board's live entries and kept closed standings, exactly (ranks, ties).
+    fn boards_of(s: &Shard) -> String {
+        let mut out = String::new();
+        for kind in WindowKind::ALL {
+            let board = s.board(kind).unwrap();
+            out += &format!("{kind} {} {:?}\n", board.period.name, board.top(1000));
+            for closed in board.history() {
+                out += &format!("closed {} {:?}\n", closed.name, closed.entries);
+            }
+        }
+        out
+    }
+
+    fn on_any_board(s: &Shard, player: &str) -> bool {
+        WindowKind::ALL.iter().any(|&kind| {
+            let board = s.board(kind).unwrap();
+            board.key_of(player).is_some()
+                || board
+                    .history()
+                    .any(|c| c.entries.iter().any(|k| k.player == player))
+        })
+    }
+
+    const DAY_MS: u64 = 86_400_000;
+
+    /// Honest play over two days around "che": ties on che's scores, a closed day, and
+    /// che's scores in it. `che_xp` is what che sends on day two.
+    fn ladder_play(s: &mut Shard, che_xp: u64) {
+        for (i, p) in ["ann", "bob", "cid"].iter().enumerate() {
+            s.submit_event(progression(p, 30), None, T0 + i as u64);
+        }
+        s.submit_event(progression("che", 30), None, T0 + 10);
+        s.submit_event(progression("dan", 30), None, T0 + 10);
+        s.submit_event(progression("che", 20), None, T0 + 20);
+        // The next day: day one is a closed period with che in it.
+        let day2 = T0 + DAY_MS;
+        s.submit_event(progression("ann", 40), None, day2);
+        s.submit_event(progression("che", che_xp), None, day2 + 5);
+        s.submit_event(progression("bob", che_xp), None, day2 + 5);
+    }
+
+    fn injection(player: &str) -> Event {
+        progression(player, 1_000_000)
+    }
+
+    #[test]
+    fn a_fairness_block_quarantines_every_kept_score_and_holds_later_ones() {
+        let mut s = shard();
+        ladder_play(&mut s, 25);
+        assert!(on_any_board(&s, "che"));
+        let day2 = T0 + DAY_MS;
+        let outcome = s.submit_event(injection("che"), None, day2 + 100);
+        let EventOutcome::Rejected(Rejection::Blocked { until_ms, .. }) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(until_ms, day2 + 100 + 60_000);
+        assert!(!on_any_board(&s, "che"), "{}", boards_of(&s));
+        let journal = s.take_journal();
+        let held = journal
+            .iter()
+            .find_map(|r| match r {
+                Record::Quarantined { held, .. } => Some(held.clone()),
+                _ => None,
+            })
+            .expect("a quarantine record");
+        // Three live periods and the closed day.
+        assert_eq!(held.len(), 4, "{held:?}");
+        assert!(held
+            .iter()
+            .any(|h| h.period == "2026-11-24" && h.score == 50));
+        let view = s.guard_view("che", day2 + 200).unwrap();
+        assert!(view.quarantined && view.blocked);
+        assert_eq!(view.fairness_blocks, 1);
+        // After the block, progression is kept but the score is held.
+        let after = day2 + 100 + 60_000;
+        s.tick(after);
+        assert!(!s.guard_view("che", after).unwrap().blocked);
+        assert!(matches!(
+            s.submit_event(progression("che", 7), None, after + 1),
+            EventOutcome::Accepted { xp: 82, .. }
+        ));
+        assert!(!on_any_board(&s, "che"));
+        let reviews = s.reviews(None, 10, after + 2);
+        assert_eq!(reviews.len(), 1);
+        let weekly = (reviews[0].held.iter())
+            .find(|h| h.window == WindowKind::Weekly)
+            .unwrap();
+        assert_eq!(weekly.score, 82);
+        // The accepted record says the player is on no board, for the mirrors.
+        let totals = s.take_journal().into_iter().find_map(|r| match r {
+            Record::EventAccepted { totals, .. } => totals,
+            _ => None,
+        });
+        assert_eq!(totals.unwrap().scores, [None; WindowKind::COUNT]);
+        // At most one pending review: a second block escalates, it does not reopen.
+        s.submit_event(injection("che"), None, after + 10);
+        assert_eq!(s.reviews(None, 10, after + 20).len(), 1);
+        let records = s.take_journal();
+        assert!(!records
+            .iter()
+            .any(|r| matches!(r, Record::Quarantined { .. })));
+    }
+
+    /// A cleared review puts every score back as if it had never left: the same boards,
+    /// ranks and ties as a shard that never blocked the player.
+    #[test]
+    fn clearing_a_review_restores_the_boards_exactly() {
+        let (mut cleared, mut never) = (shard(), shard());
+        ladder_play(&mut cleared, 25);
+        ladder_play(&mut never, 25);
+        let day2 = T0 + DAY_MS;
+        cleared.submit_event(injection("che"), None, day2 + 100);
+        let after = day2 + 100 + 60_000;
+        for s in [&mut cleared, &mut never] {
+            s.tick(after);
+            // Held while quarantined, then restored with the rest; bob ties with it.
+            s.submit_event(progression("che", 7), None, after + 1);
+            s.submit_event(progression("bob", 7), None, after + 1);
+            s.submit_event(progression("eve", 82), None, after + 2);
+        }
+        assert_ne!(boards_of(&cleared), boards_of(&never));
+        assert!(cleared.review_clear("che", after + 3));
+        assert_eq!(boards_of(&cleared), boards_of(&never));
+        assert!(cleared.reviews(None, 10, after + 3).is_empty());
+        let view = cleared.guard_view("che", after + 3).unwrap();
+        assert_eq!((view.quarantined, view.fairness_blocks), (false, 0));
+        assert!(!cleared.review_clear("che", after + 4), "no pending review");
+        assert!(cleared.review_confirm("che", after + 4).is_none());
+        // Scores go on the boards again.
+        for s in [&mut cleared, &mut never] {
+            s.submit_event(progression("che", 1), None, after + 5);
+        }
+        assert_eq!(boards_of(&cleared), boards_of(&never));
+    }
+
+    /// A clear lifts the fairness block it reviews.
+    #[test]
+    fn clearing_a_review_lifts_the_fairness_block() {
+        let mut s = shard();
+        ladder_play(&mut s, 25);
+        let day2 = T0 + DAY_MS;
+        s.submit_event(injection("che"), None, day2 + 100);
+        assert!(s.review_clear("che", day2 + 200));
+        assert!(!s.guard_view("che", day2 + 201).unwrap().blocked);
+        assert!(matches!(
+            s.submit_event(progression("che", 1), None, day2 + 300),
+            EventOutcome::Accepted { .. }
+        ));
+        assert_eq!(
+            s.board(WindowKind::Daily)
+                .unwrap()
+                .key_of("che")
+                .unwrap()
+                .score(),
+            26
+        );
+    }
+
+    #[test]
+    fn confirming_a_review_removes_the_held_scores_for_good() {
+        let mut s = shard();
+        ladder_play(&mut s, 25);
+        let day2 = T0 + DAY_MS;
+        s.submit_event(injection("che"), None, day2 + 100);
+        let block = s
+            .review_confirm("che", day2 + 200)
+            .expect("a pending review");
+        assert_eq!(block.until_ms, day2 + 200 + 30 * DAY_MS);
+        assert_eq!(block.by, BlockedBy::Admin);
+        let view = s.guard_view("che", day2 + 300).unwrap();
+        assert!(view.blocked && !view.quarantined);
+        assert!(s.reviews(None, 10, day2 + 300).is_empty());
+        assert!(!on_any_board(&s, "che"));
+        // Lifted by an operator, the player starts from nothing on the boards.
+        assert!(s.admin_unblock("che", day2 + 400));
+        s.submit_event(progression("che", 3), None, day2 + 500);
+        assert_eq!(
+            s.board(WindowKind::Weekly)
+                .unwrap()
+                .key_of("che")
+                .unwrap()
+                .score(),
+            3
+        );
+        assert_eq!(s.progress("che").unwrap().xp, 78, "progression is kept");
+        assert!(s.review_confirm("che", day2 + 600).is_none());
+    }
+
+    #[test]
+    fn fairness_blocks_double_up_to_the_cap_and_a_clear_forgives_its_own() {
+        let mut policy = policy();
+        policy.block_escalation_max = 4;
+        let mut s = Shard::new(policy, ReceiptSigner::new(&[7u8; 32]), T0);
+        let mut at = T0;
+        let mut durations = Vec::new();
+        for _ in 0..4 {
+            match s.submit_event(injection("che"), None, at) {
+                EventOutcome::Rejected(Rejection::Blocked { until_ms, .. }) => {
+                    durations.push(until_ms - at);
+                    at = until_ms;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(durations, vec![60_000, 120_000, 240_000, 240_000]);
+        assert_eq!(s.guard_view("che", at).unwrap().fairness_blocks, 4);
+        // All four belong to one review: clearing it forgives them.
+        assert!(s.review_clear("che", at));
+        assert_eq!(s.guard_view("che", at).unwrap().fairness_blocks, 0);
+        let EventOutcome::Rejected(Rejection::Blocked { until_ms, .. }) =
+            s.submit_event(injection("che"), None, at + 1)
+        else {
+            panic!("blocked again");
+        };
+        assert_eq!(until_ms - (at + 1), 60_000);
+        // A confirmed review keeps its blocks: the next offence is longer.
+        s.review_confirm("che", at + 2).unwrap();
+        assert!(s.admin_unblock("che", at + 3));
+        let EventOutcome::Rejected(Rejection::Blocked { until_ms, .. }) =
+            s.submit_event(injection("che"), None, at + 4)
+        else {
+            panic!("blocked again");
+        };
+        assert_eq!(until_ms - (at + 4), 120_000);
+    }
+
+    /// Quarantine, held scores and the review rebuild exactly from the log and from a
+    /// checkpoint, and a clear decided after either restores the same boards.
+    #[test]
+    fn review_decisions_are_the_same_after_a_restart() {
+        let mut live = shard();
+        ladder_play(&mut live, 25);
+        let day2 = T0 + DAY_MS;
+        live.submit_event(injection("che"), None, day2 + 100);
+        let after = day2 + 100 + 60_000;
+        live.tick(after);
+        live.submit_event(progression("che", 7), None, after + 1);
+        live.submit_event(progression("bob", 7), None, after + 1);
+        // A day later: che's held day-two score now belongs to a closed period.
+        live.submit_event(progression("che", 4), None, after + DAY_MS);
+        let journal = live.take_journal();
+        let (mut replayed, mut restored) = restarted(&live, journal, shard);
+        let now = after + DAY_MS + 10;
+        let reviews = |s: &Shard| serde_json::to_string(&s.reviews(None, 10, now)).unwrap();
+        assert_eq!(live.reviews(None, 10, now).len(), 1);
+        for other in [&replayed, &restored] {
+            assert_same(&observable(&live, now), &observable(other, now));
+            assert_eq!(reviews(&live), reviews(other));
+        }
+        for s in [&mut live, &mut replayed, &mut restored] {
+            assert!(s.review_clear("che", now));
+        }
+        assert!(on_any_board(&live, "che"));
+        for other in [&replayed, &restored] {
+            assert_same(&observable(&live, now + 1), &observable(other, now + 1));
+        }
+    }
+
+    /// The review queue pages by player id.
+    #[test]
+    fn the_review_queue_pages_by_player() {
+        let mut s = shard();
+        for (i, id) in ["zed", "amy", "max"].iter().enumerate() {
+            s.submit_event(injection(id), None, T0 + i as u64);
+        }
+        let ids = |v: Vec<ReviewView>| v.into_iter().map(|r| r.player_id).collect::<Vec<_>>();
+        assert_eq!(ids(s.reviews(None, 2, T0 + 10)), vec!["amy", "max"]);
+        assert_eq!(ids(s.reviews(Some("max"), 2, T0 + 10)), vec!["zed"]);
+        let first = &s.reviews(None, 1, T0 + 10)[0];
+        assert_eq!(first.evidence.detector, FlagKind::ImpossibleScore);
+        assert!(first.blocked);
     }
 }

@@ -11,6 +11,9 @@
 //!   closed land here too (each shard closes on its own clock).
 //! * `progress:{season}:{playerId}`: a hash with `xp`, `level` (`xp / 1000 + 1`) and
 //!   `updatedAt` (unix ms of the last accepted event).
+//! * A player quarantined by the fairness guard leaves every set holding their held
+//!   scores (`Quarantined` lists them), and comes back with the same scores when an
+//!   operator clears the review (`ReviewClosed`); the engine's boards do the same.
 //! * `liveops:{season}:mirror`: this sink's instance id, written once its players' hashes
 //!   were all rebuilt; missing or another id means Redis lost (or never had) our hashes.
 //!
@@ -47,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use liveops_engine::board::BoardKey;
+use liveops_engine::fairness::review::{Held, Verdict};
 use liveops_engine::shard::{level_of, Record, Totals};
 use liveops_engine::window::{Period, WindowKind};
 use redis::aio::MultiplexedConnection;
@@ -684,6 +688,43 @@ impl RedisSink {
         Ok(())
     }
 
+    /// Removes (`restore` false) or puts back the player's held scores, each in the set
+    /// of its period: the live set while the period is the live one here, else the
+    /// closed period's (which then keeps, or gets, its expiry).
+    fn write_held(&mut self, player: &str, held: &[Held], restore: bool) -> Result<(), SinkError> {
+        let mut pipe = redis::pipe();
+        let mut commands = 0;
+        for h in held
+            .iter()
+            .filter(|h| self.config.windows.contains(&h.window))
+        {
+            let slot = h.window.index();
+            let live = self.current[slot]
+                .as_ref()
+                .is_none_or(|c| c.name == h.period);
+            let key = if live {
+                self.live_keys[slot].clone()
+            } else {
+                self.closed_key(h.window, &h.period)
+            };
+            if restore {
+                zadd(&mut pipe, &key, std::iter::once((h.score, player)));
+                commands += 1;
+                if !live {
+                    pipe.cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(self.config.closed_ttl_s)
+                        .ignore();
+                    commands += 1;
+                }
+            } else {
+                pipe.cmd("ZREM").arg(&key).arg(player).ignore();
+                commands += 1;
+            }
+        }
+        self.exec(&pipe, commands)
+    }
+
     /// Queues an accepted event's totals.
     fn queue_event(&self, pending: &mut Pending, player: &str, at_ms: u64, totals: &Totals) {
         for &window in &self.config.windows {
@@ -789,6 +830,21 @@ impl RedisSink {
                 {
                     self.flush(&mut pending)?;
                     self.roll(*window, next)?;
+                }
+                // A quarantine takes the player's entries off the sets; a cleared review
+                // puts them back (a confirmed one leaves them off).
+                Record::Quarantined { player, held, .. } => {
+                    self.flush(&mut pending)?;
+                    self.write_held(player, held, false)?;
+                }
+                Record::ReviewClosed {
+                    player,
+                    verdict: Verdict::Cleared,
+                    held,
+                    ..
+                } => {
+                    self.flush(&mut pending)?;
+                    self.write_held(player, held, true)?;
                 }
                 _ => {}
             }

@@ -355,6 +355,22 @@ fn players(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("player-{i}")).collect()
 }
 
+/// Every player scores on day one, then a runner for `url` has mirrored it.
+fn day_one(engine: &TestEngine, players: &[String], url: &str) -> SinkRunner<RedisSink> {
+    for (i, p) in players.iter().enumerate() {
+        engine.submit(p, 100 + i as u64, T0_MS + i as u64);
+    }
+    let stats = Arc::new(SinkStats::default());
+    let mut runner = SinkRunner::with_stats(
+        engine.sink(url, None, &stats),
+        engine.logs.clone(),
+        8,
+        stats,
+    );
+    drain(&mut runner);
+    runner
+}
+
 // --- tests ---
 
 /// A `redis-server` of the test's own on a free port, and its URL; `None` (after a loud
@@ -448,17 +464,7 @@ fn rollover_moves_the_live_set_to_an_expiring_closed_period_set() {
         !early.is_empty() && !late.is_empty(),
         "players on both shards"
     );
-    for (i, p) in players.iter().enumerate() {
-        engine.submit(p, 100 + i as u64, T0_MS + i as u64);
-    }
-    let stats = Arc::new(SinkStats::default());
-    let mut runner = SinkRunner::with_stats(
-        engine.sink(&url, None, &stats),
-        engine.logs.clone(),
-        8,
-        stats,
-    );
-    drain(&mut runner);
+    let mut runner = day_one(&engine, &players, &url);
     let day1 = WindowKind::Daily.period_at(T0_MS, SEASON).name;
     let next_day_ms = T0_MS + 12 * 3_600_000 + 5;
     // Shard 0 rolls first; shard 1 still accepts events in the old day, then rolls.
@@ -734,4 +740,48 @@ fn rebuild_of_200k_players_measured() {
         weekly,
         stats.writes.load(Ordering::Relaxed)
     );
+}
+
+/// A quarantine takes the player off the mirrored sets, live and closed, and a cleared
+/// review puts them back: Redis follows the engine's boards through both.
+#[test]
+fn a_quarantine_leaves_the_mirrored_sets_and_a_clear_restores_them() {
+    let Some((_server, url)) =
+        own_redis("a_quarantine_leaves_the_mirrored_sets_and_a_clear_restores_them")
+    else {
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let engine = TestEngine::new(2);
+    let players = players(8);
+    let mut runner = day_one(&engine, &players, &url);
+    // The next day: day one is closed with every player in it.
+    let day1 = WindowKind::Daily.period_at(T0_MS, SEASON).name;
+    let next_day_ms = T0_MS + 12 * 3_600_000 + 5;
+    engine.tick(0, next_day_ms);
+    engine.tick(1, next_day_ms);
+    let suspect = players[3].as_str();
+    engine.submit(suspect, 40, next_day_ms + 1);
+    drain(&mut runner);
+    let closed_key = format!("lb:{SEASON}:daily:{day1}");
+    let mut conn = client.get_connection().unwrap();
+    assert!(zset(&mut conn, &closed_key).contains_key(suspect));
+
+    engine.submit(suspect, 1_000_000, next_day_ms + 2); // blocked and quarantined
+    drain(&mut runner);
+    mirrored(&engine, &client).unwrap();
+    let closed = zset(&mut conn, &closed_key);
+    assert!(!closed.contains_key(suspect));
+    assert_eq!(closed, engine.closed_board(WindowKind::Daily, &day1));
+    assert!(!engine.board(WindowKind::Seasonal).contains_key(suspect));
+
+    let shard = engine.shard_of(suspect);
+    engine.on_shard(shard, |s| assert!(s.review_clear(suspect, next_day_ms + 3)));
+    drain(&mut runner);
+    mirrored(&engine, &client).unwrap();
+    assert_eq!(
+        zset(&mut conn, &closed_key),
+        engine.closed_board(WindowKind::Daily, &day1)
+    );
+    assert_eq!(engine.board(WindowKind::Seasonal)[suspect], 143);
 }

@@ -635,6 +635,16 @@ pub fn from_vars(
         Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),
         _ => Err("must be whole seconds 1..=31536000".into()),
     });
+    let block_escalation_max = p.parse("BLOCK_ESCALATION_MAX", "16", |s| match s.parse::<u64>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("must be a whole multiple of BLOCK_SEC 1..=1000000".into()),
+    });
+    let review_confirm_block_s = p.parse("REVIEW_CONFIRM_BLOCK_SEC", "2592000", |s| {
+        match s.parse::<u64>() {
+            Ok(n) if (1..=3_153_600_000).contains(&n) => Ok(n),
+            _ => Err("must be whole seconds 1..=3153600000 (100 years)".into()),
+        }
+    });
     let rate = p.parse("RATE_LIMIT_MAX", "50", |s| match s.parse::<u32>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
         _ => Err("must be events per second 1..=1000000".into()),
@@ -744,6 +754,8 @@ pub fn from_vars(
         },
         rate_limit_per_s: rate.expect("no problems"),
         block_ms: block_s.expect("no problems") * 1000,
+        block_escalation_max: block_escalation_max.expect("no problems"),
+        review_confirm_block_ms: review_confirm_block_s.expect("no problems") * 1000,
         fairness: fairness.expect("no problems"),
         idempotency_ttl_ms: idem_ttl.expect("no problems").as_millis() as u64,
         // Engine-wide budgets, split across shards.

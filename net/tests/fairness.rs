@@ -374,3 +374,152 @@ fn blocked_pages_list_the_soonest_to_expire_first() {
     let r = engine.get("fairness", "/fairness/blocked?limit=0");
     assert_eq!((r.status, r.error_code()), (400, "invalid_query".into()));
 }
+
+/// Every live entry of `window`'s board: rank, player, score.
+fn board_entries(engine: &Engine, window: &str) -> Vec<(u64, String, u64)> {
+    let board = engine
+        .get(
+            "leaderboard",
+            &format!("/leaderboard?window={window}&limit=1000"),
+        )
+        .json();
+    board["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let id = e["playerId"].as_str().unwrap().to_owned();
+            (
+                e["rank"].as_u64().unwrap(),
+                id,
+                e["score"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn boards(engine: &Engine) -> Vec<Vec<(u64, String, u64)>> {
+    ["daily", "weekly", "seasonal"]
+        .iter()
+        .map(|w| board_entries(engine, w))
+        .collect()
+}
+
+/// The ladder over HTTP: a fairness block quarantines the player's score (held through
+/// a crash and a clean restart), the review queue lists it for operators only, a clear
+/// puts the score back exactly (rank and ties), a confirm discards it for good.
+#[test]
+fn a_quarantine_survives_restarts_and_a_review_clears_or_confirms_it() {
+    let dir = temp_dir();
+    let mut engine = Engine::start_in(&dir, &[]);
+    for (player, xp) in [("rival", 40), ("suspect", 40), ("honest", 50), ("late", 40)] {
+        assert_eq!(
+            engine.post_events(&progression(player, xp), None).status,
+            202
+        );
+    }
+    let before = boards(&engine);
+    assert_eq!(
+        before[1][2].1, "suspect",
+        "tied with rival, reached later: {before:?}"
+    );
+
+    let r = engine.post_events(&progression("suspect", 1_000_000), None);
+    assert_eq!(r.status, 403);
+    let on_boards =
+        |engine: &Engine, id: &str| boards(engine).iter().flatten().any(|(_, p, _)| p == id);
+    assert!(
+        !on_boards(&engine, "suspect"),
+        "quarantined off every board"
+    );
+    assert_eq!(
+        engine
+            .get("leaderboard", "/leaderboard/players/suspect")
+            .status,
+        404
+    );
+    let r = engine.get("fairness", "/fairness/reviews");
+    assert_eq!((r.status, r.error_code()), (401, "unauthorized".into()));
+
+    let queue = |engine: &Engine| engine.admin("GET", "/fairness/reviews?limit=10", "").json();
+    let listed = queue(&engine);
+    let review = &listed["reviews"][0];
+    assert_eq!(review["playerId"], "suspect");
+    assert_eq!(review["evidence"]["detector"], "impossible_score");
+    assert_eq!(review["blocked"], true);
+    assert_eq!(review["held"].as_array().unwrap().len(), 3, "{review}");
+    assert!(review["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["score"] == 40));
+    let player = engine.get("fairness", "/fairness/players/suspect").json();
+    assert_eq!(
+        (&player["quarantined"], &player["fairnessBlocks"]),
+        (&Value::Bool(true), &Value::from(1))
+    );
+
+    // A crash (the log replayed), then a clean restart: the same queue.
+    engine.kill9();
+    let mut engine = Engine::start_in(&dir, &[]);
+    assert_eq!(queue(&engine), listed);
+    engine.stop("TERM", Duration::from_secs(20));
+    let engine = Engine::start_in(&dir, &[]);
+    assert_eq!(queue(&engine), listed);
+    assert!(!on_boards(&engine, "suspect"));
+
+    let r = engine.admin("POST", "/fairness/players/suspect/review/clear", "");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        (&r.json()["verdict"], &r.json()["blocked"]),
+        (&Value::from("cleared"), &Value::Bool(false))
+    );
+    assert_eq!(boards(&engine), before, "restored exactly");
+    assert_eq!(
+        engine.post_events(&progression("suspect", 1), None).status,
+        202
+    );
+    let r = engine.admin("POST", "/fairness/players/suspect/review/clear", "");
+    assert_eq!((r.status, r.error_code()), (404, "review_not_found".into()));
+    let r = engine.admin("POST", "/fairness/players/honest/review/confirm", "");
+    assert_eq!((r.status, r.error_code()), (404, "review_not_found".into()));
+    let r = engine.request(
+        "fairness",
+        "POST",
+        "/fairness/players/suspect/review/confirm",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+
+    // Confirmed: blocked long, the held score gone for good.
+    assert_eq!(
+        engine
+            .post_events(&progression("rival", 1_000_000), None)
+            .status,
+        403
+    );
+    let r = engine.admin("POST", "/fairness/players/rival/review/confirm", "");
+    assert_eq!(r.status, 200);
+    let json = r.json();
+    assert_eq!(
+        (&json["verdict"], &json["by"]),
+        (&Value::from("confirmed"), &Value::from("admin"))
+    );
+    assert!(json["until"].as_u64().unwrap() >= now_s() + 29 * 86_400);
+    assert!(!on_boards(&engine, "rival"));
+    assert_eq!(queue(&engine)["reviews"], Value::Array(vec![]));
+    let audit = engine.admin("GET", "/fairness/audit?limit=100", "").json();
+    let kinds: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"quarantine") && kinds.contains(&"review"),
+        "{kinds:?}"
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -27,6 +27,7 @@ pub mod jump;
 pub mod luck;
 pub mod model;
 pub mod rate;
+pub mod review;
 
 /// Rate-limit cost of one event, in millitokens: integer arithmetic keeps the bucket
 /// exact and replay-stable.
@@ -87,6 +88,11 @@ struct GuardRecord {
     drop_audit_second: u64,
     /// Drops since the last `drop` audit record.
     drops_unaudited: u64,
+    /// Fairness blocks of this player so far: the next one lasts `BLOCK_SEC × 2^n` (see
+    /// [`review::block_duration_ms`]). Hard state.
+    fairness_blocks: u32,
+    /// The pending review while the player is quarantined. Hard state.
+    review: Option<Box<review::Review>>,
 }
 
 /// What the rate limiter says about one more event.
@@ -185,6 +191,36 @@ impl PlayerGuard {
             record.flags = flags;
             record.rate_limited = rate_limited;
         }
+    }
+
+    /// Fairness blocks so far (see [`review::block_duration_ms`]).
+    pub fn fairness_blocks(&self) -> u32 {
+        self.record.as_ref().map_or(0, |r| r.fairness_blocks)
+    }
+
+    pub fn set_fairness_blocks(&mut self, blocks: u32) {
+        if blocks > 0 || self.record.is_some() {
+            self.record_mut().fairness_blocks = blocks;
+        }
+    }
+
+    /// The pending review: the player is quarantined while there is one.
+    pub fn review(&self) -> Option<&review::Review> {
+        self.record.as_ref()?.review.as_deref()
+    }
+
+    pub fn review_mut(&mut self) -> Option<&mut review::Review> {
+        self.record.as_mut()?.review.as_deref_mut()
+    }
+
+    /// Opens (or, in recovery, puts back) the pending review, or closes it (`None`),
+    /// returning the one it replaces.
+    pub fn set_review(&mut self, review: Option<review::Review>) -> Option<review::Review> {
+        if review.is_none() && self.record.is_none() {
+            return None;
+        }
+        let old = std::mem::replace(&mut self.record_mut().review, review.map(Box::new));
+        old.map(|r| *r)
     }
 
     /// Counts a dropped event; returns how many drops a `drop` audit record should report
@@ -649,6 +685,10 @@ pub enum AuditKind {
     Block,
     Unblock,
     Drop,
+    /// A fairness block took the player's scores off the boards, held for review.
+    Quarantine,
+    /// An operator closed the player's review (`reason`: confirmed or cleared).
+    Review,
 }
 
 /// The shard's bounded in-memory audit trail, oldest first.
@@ -757,6 +797,9 @@ mod tests {
     #[test]
     fn a_players_detector_state_is_small_and_fixed() {
         assert_eq!(std::mem::size_of::<History>(), 48);
+        // The ladder (block count, pending review) lives behind the trouble record's
+        // pointer: a well-behaved player's guard is the bucket, that pointer and History.
+        assert_eq!(std::mem::size_of::<PlayerGuard>(), 8 + 8 + 8 + 48);
     }
 
     #[test]

@@ -227,6 +227,38 @@ impl<'a> Batch<'a> {
                         time_of(*at_ms),
                     );
                 }
+                // The review's decisions, as the engine's audit trail writes them: the
+                // live boards the snapshots read follow the engine by themselves.
+                Record::Quarantined {
+                    player,
+                    reason,
+                    evidence,
+                    at_ms,
+                    held,
+                } => {
+                    let mut detail = JsonObject::new();
+                    detail.json("held", held);
+                    detail.evidence(evidence);
+                    let at = time_of(*at_ms);
+                    let id = id.to_string();
+                    batch
+                        .audit
+                        .push(id, player, "quarantine", reason, detail, at);
+                }
+                Record::ReviewClosed {
+                    player,
+                    verdict,
+                    at_ms,
+                    held,
+                } => {
+                    let mut detail = JsonObject::new();
+                    detail.json("held", held);
+                    let at = time_of(*at_ms);
+                    let id = id.to_string();
+                    batch
+                        .audit
+                        .push(id, player, "review", verdict.as_str(), detail, at);
+                }
                 Record::RewardClaimed {
                     player,
                     item,
@@ -336,6 +368,15 @@ impl JsonObject {
         }
     }
 
+    /// Any serializable value, as JSON.
+    fn json(&mut self, key: &str, value: &impl serde::Serialize) {
+        self.key(key);
+        match serde_json::to_string(value) {
+            Ok(text) => self.0.push_str(&text),
+            Err(_) => self.0.push_str("null"),
+        }
+    }
+
     /// A detector's evidence, as the engine's audit trail writes it.
     fn evidence(&mut self, e: &Evidence) {
         self.str("detector", e.detector.as_str());
@@ -401,5 +442,59 @@ mod tests {
             points: 30,
         });
         assert_eq!(json, r#"{"bossId":"b","tier":2,"points":30}"#);
+    }
+
+    /// The review's decisions land in the audit table with the engine's kinds.
+    #[test]
+    fn quarantines_and_reviews_are_audit_rows() {
+        use crate::feed::{FeedRecord, RecordId};
+        use liveops_engine::fairness::review::{Held, Verdict};
+        use liveops_engine::fairness::{FlagKind, Measure};
+        let held = vec![Held {
+            window: WindowKind::Weekly,
+            period: "2026-W48".into(),
+            score: 40,
+            reached_ms: 5,
+            seq: 6,
+        }];
+        let records = [
+            Record::Quarantined {
+                player: "p1".into(),
+                reason: "flooding".into(),
+                evidence: Evidence {
+                    detector: FlagKind::Flood,
+                    measure: Measure::LimitedS,
+                    measured: 3.0,
+                    threshold: 3.0,
+                },
+                at_ms: 7,
+                held: held.clone(),
+            },
+            Record::ReviewClosed {
+                player: "p1".into(),
+                verdict: Verdict::Cleared,
+                at_ms: 8,
+                held,
+            },
+        ];
+        let items: Vec<FeedItem> = (records.into_iter().enumerate())
+            .map(|(i, record)| {
+                let id = RecordId {
+                    generation: 1,
+                    shard: 0,
+                    lsn: i as u64 + 1,
+                };
+                FeedItem::Record(FeedRecord { id, record })
+            })
+            .collect();
+        let batch = Batch::build(&items);
+        assert_eq!(batch.audit.kind, vec!["quarantine", "review"]);
+        assert_eq!(batch.audit.reason, vec!["flooding", "cleared"]);
+        let detail = &batch.audit.detail[0].0;
+        assert!(
+            detail.starts_with(r#"{"held":[{"window":"weekly","period":"2026-W48","score":40"#),
+            "{detail}"
+        );
+        assert!(detail.contains(r#""detector":"flood""#), "{detail}");
     }
 }

@@ -1,5 +1,5 @@
 //! The fairness API: a player's standing, blocks, flags, the audit trail, and the
-//! operators' block and unblock (behind `ADMIN_TOKEN`).
+//! operators' block, unblock and review queue (behind `ADMIN_TOKEN`).
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::{
 use crate::http::{json_object, json_response, read_body, ApiError, Query};
 use liveops_engine::event::check_text;
 use liveops_engine::fairness::{AuditKind, AuditRecord};
-use liveops_engine::shard::BlockedView;
+use liveops_engine::shard::{BlockedView, ReviewView};
 use liveops_engine::shard_of;
 
 /// Largest admin request body.
@@ -23,6 +23,8 @@ const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 const AUDIT_PAGE_MAX: usize = 1000;
 /// Most blocks one `GET /fairness/blocked?limit=` page returns.
 const BLOCKED_PAGE_MAX: usize = 10_000;
+/// Most reviews one `GET /fairness/reviews?limit=` page returns.
+const REVIEWS_PAGE_MAX: usize = 1000;
 /// Longest admin block, seconds (a year).
 const ADMIN_BLOCK_S_MAX: u64 = 31_536_000;
 /// Longest admin block reason, chars.
@@ -45,6 +47,30 @@ pub(super) async fn route(
         ["fairness", "players", id, "block"] => (
             "/fairness/players/{playerId}/block",
             no_store(block_route(app, id, req).await),
+        ),
+        ["fairness", "players", id, "review", verdict @ ("confirm" | "clear")] => (
+            match *verdict {
+                "confirm" => "/fairness/players/{playerId}/review/confirm",
+                _ => "/fairness/players/{playerId}/review/clear",
+            },
+            no_store(review_route(app, id, verdict == &"confirm", req).await),
+        ),
+        ["fairness", "reviews"] => (
+            "/fairness/reviews",
+            no_store(
+                async {
+                    only(req.method(), Method::GET)?;
+                    authorize(app, req.headers())?;
+                    let query = Query::parse(req.uri().query());
+                    let limit = query.int("limit", 100, 1..=REVIEWS_PAGE_MAX)?;
+                    let after = query
+                        .get("after")
+                        .map(|p| player_id(p, "after"))
+                        .transpose()?;
+                    reviews(app, after, limit).await
+                }
+                .await,
+            ),
         ),
         ["fairness", "blocked"] => (
             "/fairness/blocked",
@@ -130,6 +156,62 @@ async fn blocked(app: &App, limit: Option<usize>) -> Outcome {
     all.sort_by(order);
     all.truncate(limit.unwrap_or(usize::MAX));
     Ok(json_response(StatusCode::OK, &json!({ "blocked": all })))
+}
+
+/// The review queue by player id after `after`: each shard sends its first `limit`, the
+/// merged page keeps the first `limit`; `next` is the cursor of the following page.
+async fn reviews(app: &App, after: Option<String>, limit: usize) -> Outcome {
+    let mut all: Vec<ReviewView> = app
+        .mesh
+        .read_all(move |s, now_ms| s.reviews(after.as_deref(), limit, now_ms))
+        .await
+        .map_err(mesh_error)?
+        .into_iter()
+        .flatten()
+        .collect();
+    all.sort_by(|a, b| a.player_id.cmp(&b.player_id));
+    all.truncate(limit);
+    let next = (all.len() == limit).then(|| all.last().map(|r| r.player_id.clone()));
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "reviews": all, "next": next.flatten() }),
+    ))
+}
+
+/// An operator's verdict on a pending review: confirm (a long block, the held scores
+/// discarded) or clear (the block lifted, the held scores restored); 404 without one.
+async fn review_route(app: &App, raw_id: &str, confirm: bool, req: Request<Incoming>) -> Outcome {
+    only(req.method(), Method::POST)?;
+    authorize(app, req.headers())?;
+    let id = player_id(raw_id, "playerId")?;
+    let shard = shard_of(&id, app.mesh.shards());
+    let owned = id.clone();
+    let closed = app
+        .mesh
+        .call(shard, move |s, now_ms| {
+            if confirm {
+                s.review_confirm(&owned, now_ms).map(|b| (Some(b), true))
+            } else if s.review_clear(&owned, now_ms) {
+                // An admin block of its own stays.
+                let blocked = s.guard_view(&owned, now_ms).is_some_and(|v| v.blocked);
+                Some((None, blocked))
+            } else {
+                None
+            }
+        })
+        .await
+        .map_err(mesh_error)?
+        .ok_or_else(|| {
+            ApiError::not_found("review_not_found", "the player has no pending review")
+        })?;
+    let body = match closed {
+        (Some(block), _) => json!({
+            "playerId": id, "verdict": "confirmed", "blocked": true,
+            "until": block.until_ms / 1000, "untilMs": block.until_ms, "reason": block.reason, "by": block.by,
+        }),
+        (None, blocked) => json!({ "playerId": id, "verdict": "cleared", "blocked": blocked }),
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// Newest first across shards, or from the player's shard alone.
