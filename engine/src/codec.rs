@@ -149,7 +149,7 @@ impl Writer<'_> {
         self.f32(h.gain.units);
         self.f32(h.luck.llr);
         self.varint(u64::from(h.last_kill.boss));
-        self.varint(h.last_kill.at_ms);
+        self.varint(h.last_kill.stored_ms());
         self.varint(u64::from(h.strikes.since_s));
         self.u8(h.strikes.count);
     }
@@ -311,10 +311,7 @@ impl<'a> Reader<'a> {
             },
             gain: rate::Gain { units: self.f32()? },
             luck: luck::Luck { llr: self.f32()? },
-            last_kill: cadence::LastKill {
-                boss: self.u32()?,
-                at_ms: self.varint()?,
-            },
+            last_kill: cadence::LastKill::new(self.u32()?, self.varint()?),
             strikes: Strikes {
                 since_s: self.u32()?,
                 count: self.u8()?,
@@ -1357,10 +1354,7 @@ mod tests {
                     },
                     gain: rate::Gain { units: 12.5 },
                     luck: luck::Luck { llr: 0.75 },
-                    last_kill: cadence::LastKill {
-                        boss: u32::MAX,
-                        at_ms: 1_795_521_600_000,
-                    },
+                    last_kill: cadence::LastKill::new(u32::MAX, 1_795_521_600_000),
                     strikes: Strikes {
                         since_s: 1_795_521_600,
                         count: 2,

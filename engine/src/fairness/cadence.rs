@@ -40,14 +40,38 @@ const FIGHT_MS_MAX: u64 = 3_600_000;
 /// fights must not make an ordinary one look impossible.
 const FIGHT_STDDEV_MIN: f64 = 0.5;
 
-/// The player's last boss kill: 16 bytes.
+/// Resolution of [`LastKill`]'s time: a tenth of a second, far finer than any fight.
+const KILL_TIME_UNIT_MS: u64 = 100;
+
+/// The player's last boss kill: 8 bytes (every player has one, see the memory target).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LastKill {
     /// FNV-1a of the boss id (0: no kill yet): the id itself would cost an allocation.
     pub boss: u32,
-    /// When, engine clock.
-    pub at_ms: u64,
+    /// When, engine clock in tenths of a second modulo 2^32 (it wraps every 13.6
+    /// years; only differences are used, see [`LastKill::gap_ms`]).
+    pub at_ds: u32,
+}
+
+impl LastKill {
+    pub fn new(boss: u32, at_ms: u64) -> Self {
+        LastKill {
+            boss,
+            at_ds: (at_ms / KILL_TIME_UNIT_MS) as u32,
+        }
+    }
+
+    /// The time from this kill to `now_ms`, to a tenth of a second.
+    pub fn gap_ms(&self, now_ms: u64) -> u64 {
+        let now_ds = (now_ms / KILL_TIME_UNIT_MS) as u32;
+        u64::from(now_ds.wrapping_sub(self.at_ds)) * KILL_TIME_UNIT_MS
+    }
+
+    /// The kill's time as the checkpoint stores it (the field's unit, in ms).
+    pub fn stored_ms(&self) -> u64 {
+        u64::from(self.at_ds) * KILL_TIME_UNIT_MS
+    }
 }
 
 /// The shard's typical fight per boss (ordered: checkpoints and dumps are stable).
@@ -105,10 +129,10 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
         // The documented way to turn the detector off (load tests).
         return None;
     }
-    let (measure, from_ms, threshold) = if last.boss == boss_hash(boss_id) {
+    let (measure, gap_ms, threshold) = if last.boss == boss_hash(boss_id) {
         (
             Measure::KillGapS,
-            last.at_ms,
+            last.gap_ms(seen.at_ms),
             threshold_s(fights, boss_id, t),
         )
     } else {
@@ -122,9 +146,13 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
         let own = fights.by_boss.get(boss_id.as_str());
         let fights = own.filter(|m| m.samples >= t.cadence_min_samples)?;
         let threshold = fights.upper(-t.anomaly_z, FIGHT_STDDEV_MIN);
-        (Measure::FightS, seen.last_ms, threshold)
+        (
+            Measure::FightS,
+            seen.at_ms.saturating_sub(seen.last_ms),
+            threshold,
+        )
     };
-    let gap_s = seen.at_ms.saturating_sub(from_ms) as f64 / 1000.0;
+    let gap_s = gap_ms as f64 / 1000.0;
     let evidence = Evidence {
         detector: FlagKind::Cadence,
         measure,
@@ -169,10 +197,7 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
             model.learn(ln_fight);
         }
     }
-    *last = LastKill {
-        boss: boss_hash(boss_id),
-        at_ms: seen.at_ms,
-    };
+    *last = LastKill::new(boss_hash(boss_id), seen.at_ms);
 }
 
 #[cfg(test)]
@@ -212,10 +237,7 @@ mod tests {
         let t = Thresholds::default();
         let mut fights = Fights::default();
         learn_fights(&mut fights, "dragon_lord", 200_000, 10);
-        let last = LastKill {
-            boss: boss_hash("dragon_lord"),
-            at_ms: 5_000_000,
-        };
+        let last = LastKill::new(boss_hash("dragon_lord"), 5_000_000);
         let again = kill("dragon_lord");
         let at = |gap_ms: u64| Seen {
             event: &again,
@@ -256,10 +278,7 @@ mod tests {
         let mut fights = Fights::default();
         learn_fights(&mut fights, "dragon_lord", 200_000, 10);
         learn_fights(&mut fights, "slime", 100_000, 1);
-        let last = LastKill {
-            boss: boss_hash("slime"),
-            at_ms: 1_000,
-        };
+        let last = LastKill::new(boss_hash("slime"), 1_000);
         let event = kill("slime");
         let seen = Seen {
             event: &event,
@@ -277,10 +296,7 @@ mod tests {
     fn an_unknown_boss_is_judged_by_the_floor() {
         let t = Thresholds::default();
         let fights = Fights::default();
-        let last = LastKill {
-            boss: boss_hash("slime"),
-            at_ms: 1_000,
-        };
+        let last = LastKill::new(boss_hash("slime"), 1_000);
         let event = kill("slime");
         let seen = |at_ms| Seen {
             event: &event,
