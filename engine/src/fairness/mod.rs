@@ -219,17 +219,20 @@ pub enum FlagKind {
     /// A run of rare drops too lucky to be honest.
     #[serde(rename = "improbable_luck")]
     Luck,
+    /// Signed events re-sent verbatim again and again (see `crate::replay`).
+    Replay,
 }
 
 impl FlagKind {
     /// Every kind, so that metrics can show each one from the first scrape.
-    pub const ALL: [FlagKind; 6] = [
+    pub const ALL: [FlagKind; 7] = [
         FlagKind::ScoreJump,
         FlagKind::ImpossibleScore,
         FlagKind::Flood,
         FlagKind::RateOfGain,
         FlagKind::Cadence,
         FlagKind::Luck,
+        FlagKind::Replay,
     ];
 
     /// In words, for block reasons.
@@ -241,6 +244,7 @@ impl FlagKind {
             FlagKind::RateOfGain => "rate of gain",
             FlagKind::Cadence => "impossible cadence",
             FlagKind::Luck => "improbable luck",
+            FlagKind::Replay => "replayed events",
         }
     }
 
@@ -252,6 +256,7 @@ impl FlagKind {
             FlagKind::RateOfGain => "rate_of_gain",
             FlagKind::Cadence => "impossible_cadence",
             FlagKind::Luck => "improbable_luck",
+            FlagKind::Replay => "replay",
         }
     }
 }
@@ -345,11 +350,13 @@ pub enum Measure {
     LimitedS,
     /// Seconds from the player's previous event to a boss kill: the fight.
     FightS,
+    /// Replays of one signed body refused within the replay window.
+    Replays,
 }
 
 impl Measure {
     /// Every measure in tag order (the codec's tag is the index + 1).
-    pub const ALL: [Measure; 8] = [
+    pub const ALL: [Measure; 9] = [
         Measure::Z,
         Measure::Score,
         Measure::ShiftNats,
@@ -358,6 +365,7 @@ impl Measure {
         Measure::LlrNats,
         Measure::LimitedS,
         Measure::FightS,
+        Measure::Replays,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -370,6 +378,7 @@ impl Measure {
             Measure::LlrNats => "llr_nats",
             Measure::LimitedS => "limited_s",
             Measure::FightS => "fight_s",
+            Measure::Replays => "replays",
         }
     }
 }
