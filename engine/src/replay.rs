@@ -317,6 +317,14 @@ mod tests {
         assert_eq!(remembered[0].accepted_ms, 70_000);
     }
 
+    /// The README's memory figures: a 40-byte table entry and 24 bytes of queue per body.
+    #[test]
+    fn an_entry_costs_what_the_readme_says() {
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(std::mem::size_of::<(u64, [u8; BODY_DIGEST_BYTES])>(), 24);
+        assert_eq!(std::mem::size_of::<[u64; POSITION_WORDS]>(), 128);
+    }
+
     #[test]
     fn restored_bodies_answer_as_the_originals() {
         let mut set = ReplaySet::default();
