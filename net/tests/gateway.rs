@@ -619,3 +619,34 @@ fn a_replay_is_refused_after_a_restart_within_the_window() {
     assert_eq!(xp_of(&engine, "restarted"), 30);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_replay_window_refuses_new_events_with_503_and_retry_after() {
+    let engine = Engine::start_with(&[("SHARDS", "1"), ("REPLAY_ENTRIES_MAX", "1000")]);
+    let first = bare_progression("filler_0", 1);
+    assert_eq!(engine.post_events(&first, None).status, 202);
+    for i in 1..1000 {
+        let r = engine.post_events(&bare_progression(&format!("filler_{i}"), 1), None);
+        assert_eq!(r.status, 202, "{i}");
+    }
+    let body = bare_progression("one_too_many", 1);
+    let full = engine.post_events(&body, None);
+    assert_eq!(
+        (full.status, full.error_code()),
+        (503, "replay_window_full".into())
+    );
+    let retry_after: u64 = full.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // A replay is still told apart from a new event.
+    let replay = engine.post_events(&first, None);
+    assert_eq!(
+        (replay.status, replay.error_code()),
+        (409, "replayed_event".into())
+    );
+    assert_eq!(
+        engine
+            .get("progression", "/players/one_too_many/progress")
+            .status,
+        404
+    );
+}
