@@ -150,6 +150,7 @@ fn event(i: u64, players: u64) -> Event {
         player_id: format!("player-{:07}", i % players),
         ts: BASE_MS / 1000,
         kind,
+        replay_id: None,
     }
 }
 

@@ -519,6 +519,7 @@ fn populated_shard() -> Shard {
                 delta_xp: 10 + mix(i) % 90,
                 activity: Some("quest".to_owned()),
             },
+            replay_id: None,
         };
         let outcome = shard.submit_event(event, None, now_ms(i));
         assert!(matches!(outcome, EventOutcome::Accepted { flag: None, .. }));
@@ -550,6 +551,7 @@ fn shard(c: &mut Criterion) {
                     player_id: player_id(rng.below(SHARD_PLAYERS)),
                     ts: NOW_S,
                     kind: event_kind(rng.next()),
+                    replay_id: None,
                 };
                 (event, now_ms(i))
             },
@@ -591,6 +593,7 @@ fn shard(c: &mut Criterion) {
                         evidence: None,
                         key: None,
                         totals: None,
+                        replay_id: None,
                     }
                 },
                 |record| shard.apply(record),

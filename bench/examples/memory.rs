@@ -46,6 +46,7 @@ fn main() {
                 delta_xp: 1 + i % 100,
                 activity: None,
             },
+            replay_id: None,
         };
         engine[shard].submit_event(event, None, now_ms + i / 1000);
         if i % 1_024 == 0 {

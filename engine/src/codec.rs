@@ -15,7 +15,10 @@
 //!                        | key u8 (0 none; 2: key str | fingerprint [32] | index v | reserved_ms v;
 //!                          1, older logs: the same without reserved_ms)
 //!                        | totals (absent in older logs): 1 u8 | xp v | windows u8 (bit i:
-//!                          a score for window i: 0 daily, 1 weekly, 2 seasonal) | score v per bit
+//!                          a score for window i: 0 daily, 1 weekly, 2 seasonal) | score v per bit;
+//!                          0 u8: none (written only when a replay id follows)
+//!                        | replay id (absent in older logs): 1 u8 | body digest [16]
+//!                          | position v (0: a body of one event; p + 1: batch position p)
 //!    type 1 progression  delta_xp v | activity? u8 [str]
 //!    type 2 boss_kill    boss_id str | tier v | points v
 //!    type 3 drop_claimed drop_id str | weight? u8 [f64] | source? u8 [str]
@@ -53,12 +56,16 @@
 //! kind 17 FairnessModel  name str | mean f64 | variance f64 | samples v
 //! kind 18 GuardState     player str | fairness_blocks v | review? u8 [since_ms v
 //!                        | reason str | evidence | blocks_before v | held]
+//! kind 19 ReplaySeen     body digest [16] | accepted_ms v
+//!                        | positions u8 (0: a body of one event; 1: n v × position v)
 //!
 //! Detector tags (`FlagKind`): 1 score_jump, 2 impossible_score, 3 flood, 4 rate_of_gain,
-//! 5 impossible_cadence, 6 improbable_luck. Measure tags: the index in `Measure::ALL` + 1.
+//! 5 impossible_cadence, 6 improbable_luck, 7 replay. Measure tags: the index in
+//! `Measure::ALL` + 1.
 //! ```
 
 use crate::event::EventKind;
+use crate::event::BATCH_EVENTS_MAX;
 use crate::fairness::model::LnModel;
 use crate::fairness::review::{Held, Review, Verdict};
 use crate::fairness::{
@@ -66,6 +73,7 @@ use crate::fairness::{
     History, Measure, Strikes,
 };
 use crate::idempotency::StoredResponse;
+use crate::replay::{Remembered, ReplayId, BODY_DIGEST_BYTES};
 use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record, Totals};
 use crate::window::{Period, WindowKind};
 use std::net::IpAddr;
@@ -188,6 +196,12 @@ impl Writer<'_> {
         self.0.extend_from_slice(v);
     }
 
+    fn replay_id(&mut self, id: &ReplayId) {
+        self.u8(1);
+        self.0.extend_from_slice(&id.body);
+        self.varint(id.position.map_or(0, |p| u64::from(p) + 1));
+    }
+
     /// A window and one of its periods: `window u8 | name str | ends_ms v`.
     pub fn period(&mut self, window: WindowKind, period: &Period) {
         self.u8(window_tag(window));
@@ -223,9 +237,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
-    /// An accepted event's totals, after their tag.
-    fn totals(&mut self) -> Result<Totals, DecodeError> {
+    /// An accepted event's totals, from their tag (0: none).
+    fn totals(&mut self) -> Result<Option<Totals>, DecodeError> {
         match self.u8()? {
+            0 => return Ok(None),
             1 => {}
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -248,7 +263,7 @@ impl<'a> Reader<'a> {
                 *score = Some(self.varint()?);
             }
         }
-        Ok(Totals { xp, scores })
+        Ok(Some(Totals { xp, scores }))
     }
 
     pub fn varint(&mut self) -> Result<u64, DecodeError> {
@@ -292,15 +307,7 @@ impl<'a> Reader<'a> {
     }
 
     fn history(&mut self) -> Result<History, DecodeError> {
-        match self.u8()? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "history",
-                    tag: u64::from(tag),
-                })
-            }
-        }
+        self.present("history")?;
         let ln_mean = [self.f32()?, self.f32()?];
         let seen = [self.u8()?, self.u8()?];
         Ok(History {
@@ -367,6 +374,41 @@ impl<'a> Reader<'a> {
         Ok(self.take(32)?.try_into().expect("32 bytes taken"))
     }
 
+    fn digest(&mut self) -> Result<[u8; BODY_DIGEST_BYTES], DecodeError> {
+        Ok(self
+            .take(BODY_DIGEST_BYTES)?
+            .try_into()
+            .expect("digest bytes taken"))
+    }
+
+    /// A batch position, below [`BATCH_EVENTS_MAX`].
+    fn position(&mut self) -> Result<u16, DecodeError> {
+        let p = self.len(BATCH_EVENTS_MAX - 1)?;
+        Ok(u16::try_from(p).expect("batch positions fit u16"))
+    }
+
+    /// The tag 1 that opens an optional section (`what`, for the error).
+    fn present(&mut self, what: &'static str) -> Result<(), DecodeError> {
+        match self.u8()? {
+            1 => Ok(()),
+            tag => Err(DecodeError::UnknownTag {
+                what,
+                tag: u64::from(tag),
+            }),
+        }
+    }
+
+    /// An accepted event's replay id, from its tag.
+    fn replay_id(&mut self) -> Result<ReplayId, DecodeError> {
+        self.present("replay id")?;
+        let body = self.digest()?;
+        let position = match self.len(BATCH_EVENTS_MAX)? {
+            0 => None,
+            p => Some(u16::try_from(p - 1).expect("batch positions fit u16")),
+        };
+        Ok(ReplayId { body, position })
+    }
+
     /// See [`Writer::period`].
     pub fn period(&mut self) -> Result<(WindowKind, Period), DecodeError> {
         let window = window_from_tag(self.u8()?)?;
@@ -409,6 +451,7 @@ pub mod kind {
     pub const NEXT_SEQ: u8 = 16;
     pub const FAIRNESS_MODEL: u8 = 17;
     pub const GUARD_STATE: u8 = 18;
+    pub const REPLAY_SEEN: u8 = 19;
 }
 
 fn flag_tag(kind: FlagKind) -> u8 {
@@ -419,6 +462,7 @@ fn flag_tag(kind: FlagKind) -> u8 {
         FlagKind::RateOfGain => 4,
         FlagKind::Cadence => 5,
         FlagKind::Luck => 6,
+        FlagKind::Replay => 7,
     }
 }
 
@@ -529,6 +573,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             evidence,
             key,
             totals,
+            replay_id,
         } => {
             w.str(player);
             match event {
@@ -591,19 +636,26 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
                     w.varint(k.reserved_ms);
                 }
             }
-            if let Some(totals) = totals {
-                w.u8(1);
-                w.varint(totals.xp);
-                let windows = totals
-                    .scores
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, score)| score.is_some())
-                    .fold(0u8, |bits, (i, _)| bits | 1 << i);
-                w.u8(windows);
-                for score in totals.scores.iter().flatten() {
-                    w.varint(*score);
+            match totals {
+                Some(totals) => {
+                    w.u8(1);
+                    w.varint(totals.xp);
+                    let windows = totals
+                        .scores
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, score)| score.is_some())
+                        .fold(0u8, |bits, (i, _)| bits | 1 << i);
+                    w.u8(windows);
+                    for score in totals.scores.iter().flatten() {
+                        w.varint(*score);
+                    }
                 }
+                None if replay_id.is_some() => w.u8(0),
+                None => {}
+            }
+            if let Some(id) = replay_id {
+                w.replay_id(id);
             }
             kind::EVENT_ACCEPTED
         }
@@ -837,6 +889,21 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             w.varint(*seq);
             kind::NEXT_SEQ
         }
+        Record::ReplaySeen(r) => {
+            w.0.extend_from_slice(&r.body);
+            w.varint(r.accepted_ms);
+            match &r.positions {
+                None => w.u8(0),
+                Some(positions) => {
+                    w.u8(1);
+                    w.varint(positions.len() as u64);
+                    for p in positions {
+                        w.varint(u64::from(*p));
+                    }
+                }
+            }
+            kind::REPLAY_SEEN
+        }
     }
 }
 
@@ -936,10 +1003,17 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                     })
                 }
             };
-            let totals = if r.remaining() == 0 {
-                None
+            let (totals, replay_id) = if r.remaining() == 0 {
+                (None, None)
             } else {
-                Some(r.totals()?)
+                let totals = r.totals()?;
+                // "No totals" is written only before a replay id.
+                let replay_id = if totals.is_none() || r.remaining() > 0 {
+                    Some(r.replay_id()?)
+                } else {
+                    None
+                };
+                (totals, replay_id)
             };
             Record::EventAccepted {
                 player,
@@ -951,6 +1025,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 evidence,
                 key,
                 totals,
+                replay_id,
             }
         }
         kind::BLOCKED => Record::Blocked {
@@ -1169,6 +1244,27 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             }))
         }
         kind::NEXT_SEQ => Record::NextSeq(r.varint()?),
+        kind::REPLAY_SEEN => Record::ReplaySeen(Remembered {
+            body: r.digest()?,
+            accepted_ms: r.varint()?,
+            positions: match r.u8()? {
+                0 => None,
+                1 => {
+                    let n = r.len(BATCH_EVENTS_MAX)?;
+                    let mut positions = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        positions.push(r.position()?);
+                    }
+                    Some(positions)
+                }
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "option",
+                        tag: u64::from(tag),
+                    })
+                }
+            },
+        }),
         kind::FAIRNESS_MODEL => Record::FairnessModel {
             name: r.str()?,
             model: LnModel {
@@ -1222,6 +1318,10 @@ mod tests {
                     xp: 1_000_000_010,
                     scores: [None, Some(7), Some(u64::MAX)],
                 }),
+                replay_id: Some(ReplayId {
+                    body: [0xab; BODY_DIGEST_BYTES],
+                    position: Some(999),
+                }),
             },
             Record::EventAccepted {
                 player: "p2x".into(),
@@ -1237,6 +1337,7 @@ mod tests {
                 evidence: None,
                 key: None,
                 totals: Some(Totals::default()),
+                replay_id: None,
             },
             Record::EventAccepted {
                 player: "p3x".into(),
@@ -1257,6 +1358,10 @@ mod tests {
                 }),
                 key: None,
                 totals: None,
+                replay_id: Some(ReplayId {
+                    body: [7; BODY_DIGEST_BYTES],
+                    position: None,
+                }),
             },
             Record::Blocked {
                 player: "p1x".into(),
@@ -1443,6 +1548,16 @@ mod tests {
                 fairness_blocks: 1,
                 review: None,
             },
+            Record::ReplaySeen(Remembered {
+                body: [3; BODY_DIGEST_BYTES],
+                accepted_ms: 1_795_521_600_000,
+                positions: None,
+            }),
+            Record::ReplaySeen(Remembered {
+                body: [4; BODY_DIGEST_BYTES],
+                accepted_ms: 5,
+                positions: Some(vec![0, 17, 999]),
+            }),
         ]
     }
 
@@ -1495,14 +1610,16 @@ mod tests {
         let Record::EventAccepted {
             key: Some(k),
             totals,
+            replay_id,
             ..
         } = &mut record
         else {
             unreachable!("the first sample is keyed")
         };
         k.reserved_ms = 0;
-        // Older builds wrote no totals either.
+        // Older builds wrote no totals or replay id either.
         *totals = None;
+        *replay_id = None;
         let mut buf = Vec::new();
         let kind = encode(&record, &mut buf);
         // The same event as an older build wrote it: key tag 1, no reservation time.
@@ -1518,25 +1635,30 @@ mod tests {
         for record in samples() {
             let mut buf = Vec::new();
             let kind = encode(&record, &mut buf);
-            let older = older_form(&record);
+            let older = older_forms(&record);
             for len in 0..buf.len() {
-                match &older {
-                    Some((older_len, older)) if *older_len == len => {
+                match older.iter().find(|(older_len, _)| *older_len == len) {
+                    Some((_, older)) => {
                         assert_eq!(decode(kind, &buf[..len]).as_ref(), Ok(older));
                     }
-                    _ => assert!(
+                    None => assert!(
                         decode(kind, &buf[..len]).is_err(),
                         "{record:?} cut at {len}"
                     ),
                 }
             }
             buf.push(0);
-            let with_totals_or_not_an_event =
-                !matches!(record, Record::EventAccepted { totals: None, .. });
-            if with_totals_or_not_an_event {
+            let complete_or_not_an_event = !matches!(
+                record,
+                Record::EventAccepted {
+                    replay_id: None,
+                    ..
+                }
+            );
+            if complete_or_not_an_event {
                 assert_eq!(decode(kind, &buf), Err(DecodeError::Trailing(1)));
             } else {
-                // Bytes after an event without totals are read as totals: tag 0 is none.
+                // Bytes after an event without a replay id are read as its optional tail.
                 assert!(decode(kind, &buf).is_err());
             }
         }
@@ -1546,19 +1668,45 @@ mod tests {
         ));
     }
 
-    /// The record as an older build wrote it, and that encoding's length, for records
-    /// whose last field is optional: an accepted event without its totals, a block
-    /// without its evidence, a player without its detector history.
+    /// The record as older builds wrote it, and those encodings' lengths, for records
+    /// whose last fields are optional: an accepted event without its replay id or its
+    /// totals, a block without its evidence, a player without its detector history.
+    fn older_forms(record: &Record) -> Vec<(usize, Record)> {
+        if let Record::EventAccepted {
+            totals, replay_id, ..
+        } = record
+        {
+            let mut forms = Vec::new();
+            let mut older = record.clone();
+            if replay_id.is_some() {
+                let Record::EventAccepted { replay_id, .. } = &mut older else {
+                    unreachable!()
+                };
+                *replay_id = None;
+                forms.push(older.clone());
+            }
+            if totals.is_some() {
+                let Record::EventAccepted { totals, .. } = &mut older else {
+                    unreachable!()
+                };
+                *totals = None;
+                forms.push(older);
+            }
+            return forms
+                .into_iter()
+                .map(|older| {
+                    let mut buf = Vec::new();
+                    encode(&older, &mut buf);
+                    (buf.len(), older)
+                })
+                .collect();
+        }
+        older_form(record).into_iter().collect()
+    }
+
     fn older_form(record: &Record) -> Option<(usize, Record)> {
         let mut older = record.clone();
         let tail_len = match &mut older {
-            Record::EventAccepted {
-                totals: totals @ Some(_),
-                ..
-            } => {
-                *totals = None;
-                0
-            }
             Record::Blocked { evidence, .. } => {
                 *evidence = None;
                 1

@@ -10,6 +10,8 @@ mod reference;
 
 use raw::Scalar;
 
+use crate::replay::ReplayId;
+
 /// Largest `deltaXp` or `points` one event may carry: bounds XP growth per event so a
 /// single forged event cannot overflow counters or dwarf a season.
 pub const SCORE_PER_EVENT_MAX: u64 = 1_000_000;
@@ -30,6 +32,10 @@ pub struct Event {
     /// assigned by the engine's clock so nobody can backdate into a closed window.
     pub ts: u64,
     pub kind: EventKind,
+    /// The identity of the signed bytes the event came in: refused if the shard applied
+    /// it within the replay window. `None` for events not from a signed body (tests,
+    /// benches); the gateway sets it for every event it receives.
+    pub replay_id: Option<ReplayId>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -250,10 +256,14 @@ fn validate_event(
             ))
         }
     };
+    // Only checked: an event id makes its body unique, which is all the replay rule
+    // needs of it (see `crate::replay`).
+    label_field(event.event_id.as_ref(), "eventId")?;
     Ok(Event {
         player_id,
         ts,
         kind,
+        replay_id: None,
     })
 }
 
@@ -518,6 +528,16 @@ mod tests {
             field_of(r#"{"type":"progression","playerId":"abc","ts":1,"payload":[]}"#),
             ("payload".into(), "invalid_field")
         );
+        let with_id = |id: &str| {
+            format!(
+                r#"{{"type":"progression","playerId":"abc","ts":1,"payload":{{"deltaXp":1}},"eventId":{id}}}"#
+            )
+        };
+        assert!(one(&with_id(r#""0f8e4a3c-5b1d-4c8e""#)).is_ok());
+        assert!(one(&with_id("null")).is_ok());
+        for bad in ["7", r#""""#, &format!("{:?}", "x".repeat(65))] {
+            assert_eq!(field_of(&with_id(bad)), ("eventId".into(), "invalid_field"));
+        }
     }
 
     /// The contract's `^[A-Za-z0-9_.-]{1,64}$`: the original README's `p1`, UUIDs and
@@ -700,6 +720,7 @@ mod tests {
                 "ts",
                 "payload",
                 "payload",
+                "eventId",
                 "extra",
                 "player\\u0049d",
             ],

@@ -12,7 +12,8 @@
 //! * [`board`] and [`skiplist`] rank players per window with span-based ranks;
 //!   [`window`] names periods on UTC boundaries.
 //! * [`fairness`] holds the rate limiter, score model and audit trail;
-//!   [`idempotency`] the bounded key store; [`signing`] request signatures and receipts.
+//!   [`idempotency`] the bounded key store; [`replay`] the identities of applied signed
+//!   events; [`signing`] request signatures and receipts.
 //! * [`shard_of`] maps a player (or idempotency key) to its shard.
 
 pub mod board;
@@ -23,6 +24,7 @@ pub mod idempotency;
 pub mod json;
 pub mod page;
 pub mod policy;
+pub mod replay;
 pub mod shard;
 pub mod signing;
 pub mod skiplist;

@@ -39,6 +39,16 @@ pub struct Policy {
     /// Percent of those keys and bytes one client host may hold (`IDEMP_HOST_SHARE`):
     /// one client filling the store must not refuse every other client's keys.
     pub idempotency_host_share_percent: usize,
+    /// How long a shard remembers the identity of an applied signed event
+    /// (`REPLAY_WINDOW_SEC`), ms: its verbatim re-send within it is refused.
+    pub replay_window_ms: u64,
+    /// Signed bodies one shard remembers at most (`REPLAY_ENTRIES_MAX`); past it, new
+    /// events get 503 rather than the shard forgetting an identity early and applying
+    /// its replay.
+    pub replay_entries_max: usize,
+    /// Refused replays of one body that block its player (`REPLAY_BLOCK_AFTER`; 0:
+    /// never): a client retrying after a lost answer stops at the first 409.
+    pub replay_block_after: u8,
     /// Players one shard holds at most; past it, events of new players get 503.
     pub players_max: usize,
     /// Distinct bosses tracked per player.
@@ -74,6 +84,9 @@ impl Default for Policy {
             idempotency_keys_max: 1_000_000,
             idempotency_bytes_max: 256 << 20,
             idempotency_host_share_percent: 10,
+            replay_window_ms: 60_000,
+            replay_entries_max: 1_000_000,
+            replay_block_after: 2,
             players_max: 10_000_000,
             boss_kinds_per_player_max: 256,
             drops_per_player_max: 1024,

@@ -29,6 +29,7 @@ use crate::fairness::{
 };
 use crate::idempotency::{IdempotencyStore, Limits, Reserve, StoredResponse};
 use crate::policy::Policy;
+use crate::replay::{Remembered, ReplayId, ReplaySet};
 use crate::signing::{Receipt, ReceiptSigner};
 use crate::window::{Period, WindowKind};
 
@@ -62,6 +63,9 @@ pub enum Record {
         /// when the record is decided; `None` in logs written before it existed. Replay
         /// recomputes the state and does not read it.
         totals: Option<Totals>,
+        /// The identity of the signed bytes the event came in, so recovery remembers it
+        /// for the rest of the replay window (`None`: not signed, or older logs).
+        replay_id: Option<ReplayId>,
     },
     Blocked {
         player: String,
@@ -170,6 +174,8 @@ pub enum Record {
     },
     /// The next sequence number to hand out.
     NextSeq(u64),
+    /// A signed body whose events the shard applied within the replay window.
+    ReplaySeen(Remembered),
 }
 
 impl Record {
@@ -241,6 +247,8 @@ impl Record {
             | Record::ScoreModel { .. }
             | Record::FairnessModel { .. }
             | Record::NextSeq(_) => Route::All,
+            // A batch's events may belong to several shards: each keeps the body.
+            Record::ReplaySeen(_) => Route::All,
             Record::ClosedPeriod { .. } => Route::Split,
         }
     }
@@ -529,6 +537,13 @@ pub enum Rejection {
         field: &'static str,
         limit: usize,
     },
+    /// The event's signed bytes were applied within the replay window.
+    Replayed,
+    /// The shard remembers `replay_entries_max` bodies already; one is forgotten in
+    /// `retry_after_ms`.
+    ReplaysFull {
+        retry_after_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -628,6 +643,8 @@ pub struct Shard {
     population: Population,
     audit: AuditLog,
     idempotency: IdempotencyStore,
+    /// The identities of the signed events applied within the replay window.
+    replays: ReplaySet,
     next_seq: u64,
     /// Records applied since the last `take_journal`: what the caller must make durable
     /// before acknowledging.
@@ -652,6 +669,7 @@ impl Shard {
             population,
             audit: AuditLog::default(),
             idempotency: IdempotencyStore::default(),
+            replays: ReplaySet::default(),
             next_seq: 1,
             journal: Vec::new(),
         }
@@ -668,6 +686,11 @@ impl Shard {
     /// Decides one validated event.
     pub fn submit_event(&mut self, event: Event, key: Option<KeyRef>, now_ms: u64) -> EventOutcome {
         self.roll_windows(now_ms);
+        if let Some(id) = event.replay_id {
+            if let Some(rejection) = self.refuse_replay(id, &event.player_id, now_ms) {
+                return EventOutcome::Rejected(rejection);
+            }
+        }
         let Some(position) = self.player_entry(&event.player_id) else {
             return EventOutcome::Rejected(Rejection::PlayersFull);
         };
@@ -717,6 +740,7 @@ impl Shard {
             evidence,
             key,
             totals: None,
+            replay_id: event.replay_id,
         });
         let player = self.players.at(position);
         EventOutcome::Accepted {
@@ -724,6 +748,52 @@ impl Shard {
             level: level_of(player.xp),
             flag,
         }
+    }
+
+    /// The replay rule (see `crate::replay`): refuses an event whose signed bytes were
+    /// applied within the window, blocking its player at the `replay_block_after`-th
+    /// refused replay of one body; refuses any event while the set is full.
+    fn refuse_replay(&mut self, id: ReplayId, player_id: &str, now_ms: u64) -> Option<Rejection> {
+        let (window_ms, block_after) =
+            (self.policy.replay_window_ms, self.policy.replay_block_after);
+        if let Some(replays) = self.replays.replayed(id, now_ms, window_ms) {
+            // The player exists (its event was applied), unless the body came with a
+            // batch that a reshard copied here.
+            let Some(position) = self.players.position_of(player_id) else {
+                return Some(Rejection::Replayed);
+            };
+            self.expire_block(position, now_ms);
+            let blocked = self
+                .players
+                .at(position)
+                .guard
+                .active_block(now_ms)
+                .is_some();
+            if block_after == 0 || replays < block_after || blocked {
+                return Some(Rejection::Replayed);
+            }
+            let reason = format!(
+                "replayed events: one signed body re-sent {replays} times within {} s",
+                window_ms / 1000
+            );
+            let evidence = Evidence {
+                detector: FlagKind::Replay,
+                measure: Measure::Replays,
+                measured: f64::from(replays),
+                threshold: f64::from(block_after),
+            };
+            return Some(self.fairness_block(position, reason, evidence, now_ms));
+        }
+        let entries_max = self.policy.replay_entries_max;
+        if self.replays.len() >= entries_max && !self.replays.remembers_body(&id, now_ms, window_ms)
+        {
+            self.replays.expire(now_ms, window_ms);
+            if self.replays.len() >= entries_max {
+                let retry_after_ms = self.replays.room_in_ms(now_ms, window_ms);
+                return Some(Rejection::ReplaysFull { retry_after_ms });
+            }
+        }
+        None
     }
 
     /// Finds or admits the player, within `players_max`; returns its position.
@@ -1059,6 +1129,7 @@ impl Shard {
             self.expire_block(position, now_ms);
         }
         self.idempotency.expire(now_ms);
+        self.replays.expire(now_ms, self.policy.replay_window_ms);
     }
 
     /// Recovery: until [`Shard::finish_replay`], applied records move players' standings
@@ -1201,12 +1272,19 @@ impl Shard {
             seq,
             flag,
             evidence,
+            replay_id,
             ..
         } = record
         else {
             unreachable!("called for accepted events only");
         };
         let (at_ms, seq) = (*at_ms, *seq);
+        if let Some(id) = replay_id {
+            let window_ms = self.policy.replay_window_ms;
+            // Replaying a log expires as it goes, so recovery holds a window at most.
+            self.replays.expire(at_ms, window_ms);
+            self.replays.insert(*id, at_ms, window_ms);
+        }
         let position = self.ensure_player(player);
         let p = self.players.at_mut(position);
         let seen = Seen {
@@ -1579,6 +1657,9 @@ impl Shard {
             Record::FairnessModel { name, model } => self.population.restore(&name, model),
             Record::Audit(record) => self.audit.restore(*record, audit_max),
             Record::NextSeq(seq) => self.next_seq = self.next_seq.max(seq),
+            Record::ReplaySeen(remembered) => self
+                .replays
+                .restore(remembered, self.policy.replay_window_ms),
         }
     }
 
@@ -1734,12 +1815,14 @@ impl Shard {
             at_ms: 0,
             host: k.host,
         });
+        let replays = self.replays.remembered().map(Record::ReplaySeen);
         let seq = std::iter::once(Record::NextSeq(self.next_seq));
         players
             .chain(boards)
             .chain(model)
             .chain(audit)
             .chain(keys)
+            .chain(replays)
             .chain(seq)
     }
 
@@ -1939,6 +2022,7 @@ mod tests {
                 delta_xp: xp,
                 activity: None,
             },
+            replay_id: None,
         }
     }
 
@@ -1951,6 +2035,7 @@ mod tests {
                 weight: Some(0.5),
                 source: Some("chest".into()),
             },
+            replay_id: None,
         }
     }
 
@@ -2399,6 +2484,7 @@ mod tests {
                 tier: 1,
                 points,
             },
+            replay_id: None,
         }
     }
 
@@ -2411,6 +2497,7 @@ mod tests {
                 weight: Some(weight),
                 source: None,
             },
+            replay_id: None,
         }
     }
 
@@ -2455,25 +2542,33 @@ mod tests {
         out
     }
 
-    /// `live` restarted twice: from its whole `journal` replayed, and from a checkpoint
-    /// through the codec; `new` makes an empty shard of the same policy.
-    fn restarted(live: &Shard, journal: Vec<Record>, new: impl Fn() -> Shard) -> (Shard, Shard) {
-        let mut replayed = new();
-        replayed.begin_replay();
+    /// `empty` with `journal` replayed into it, as recovery replays a log.
+    fn replayed_from(mut empty: Shard, journal: Vec<Record>) -> Shard {
+        empty.begin_replay();
         for record in journal {
-            replayed.apply(record);
+            empty.apply(record);
         }
-        replayed.finish_replay();
-        let mut restored = new();
-        restored.begin_replay();
+        empty.finish_replay();
+        empty
+    }
+
+    /// `empty` restored from a checkpoint of `live`, through the codec.
+    fn restored_from(mut empty: Shard, live: &Shard) -> Shard {
+        empty.begin_replay();
         let mut buf = Vec::new();
         for record in live.snapshot() {
             buf.clear();
             let kind = crate::codec::encode(&record, &mut buf);
-            restored.apply(crate::codec::decode(kind, &buf).unwrap());
+            empty.apply(crate::codec::decode(kind, &buf).unwrap());
         }
-        restored.finish_replay();
-        (replayed, restored)
+        empty.finish_replay();
+        empty
+    }
+
+    /// `live` restarted twice: from its whole `journal` replayed, and from a checkpoint
+    /// through the codec; `new` makes an empty shard of the same policy.
+    fn restarted(live: &Shard, journal: Vec<Record>, new: impl Fn() -> Shard) -> (Shard, Shard) {
+        (replayed_from(new(), journal), restored_from(new(), live))
     }
 
     /// The detectors learn through `apply`: a shard rebuilt from the journal, or from a
@@ -2601,6 +2696,7 @@ mod tests {
             })
             .collect();
         out += &format!("{keys:?}\n");
+        out += &format!("{:?}\n", remembered(s));
         out
     }
 
@@ -2715,6 +2811,165 @@ mod tests {
         }
         let keys: usize = resharded.iter().map(|s| s.idempotency_keys()).sum();
         assert_eq!(keys, original.idempotency_keys());
+    }
+
+    fn signed(mut event: Event, body: u8, position: Option<usize>) -> Event {
+        event.replay_id = Some(ReplayId::new(&[body; 32], position));
+        event
+    }
+
+    fn xp(s: &Shard, player: &str) -> u64 {
+        s.progress(player).map_or(0, |p| p.xp)
+    }
+
+    #[test]
+    fn a_replayed_event_is_refused_within_the_window_and_applied_after_it() {
+        let mut s = shard();
+        let window_ms = s.policy().replay_window_ms;
+        let event = signed(progression("ann", 10), 1, None);
+        assert!(matches!(
+            s.submit_event(event.clone(), None, T0),
+            EventOutcome::Accepted { xp: 10, .. }
+        ));
+        let outcome = s.submit_event(event.clone(), None, T0 + 1_000);
+        assert_eq!(outcome, EventOutcome::Rejected(Rejection::Replayed));
+        assert_eq!(xp(&s, "ann"), 10, "not applied twice");
+        // The same event in other bytes (an eventId) is another event.
+        let other_bytes = signed(progression("ann", 10), 2, None);
+        assert!(matches!(
+            s.submit_event(other_bytes, None, T0 + 2_000),
+            EventOutcome::Accepted { xp: 20, .. }
+        ));
+        // Two identical events of one batch differ by their positions.
+        for position in [0, 1] {
+            let in_batch = signed(progression("ann", 10), 3, Some(position));
+            let outcome = s.submit_event(in_batch, None, T0 + 3_000);
+            assert!(
+                matches!(outcome, EventOutcome::Accepted { .. }),
+                "{outcome:?}"
+            );
+        }
+        let again = signed(progression("ann", 10), 3, Some(1));
+        let outcome = s.submit_event(again, None, T0 + 4_000);
+        assert_eq!(outcome, EventOutcome::Rejected(Rejection::Replayed));
+        assert_eq!(xp(&s, "ann"), 40);
+        // A window later the identity is forgotten: the body applies again.
+        s.tick(T0 + window_ms - 1);
+        assert_eq!(s.replays.len(), 3);
+        s.tick(T0 + window_ms);
+        assert_eq!(s.replays.len(), 2);
+        let outcome = s.submit_event(event, None, T0 + window_ms);
+        assert!(
+            matches!(outcome, EventOutcome::Accepted { xp: 50, .. }),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn a_body_replayed_again_and_again_blocks_its_player() {
+        let mut s = shard();
+        assert_eq!(s.policy().replay_block_after, 2);
+        let kill = signed(boss("bob", "wyrm", 2_000), 9, None);
+        s.submit_event(kill.clone(), None, T0);
+        let first = s.submit_event(kill.clone(), None, T0 + 2_000);
+        assert_eq!(first, EventOutcome::Rejected(Rejection::Replayed));
+        let second = s.submit_event(kill.clone(), None, T0 + 4_000);
+        let EventOutcome::Rejected(Rejection::Blocked {
+            new_flag, reason, ..
+        }) = second
+        else {
+            panic!("the second replay blocks: {second:?}");
+        };
+        assert_eq!(new_flag, Some(FlagKind::Replay));
+        assert!(reason.contains("re-sent 2 times"), "{reason}");
+        let audit = s.audit(Some("bob"), Some(AuditKind::Block), 1);
+        assert_eq!(audit[0].detail["measure"], "replays");
+        // Further replays are still refused as replays, once.
+        let third = s.submit_event(kill, None, T0 + 6_000);
+        assert_eq!(third, EventOutcome::Rejected(Rejection::Replayed));
+        assert_eq!(xp(&s, "bob"), 2_000);
+    }
+
+    #[test]
+    fn a_full_replay_set_refuses_new_events_until_a_body_is_forgotten() {
+        let mut policy = policy();
+        policy.replay_entries_max = 3;
+        let window_ms = policy.replay_window_ms;
+        let mut s = Shard::new(policy, ReceiptSigner::new(&[7u8; 32]), T0);
+        for i in 0..3u8 {
+            // The last is the first event of a batch.
+            let position = (i == 2).then_some(0);
+            let event = signed(progression(&format!("p{i}"), 10), i, position);
+            let at = T0 + u64::from(i) * 10_000;
+            assert!(matches!(
+                s.submit_event(event, None, at),
+                EventOutcome::Accepted { .. }
+            ));
+        }
+        // The batch's next event costs no entry: only new bodies are refused.
+        let next_in_batch = signed(progression("p3", 10), 2, Some(1));
+        let outcome = s.submit_event(next_in_batch, None, T0 + 30_000);
+        assert!(
+            matches!(outcome, EventOutcome::Accepted { .. }),
+            "{outcome:?}"
+        );
+        let late = signed(progression("p3", 10), 3, None);
+        let outcome = s.submit_event(late.clone(), None, T0 + 30_000);
+        assert_eq!(
+            outcome,
+            EventOutcome::Rejected(Rejection::ReplaysFull {
+                retry_after_ms: window_ms - 30_000
+            })
+        );
+        // A replay is still told apart while full.
+        let replay = signed(progression("p0", 10), 0, None);
+        let outcome = s.submit_event(replay, None, T0 + 30_000);
+        assert_eq!(outcome, EventOutcome::Rejected(Rejection::Replayed));
+        let outcome = s.submit_event(late, None, T0 + window_ms);
+        assert!(
+            matches!(outcome, EventOutcome::Accepted { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(s.replays.len(), 3);
+    }
+
+    /// The bodies remembered, for comparisons.
+    fn remembered(s: &Shard) -> Vec<crate::replay::Remembered> {
+        s.replays.remembered().collect()
+    }
+
+    #[test]
+    fn remembered_bodies_survive_the_log_and_a_checkpoint() {
+        let mut live = shard();
+        let mut journal = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..40u64 {
+            let player = format!("p{}", i % 4);
+            // Every third event is one of a batch.
+            let position = (i % 3 == 0).then_some((i % 7) as usize);
+            let event = signed(progression(&player, 5 + i), i as u8, position);
+            let at = T0 + i * 2_500;
+            live.submit_event(event.clone(), None, at);
+            journal.extend(live.take_journal());
+            sent.push(event);
+        }
+        let now = T0 + 40 * 2_500;
+        live.tick(now);
+        journal.extend(live.take_journal());
+        let mut replayed = replayed_from(shard(), journal);
+        replayed.tick(now);
+        let mut restored = restored_from(shard(), &live);
+        assert!(!remembered(&live).is_empty());
+        assert!(remembered(&live).len() < 40, "the oldest were forgotten");
+        assert_eq!(remembered(&live), remembered(&replayed));
+        assert_eq!(remembered(&live), remembered(&restored));
+        for (i, event) in sent.into_iter().enumerate() {
+            let at = now + i as u64 * 1_000;
+            let outcome = live.submit_event(event.clone(), None, at);
+            assert_eq!(outcome, replayed.submit_event(event.clone(), None, at));
+            assert_eq!(outcome, restored.submit_event(event, None, at), "event {i}");
+        }
+        assert_same(&observable(&live, now), &observable(&replayed, now));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What is sent: players, event bodies, signatures, read paths.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use liveops_engine::signing::Signer;
 use rand::rngs::SmallRng;
@@ -53,6 +55,11 @@ pub struct Workload {
     batch: usize,
     signer: Signer,
     top_n: u32,
+    /// The next single event's `eventId`, from a start unique to the run: the engine
+    /// refuses a body it applied within its replay window, and single events of the
+    /// same player, score and second would otherwise be byte-identical. (A batch's
+    /// events differ by their positions, its bodies by their random content.)
+    next_event_id: AtomicU64,
 }
 
 impl Workload {
@@ -70,6 +77,11 @@ impl Workload {
             batch: batch.max(1),
             signer: Signer::new(secret),
             top_n,
+            next_event_id: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+            ),
         }
     }
 
@@ -113,6 +125,10 @@ impl Workload {
         let mut out = Vec::with_capacity(160 * self.batch + 2);
         if self.batch == 1 {
             self.write_event(&mut out, rng, ts);
+            // The event's closing brace, reopened for its id.
+            out.pop();
+            let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
+            let _ = write!(out, r#","eventId":"{id:x}"}}"#);
         } else {
             out.push(b'[');
             for k in 0..self.batch {
@@ -212,6 +228,7 @@ mod tests {
             100,
         );
         let mut kinds = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
         for _ in 0..2000 {
             let body = w.write_body(&mut rng, 1_730_560_000);
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -220,6 +237,7 @@ mod tests {
             let n: u64 = id.strip_prefix("lt_").unwrap().parse().unwrap();
             assert!(n < 50);
             assert_eq!(v["ts"], 1_730_560_000);
+            assert!(ids.insert(v["eventId"].as_str().unwrap().to_owned()));
             match kind.as_str() {
                 "progression" => {
                     let xp = v["payload"]["deltaXp"].as_u64().unwrap();

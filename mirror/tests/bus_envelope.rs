@@ -45,6 +45,7 @@ fn accepted(event: EventKind, flag: Option<FlagKind>, totals: Option<Totals>) ->
         evidence: None,
         key: None,
         totals,
+        replay_id: None,
     }
 }
 

@@ -287,6 +287,7 @@ fn record(shard: u32, n: u64) -> Record {
                 xp: 10 * n,
                 scores: [Some(n), None, None],
             }),
+            replay_id: None,
         },
     }
 }

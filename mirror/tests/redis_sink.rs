@@ -175,6 +175,7 @@ impl TestEngine {
                     delta_xp,
                     activity: None,
                 },
+                replay_id: None,
             };
             s.submit_event(event, None, now_ms);
         });
@@ -715,6 +716,7 @@ fn rebuild_of_200k_players_measured() {
                     delta_xp: 1 + i % 5_000,
                     activity: None,
                 },
+                replay_id: None,
             };
             shards[0].submit_event(event, None, T0_MS + i / 100);
         }

@@ -330,6 +330,7 @@ mod tests {
                 delta_xp: 5,
                 activity: None,
             },
+            replay_id: None,
         }
     }
 

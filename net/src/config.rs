@@ -668,6 +668,20 @@ pub fn from_vars(
         Ok(n) if (1..=100).contains(&n) => Ok(n),
         _ => Err("must be a percentage 1..=100".into()),
     });
+    let replay_window_s = p.parse("REPLAY_WINDOW_SEC", "60", |s| match s.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+        _ => Err("must be whole seconds 1..=86400".into()),
+    });
+    let replay_entries_max = p.parse("REPLAY_ENTRIES_MAX", "1000000", |s| {
+        match s.parse::<usize>() {
+            Ok(n) if (1_000..=1_000_000_000).contains(&n) => Ok(n),
+            _ => Err("must be a whole number 1000..=1000000000".into()),
+        }
+    });
+    let replay_block_after = p.parse("REPLAY_BLOCK_AFTER", "2", |s| match s.parse::<u8>() {
+        Ok(n) => Ok(n),
+        _ => Err("must be a whole number 0..=255 (0: never block)".into()),
+    });
     let skew = p.parse("TS_SKEW", "300s", |s| {
         parse_duration(s).ok_or_else(|| "must be a duration like 300s or 5m".into())
     });
@@ -762,6 +776,9 @@ pub fn from_vars(
         idempotency_keys_max: idem_keys_max.expect("no problems").div_ceil(shards),
         idempotency_bytes_max: idem_bytes_max.expect("no problems").div_ceil(shards),
         idempotency_host_share_percent: idem_host_share.expect("no problems"),
+        replay_window_ms: replay_window_s.expect("no problems") * 1000,
+        replay_entries_max: replay_entries_max.expect("no problems").div_ceil(shards),
+        replay_block_after: replay_block_after.expect("no problems"),
         players_max: defaults.players_max.div_ceil(shards),
         ..defaults
     };
@@ -946,6 +963,13 @@ mod tests {
         assert_eq!(config.policy.rate_limit_per_s, 50);
         assert_eq!(config.policy.idempotency_ttl_ms, 300_000);
         assert_eq!(config.policy.idempotency_host_share_percent, 10);
+        let policy = Policy::default();
+        assert_eq!(config.policy.replay_window_ms, policy.replay_window_ms);
+        assert_eq!(config.policy.replay_block_after, policy.replay_block_after);
+        assert_eq!(
+            config.policy.replay_entries_max,
+            policy.replay_entries_max.div_ceil(config.shards)
+        );
         assert_eq!(config.policy.windows.len(), 3);
         // The documented defaults are the engine's.
         assert_eq!(config.policy.fairness, Thresholds::default());
@@ -976,6 +1000,9 @@ mod tests {
                 ("IDEMP_TTL", "soon"),
                 ("IDEMP_HOST_SHARE", "0"),
                 ("IDEMP_BYTES_MAX", "1k"),
+                ("REPLAY_WINDOW_SEC", "0"),
+                ("REPLAY_ENTRIES_MAX", "10"),
+                ("REPLAY_BLOCK_AFTER", "-1"),
                 ("REDIS_URL", "http://x"),
             ]),
             fixed_secret,
@@ -991,6 +1018,9 @@ mod tests {
             "IDEMP_TTL",
             "IDEMP_HOST_SHARE",
             "IDEMP_BYTES_MAX",
+            "REPLAY_WINDOW_SEC",
+            "REPLAY_ENTRIES_MAX",
+            "REPLAY_BLOCK_AFTER",
             "REDIS_URL",
         ] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");

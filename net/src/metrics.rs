@@ -13,7 +13,7 @@ use prometheus::{
 
 /// Every `reason` of `dropped_events_total`: a request refused as a whole (bad signature,
 /// malformed body) counts once, an event refused inside a batch once per event.
-pub const DROP_REASONS: [&str; 8] = [
+pub const DROP_REASONS: [&str; 10] = [
     "bad_signature",
     "invalid",
     "blocked",
@@ -22,6 +22,8 @@ pub const DROP_REASONS: [&str; 8] = [
     "players_full",
     "player_limit",
     "too_large",
+    "replay",
+    "replay_window_full",
 ];
 
 pub struct Metrics {

@@ -337,6 +337,7 @@ mod tests {
                 reserved_ms,
             }),
             totals: None,
+            replay_id: None,
         }
     }
 
@@ -405,6 +406,7 @@ mod tests {
                     delta_xp: 1 + i,
                     activity: None,
                 },
+                replay_id: None,
             };
             shard.submit_event(event, None, 1_795_521_600_000 + i);
         }
@@ -451,6 +453,7 @@ mod tests {
                     delta_xp: 1 + i,
                     activity: None,
                 },
+                replay_id: None,
             };
             shard.submit_event(event, None, 1_795_521_600_000 + i);
         }

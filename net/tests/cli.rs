@@ -254,18 +254,14 @@ fn the_dev_secret_an_engine_generated_is_found_and_none_is_a_clear_error() {
     status_line(&ran, "POST", engine.port("gateway"), "/events", 202);
 
     // DATA_DIR in ./.env moves where the dev secret is looked for, as for the engine.
+    // (Another sample: the same bytes again would be refused as a replay.)
     let elsewhere = temp_dir();
     std::fs::write(
         elsewhere.join(".env"),
         format!("DATA_DIR={}\n", dir.join("data").display()),
     )
     .unwrap();
-    let ran = liveops_in(
-        &elsewhere,
-        &["send", &sample("progression.json")],
-        &env,
-        b"",
-    );
+    let ran = liveops_in(&elsewhere, &["send", &sample("boss_kill.json")], &env, b"");
     assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
 
     // HMAC_SECRET in ./.env wins over the dev secret: here a wrong one, so 401.

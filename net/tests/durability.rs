@@ -303,7 +303,14 @@ fn retried_acknowledged_requests_answer_208_after_a_crash() {
 #[test]
 fn a_key_reused_after_it_expired_is_not_applied_again_after_a_restart() {
     let dir = temp_dir();
-    let env = [NO_RATE_LIMIT, NO_GAIN_LIMIT, ("IDEMP_TTL", "4s")];
+    // The same bytes again after the key expired: a replay, unless the replay window
+    // is over too.
+    let env = [
+        NO_RATE_LIMIT,
+        NO_GAIN_LIMIT,
+        ("IDEMP_TTL", "4s"),
+        ("REPLAY_WINDOW_SEC", "1"),
+    ];
     let mut engine = Engine::start_in(&dir, &env);
     let body = progression("reuser_1", 10);
     let xp = |engine: &Engine| {

@@ -482,3 +482,171 @@ fn repeated_keys_are_refused_and_named() {
         404
     );
 }
+
+// --- replays (issue 11) ---
+
+/// An event body without an `eventId`, as a client that does not know the rule sends it.
+fn bare_progression(player: &str, xp: u64) -> String {
+    format!(
+        r#"{{"type":"progression","playerId":"{player}","ts":{},"payload":{{"deltaXp":{xp}}}}}"#,
+        now_s()
+    )
+}
+
+fn xp_of(engine: &Engine, player: &str) -> Value {
+    engine
+        .get("progression", &format!("/players/{player}/progress"))
+        .json()["xp"]
+        .clone()
+}
+
+#[test]
+fn a_body_re_sent_verbatim_is_refused_and_not_applied_twice() {
+    // Refusals only: the block that repeated replays earn is tested below.
+    let engine = Engine::start_with(&[("REPLAY_BLOCK_AFTER", "0")]);
+    let body = bare_progression("replayed", 10);
+    assert_eq!(engine.post_events(&body, None).status, 202);
+    let again = engine.post_events(&body, None);
+    assert_eq!(
+        (again.status, again.error_code()),
+        (409, "replayed_event".into())
+    );
+    assert!(
+        again.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("eventId"),
+        "the refusal names the way out: {:?}",
+        again.json()
+    );
+    // The Idempotency-Key is not signed: a fresh one does not make the body new.
+    let keyed = engine.post_events(&body, Some("fresh-key"));
+    assert_eq!(
+        (keyed.status, keyed.error_code()),
+        (409, "replayed_event".into())
+    );
+    assert_eq!(xp_of(&engine, "replayed"), 10);
+
+    // Two identical events, told apart by their eventIds, are both applied.
+    let with_id = |id: &str| body.replace("}}", &format!(r#"}},"eventId":"{id}"}}"#));
+    assert_eq!(engine.post_events(&with_id("a"), None).status, 202);
+    assert_eq!(engine.post_events(&with_id("b"), None).status, 202);
+    assert_eq!(
+        engine.post_events(&with_id("b"), None).error_code(),
+        "replayed_event"
+    );
+    assert_eq!(xp_of(&engine, "replayed"), 30);
+
+    // Two identical events of one batch are two events; the batch re-sent applies
+    // only what was not applied the first time.
+    let batch = format!("[{body},{body}]");
+    let first = engine.post_events(&batch, None).json();
+    assert_eq!(first["accepted"], 2, "{first}");
+    let second = engine.post_events(&batch, None);
+    assert_eq!(second.status, 202);
+    let second = second.json();
+    assert_eq!(
+        (&second["accepted"], &second["rejected"]),
+        (&0.into(), &2.into())
+    );
+    for result in second["results"].as_array().unwrap() {
+        assert_eq!(result["status"], 409);
+        assert_eq!(result["error"]["code"], "replayed_event");
+    }
+    assert_eq!(xp_of(&engine, "replayed"), 50);
+    let metrics = engine.get("gateway", "/metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("dropped_events_total{reason=\"replay\"} 5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_body_is_remembered_for_the_replay_window_only() {
+    let engine = Engine::start_with(&[("REPLAY_WINDOW_SEC", "1")]);
+    let body = bare_progression("windowed", 7);
+    assert_eq!(engine.post_events(&body, None).status, 202);
+    assert_eq!(engine.post_events(&body, None).status, 409);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(engine.post_events(&body, None).status, 202);
+    assert_eq!(xp_of(&engine, "windowed"), 14);
+}
+
+#[test]
+fn a_body_replayed_again_and_again_blocks_its_player() {
+    let engine = Engine::start();
+    let body = boss_kill("replayer", "dragon_lord", 2500);
+    assert_eq!(engine.post_events(&body, None).status, 202);
+    assert_eq!(engine.post_events(&body, None).status, 409);
+    let blocked = engine.post_events(&body, None);
+    assert_eq!(
+        (blocked.status, blocked.error_code()),
+        (403, "player_blocked".into())
+    );
+    let standing = engine.get("fairness", "/fairness/players/replayer").json();
+    assert_eq!(standing["blocked"], true, "{standing}");
+    let block = &standing["recentAudit"][0];
+    assert_eq!(
+        (&block["detail"]["detector"], &block["detail"]["measure"]),
+        (&"replay".into(), &"replays".into()),
+        "{block}"
+    );
+}
+
+/// The remembered bodies survive a restart within the window: from the log, and from a
+/// checkpoint (taken after a second here).
+#[test]
+fn a_replay_is_refused_after_a_restart_within_the_window() {
+    let dir = temp_dir();
+    let env = [("CHECKPOINT_INTERVAL", "1s")];
+    let mut engine = Engine::start_in(&dir, &env);
+    let logged = bare_progression("restarted", 10);
+    let checkpointed = bare_progression("restarted", 20);
+    assert_eq!(engine.post_events(&checkpointed, None).status, 202);
+    // A checkpoint is due a second after a change; the next tick takes it.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    assert_eq!(engine.post_events(&logged, None).status, 202);
+    engine.kill9();
+    let engine = Engine::start_in(&dir, &env);
+    for body in [&logged, &checkpointed] {
+        let again = engine.post_events(body, None);
+        assert_eq!(
+            (again.status, again.error_code()),
+            (409, "replayed_event".into())
+        );
+    }
+    assert_eq!(xp_of(&engine, "restarted"), 30);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_replay_window_refuses_new_events_with_503_and_retry_after() {
+    let engine = Engine::start_with(&[("SHARDS", "1"), ("REPLAY_ENTRIES_MAX", "1000")]);
+    let first = bare_progression("filler_0", 1);
+    assert_eq!(engine.post_events(&first, None).status, 202);
+    for i in 1..1000 {
+        let r = engine.post_events(&bare_progression(&format!("filler_{i}"), 1), None);
+        assert_eq!(r.status, 202, "{i}");
+    }
+    let body = bare_progression("one_too_many", 1);
+    let full = engine.post_events(&body, None);
+    assert_eq!(
+        (full.status, full.error_code()),
+        (503, "replay_window_full".into())
+    );
+    let retry_after: u64 = full.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // A replay is still told apart from a new event.
+    let replay = engine.post_events(&first, None);
+    assert_eq!(
+        (replay.status, replay.error_code()),
+        (409, "replayed_event".into())
+    );
+    assert_eq!(
+        engine
+            .get("progression", "/players/one_too_many/progress")
+            .status,
+        404
+    );
+}

@@ -529,6 +529,7 @@ impl Run {
             player_id: player.to_owned(),
             ts: self.now / 1000,
             kind,
+            replay_id: None,
         }
     }
 
@@ -1055,6 +1056,7 @@ fn recovery_into_a_later_period_without_a_checkpoint() {
                 delta_xp: 100,
                 activity: None,
             },
+            replay_id: None,
         };
         shard.submit_event(event, None, now);
         let journal = shard.take_journal();

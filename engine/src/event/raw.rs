@@ -61,6 +61,8 @@ pub(super) struct Event<'a> {
     pub kind: Option<Scalar<'a>>,
     pub ts: Option<Scalar<'a>>,
     pub payload: Option<Payload<'a>>,
+    /// The optional `eventId`: what makes two identical events two bodies.
+    pub event_id: Option<Scalar<'a>>,
 }
 
 /// The payload keys of all three event types; validation picks the ones its type uses.
@@ -389,7 +391,7 @@ impl<'de, const N: usize> Visitor<'de> for Key<N> {
 
 impl<'de> FromObject<'de> for Event<'de> {
     fn from_object<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        const NAMES: [&str; 4] = ["playerId", "type", "ts", "payload"];
+        const NAMES: [&str; 5] = ["playerId", "type", "ts", "payload", "eventId"];
         let mut event = Event::default();
         let (mut known, mut unknown) = (KnownKeys::default(), UnknownKeys::default());
         while let Some(key) = Key::next(&mut map, NAMES)? {
@@ -400,7 +402,8 @@ impl<'de> FromObject<'de> for Event<'de> {
                         0 => event.player_id = Some(map.next_value()?),
                         1 => event.kind = Some(map.next_value()?),
                         2 => event.ts = Some(map.next_value()?),
-                        _ => event.payload = Some(map.next_value()?),
+                        3 => event.payload = Some(map.next_value()?),
+                        _ => event.event_id = Some(map.next_value()?),
                     }
                 }
                 KeyName::Unknown(name) => {

@@ -116,10 +116,20 @@ fn validate_event(
             ))
         }
     };
+    if let Some(value) = map.get("eventId").filter(|v| !v.is_null()) {
+        let Value::String(s) = value else {
+            return Err(ValidationError::invalid(
+                "eventId",
+                "eventId must be a string",
+            ));
+        };
+        check_label(s).map_err(|m| ValidationError::invalid("eventId", format!("eventId {m}")))?;
+    }
     Ok(Event {
         player_id,
         ts,
         kind,
+        replay_id: None,
     })
 }
 

@@ -255,17 +255,20 @@ pub enum FlagKind {
     /// A run of rare drops too lucky to be honest.
     #[serde(rename = "improbable_luck")]
     Luck,
+    /// Signed events re-sent verbatim again and again (see `crate::replay`).
+    Replay,
 }
 
 impl FlagKind {
     /// Every kind, so that metrics can show each one from the first scrape.
-    pub const ALL: [FlagKind; 6] = [
+    pub const ALL: [FlagKind; 7] = [
         FlagKind::ScoreJump,
         FlagKind::ImpossibleScore,
         FlagKind::Flood,
         FlagKind::RateOfGain,
         FlagKind::Cadence,
         FlagKind::Luck,
+        FlagKind::Replay,
     ];
 
     /// In words, for block reasons.
@@ -277,6 +280,7 @@ impl FlagKind {
             FlagKind::RateOfGain => "rate of gain",
             FlagKind::Cadence => "impossible cadence",
             FlagKind::Luck => "improbable luck",
+            FlagKind::Replay => "replayed events",
         }
     }
 
@@ -288,6 +292,7 @@ impl FlagKind {
             FlagKind::RateOfGain => "rate_of_gain",
             FlagKind::Cadence => "impossible_cadence",
             FlagKind::Luck => "improbable_luck",
+            FlagKind::Replay => "replay",
         }
     }
 }
@@ -381,11 +386,13 @@ pub enum Measure {
     LimitedS,
     /// Seconds from the player's previous event to a boss kill: the fight.
     FightS,
+    /// Replays of one signed body refused within the replay window.
+    Replays,
 }
 
 impl Measure {
     /// Every measure in tag order (the codec's tag is the index + 1).
-    pub const ALL: [Measure; 8] = [
+    pub const ALL: [Measure; 9] = [
         Measure::Z,
         Measure::Score,
         Measure::ShiftNats,
@@ -394,6 +401,7 @@ impl Measure {
         Measure::LlrNats,
         Measure::LimitedS,
         Measure::FightS,
+        Measure::Replays,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -406,6 +414,7 @@ impl Measure {
             Measure::LlrNats => "llr_nats",
             Measure::LimitedS => "limited_s",
             Measure::FightS => "fight_s",
+            Measure::Replays => "replays",
         }
     }
 }

@@ -403,12 +403,13 @@ async fn stall_slot(
     }
 }
 
-/// A keyed batch of 1 valid event and 999 invalid ones (negative deltaXp), signed.
+/// A keyed batch of 1 valid event and 999 invalid ones (negative deltaXp), signed. The
+/// valid event's `eventId` keeps each body new (the engine refuses replays).
 fn hostile_batch(signer: &Signer, to: SocketAddr, n: u64, run: u64) -> Vec<u8> {
     let ts = unix_now_s();
     let mut events = Vec::with_capacity(1000);
     events.push(format!(
-        r#"{{"type":"progression","playerId":"atk_{}","ts":{ts},"payload":{{"deltaXp":1}}}}"#,
+        r#"{{"type":"progression","playerId":"atk_{}","ts":{ts},"payload":{{"deltaXp":1}},"eventId":"{run}-{n}"}}"#,
         n % 1000
     ));
     for i in 1..1000 {

@@ -398,7 +398,7 @@ async fn dispatch(
     run_tag: u64,
 ) -> Histogram<u64> {
     let mut late = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
-    // Bodies kept for replays, and each unkeyed player's bodies of the current second.
+    // Bodies kept for replays, and each player's bodies of the current second.
     let mut kept: HashMap<(u32, u32), Bytes> = HashMap::new();
     let mut same_second: HashMap<u32, (u64, Vec<u64>)> = HashMap::new();
     for &(at_ms, p, i) in order {
@@ -417,9 +417,10 @@ async fn dispatch(
                 let ts = (shared.t0_unix_ms + shared.run_ms()) / 1000;
                 let mut nudge = 0;
                 let mut body = event_body(&player.id, action, ts, 0);
-                if !player.keyed && !matches!(action, Action::Drop { .. }) {
-                    // An honest unkeyed client never sends two identical bodies in one
-                    // second (the contract's replay rule): nudge the score by one.
+                if !matches!(action, Action::Drop { .. }) {
+                    // An honest client never sends two identical bodies in one second:
+                    // the engine would refuse the second as a replay, with or without a
+                    // key (the key is not signed). Nudge the score by one.
                     let (second, seen) = same_second.entry(p).or_insert((ts, Vec::new()));
                     if *second != ts {
                         *second = ts;

@@ -68,6 +68,7 @@ pub fn record(n: u64) -> Record {
             evidence: None,
             key: None,
             totals: None,
+            replay_id: None,
         }
     }
 }

@@ -2,7 +2,10 @@
 //! the shard that owns its player.
 //!
 //! Order of checks: 413 → 401 → 400 (whole body) → idempotency (208/409/422) → per event
-//! 400/403/429/409/503 or 202. Once an idempotency key is reserved, the rest runs in
+//! 400/409 (replayed)/403/429/409/503 or 202. Each event carries the identity of the
+//! signed bytes it came in (`liveops_engine::replay`): its shard refuses it if it applied
+//! that identity within `REPLAY_WINDOW_SEC`, whatever `Idempotency-Key` it carries (the
+//! header is not signed). Once an idempotency key is reserved, the rest runs in
 //! its own task: a client hanging up must not leave a key in flight or half a batch
 //! unrecorded.
 
@@ -23,6 +26,7 @@ use crate::runtime::PeerAddr;
 use liveops_engine::event::{parse_body, Body, Event, ValidationError};
 use liveops_engine::fairness::FlagKind;
 use liveops_engine::idempotency::{Reserve, StoredResponse};
+use liveops_engine::replay::ReplayId;
 use liveops_engine::shard::{EventOutcome, KeyRef, Rejection};
 use liveops_engine::shard_of;
 use liveops_engine::signing::{fingerprint, SignatureError};
@@ -71,7 +75,7 @@ async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     verify_signature(app, &parts.headers, &bytes).inspect_err(|_| refused("bad_signature"))?;
     let key = idempotency_key(&parts.headers).inspect_err(|_| refused("invalid"))?;
     let now_s = unix_now_ms() / 1000;
-    let body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
+    let mut body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
         refused("invalid");
         ApiError::bad_request(e)
     })?;
@@ -82,6 +86,7 @@ async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
     }
     let app = app.clone();
     let request_fingerprint = fingerprint(&bytes);
+    identify(&mut body, &request_fingerprint);
     // Only a keyed request is charged to its host.
     let host = key
         .as_ref()
@@ -112,6 +117,25 @@ pub(super) fn verify_signature(
             "X-Signature does not match the body",
         ),
     })
+}
+
+/// Gives each event the identity of the signed body it came in: the body's digest and,
+/// in a batch, the event's position.
+fn identify(body: &mut Body, fingerprint: &[u8; 32]) {
+    match body {
+        Body::Single(event) => {
+            if let Ok(event) = event {
+                event.replay_id = Some(ReplayId::new(fingerprint, None));
+            }
+        }
+        Body::Batch(items) => {
+            for (position, item) in items.iter_mut().enumerate() {
+                if let Ok(event) = item {
+                    event.replay_id = Some(ReplayId::new(fingerprint, Some(position)));
+                }
+            }
+        }
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -498,6 +522,32 @@ fn rejection_error(app: &App, rejection: Rejection) -> ApiError {
                 "the engine holds its maximum number of players",
             )
             .retry_after(60)
+        }
+        Rejection::Replayed => {
+            metrics.dropped_events.with_label_values(&["replay"]).inc();
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed_event",
+                format!(
+                    "this event's exact signed bytes were applied in the last {} s and are \
+                     not applied twice; to send an identical event, give each its own \
+                     eventId",
+                    app.policy.replay_window_ms / 1000
+                ),
+            )
+        }
+        Rejection::ReplaysFull { retry_after_ms } => {
+            metrics
+                .dropped_events
+                .with_label_values(&["replay_window_full"])
+                .inc();
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay_window_full",
+                "the shard remembers REPLAY_ENTRIES_MAX recent events already; \
+                 retry after Retry-After, when the oldest is forgotten",
+            )
+            .retry_after(retry_after_s(retry_after_ms))
         }
         Rejection::PlayerLimit { field, limit } => {
             metrics

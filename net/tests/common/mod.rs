@@ -432,24 +432,35 @@ pub fn parse_response(raw: &[u8]) -> Response {
     }
 }
 
-/// A progression event for `player` worth `xp`, stamped now.
+/// A fresh `eventId` for each event the helpers below make: as an honest client does,
+/// so that two identical events are not refused as replays of one another.
+pub fn event_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("t{}-{n}", std::process::id())
+}
+
+/// A progression event for `player` worth `xp`, stamped now, with its own `eventId`.
 pub fn progression(player: &str, xp: u64) -> String {
     format!(
-        r#"{{"type":"progression","playerId":"{player}","ts":{},"payload":{{"deltaXp":{xp}}}}}"#,
-        now_s()
+        r#"{{"type":"progression","playerId":"{player}","ts":{},"payload":{{"deltaXp":{xp}}},"eventId":"{}"}}"#,
+        now_s(),
+        event_id()
     )
 }
 
 pub fn boss_kill(player: &str, boss: &str, points: u64) -> String {
     format!(
-        r#"{{"type":"boss_kill","playerId":"{player}","ts":{},"payload":{{"bossId":"{boss}","tier":5,"points":{points}}}}}"#,
-        now_s()
+        r#"{{"type":"boss_kill","playerId":"{player}","ts":{},"payload":{{"bossId":"{boss}","tier":5,"points":{points}}},"eventId":"{}"}}"#,
+        now_s(),
+        event_id()
     )
 }
 
 pub fn drop_claimed(player: &str, drop: &str) -> String {
     format!(
-        r#"{{"type":"drop_claimed","playerId":"{player}","ts":{},"payload":{{"dropId":"{drop}","weight":0.05,"source":"raid_chest"}}}}"#,
-        now_s()
+        r#"{{"type":"drop_claimed","playerId":"{player}","ts":{},"payload":{{"dropId":"{drop}","weight":0.05,"source":"raid_chest"}},"eventId":"{}"}}"#,
+        now_s(),
+        event_id()
     )
 }
