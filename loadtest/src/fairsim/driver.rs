@@ -217,7 +217,7 @@ impl Conn {
 }
 
 /// The JSON body of `action` for `player` at unix second `ts`, `nudge` added to its
-/// score (progression and boss kills).
+/// score (progression and boss kills) or, for a drop, as its `eventId` (when not 0).
 pub fn event_body(player: &str, action: Action, ts: u64, nudge: u32) -> String {
     match action {
         Action::Progression { xp } => format!(
@@ -235,8 +235,13 @@ pub fn event_body(player: &str, action: Action, ts: u64, nudge: u32) -> String {
         }
         Action::Drop { item, from_boss } => {
             let item = item_of(item);
+            let event_id = if nudge == 0 {
+                String::new()
+            } else {
+                format!(r#""eventId":"claim-{nudge}","#)
+            };
             format!(
-                r#"{{"type":"drop_claimed","playerId":"{player}","ts":{ts},"payload":{{"dropId":"{}","weight":{},"source":"{}"}}}}"#,
+                r#"{{"type":"drop_claimed",{event_id}"playerId":"{player}","ts":{ts},"payload":{{"dropId":"{}","weight":{},"source":"{}"}}}}"#,
                 item.id,
                 item.weight,
                 if from_boss { "boss_chest" } else { "chest" }
@@ -417,27 +422,31 @@ async fn dispatch(
                 let ts = (shared.t0_unix_ms + shared.run_ms()) / 1000;
                 let mut nudge = 0;
                 let mut body = event_body(&player.id, action, ts, 0);
-                if !matches!(action, Action::Drop { .. }) {
-                    // An honest client never sends two identical bodies in one second:
-                    // the engine would refuse the second as a replay, with or without a
-                    // key (the key is not signed). Nudge the score by one.
-                    let (second, seen) = same_second.entry(p).or_insert((ts, Vec::new()));
-                    if *second != ts {
-                        *second = ts;
-                        seen.clear();
-                    }
-                    while seen.contains(&hash(&body)) && nudge < 1000 {
-                        nudge += 1;
-                        body = event_body(&player.id, action, ts, nudge);
-                    }
-                    seen.push(hash(&body));
+                // An honest client never sends two identical bodies in one second: the
+                // engine would refuse the second as a replay, with or without a key (the
+                // key is not signed). A score is nudged by one; two claims of the same
+                // item (two chests) get an `eventId`, the contract's way to tell them
+                // apart.
+                let (second, seen) = same_second.entry(p).or_insert((ts, Vec::new()));
+                if *second != ts {
+                    *second = ts;
+                    seen.clear();
                 }
+                while seen.contains(&hash(&body)) && nudge < 1000 {
+                    nudge += 1;
+                    body = event_body(&player.id, action, ts, nudge);
+                }
+                seen.push(hash(&body));
                 let key = player.keyed.then(|| format!("fs-{run_tag:x}-{p}-{i}"));
                 let body = Bytes::from(body);
                 if event.replayed {
                     kept.insert((p, i), body.clone());
                 }
-                (body, key, event.score + u64::from(nudge))
+                let nudged = match action {
+                    Action::Drop { .. } => 0,
+                    _ => u64::from(nudge),
+                };
+                (body, key, event.score + nudged)
             }
         };
         let job = Job {
@@ -606,6 +615,15 @@ mod tests {
         assert_eq!(v["payload"]["dropId"], "ancient_relic");
         assert_eq!(v["payload"]["weight"], 0.001);
         assert_eq!(v["payload"]["source"], "boss_chest");
+        assert!(v.get("eventId").is_none());
+        // A second identical claim in the same second is told apart by an eventId.
+        let drop = Action::Drop {
+            item: 11,
+            from_boss: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&event_body("p1", drop, 7, 2)).unwrap();
+        assert_eq!(v["eventId"], "claim-2");
+        assert_eq!(v["payload"]["weight"], 0.001);
     }
 
     #[test]
