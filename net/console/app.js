@@ -15,6 +15,11 @@ const ROWS_MAX = 200;
 /** Neighbours each side in a player search. */
 const AROUND = 5;
 const VIEWS = ['overview', 'boards', 'player', 'fairness'];
+/** Audit kinds whose name alone does not say what happened; the others show as named. */
+const AUDIT_KINDS = {
+  quarantine: 'quarantine (scores held)',
+  review: 'review closed',
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -90,6 +95,9 @@ function fillList(dl, pairs) {
   dl.replaceChildren(...pairs.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
 }
 
+const auditKind = (kind) => AUDIT_KINDS[kind] || kind;
+/** A measurement as measured, to six significant digits (no k/M rounding). */
+const measured = (v) => (v === null ? '–' : String(Number(v.toPrecision(6))));
 const time = (unixS) => (unixS ? new Date(unixS * 1000).toISOString().replace('.000Z', 'Z') : '–');
 const timeMs = (ms) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
 
@@ -341,7 +349,7 @@ const player = {
       ranks[i].status === 'fulfilled' ? [w, ranks[i].value.rank, ranks[i].value.score] : [w, '–', '–'])));
     const records = audit.status === 'fulfilled' ? audit.value.records : [];
     fillTable($('player-audit'), [['when (UTC)'], ['kind'], ['reason'], ['detail']],
-      records.map((r) => [timeMs(r.atMs), r.kind, r.reason, JSON.stringify(r.detail)]));
+      records.map((r) => [timeMs(r.atMs), auditKind(r.kind), r.reason, JSON.stringify(r.detail)]));
   },
 
   async block() {
@@ -369,11 +377,74 @@ const player = {
   },
 };
 
+// ---------------------------------------------------------------- reviews
+
+/** The review queue, a page at a time by player id, with the operator's two verdicts. */
+const reviews = {
+  /** The `after` of the page shown: '' for the first. */
+  after: '',
+  /** The `after` of the following page; null when the page shown is the last. */
+  next: null,
+
+  async load() {
+    const query = new URLSearchParams({ limit: $('reviews-limit').value });
+    if (this.after) query.set('after', this.after);
+    const page = await api(`/fairness/reviews?${query}`);
+    this.next = page.next;
+    $('reviews-next').disabled = page.next === null;
+    $('reviews-first').disabled = !this.after;
+    $('reviews-meta').textContent = `${page.reviews.length} pending` +
+      `${this.after ? ` after ${this.after}` : ''}${page.next === null ? '' : ', more on the next page'}`;
+    fillTable($('reviews'),
+      [['player'], ['since (UTC)'], ['reason'], ['evidence'], ['held scores'], ['block'], ['verdict']],
+      page.reviews.map((r) => [
+        playerLink(r.playerId), timeMs(r.sinceMs), r.reason,
+        `${r.evidence.detector}: ${r.evidence.measure} ${measured(r.evidence.measured)}` +
+          ` (threshold ${measured(r.evidence.threshold)})`,
+        r.held.map((h) => `${h.window} ${h.period}: ${h.score}`).join(', ') || 'none',
+        r.blocked ? `blocked until ${timeMs(r.blockedUntilMs)} (${r.by})` : 'not blocked',
+        this.verdicts(r.playerId),
+      ]));
+  },
+
+  verdicts(id) {
+    const button = (verdict, label) => {
+      const b = el('button', { type: 'button', className: `verdict ${verdict}` }, label);
+      b.dataset.player = id;
+      b.addEventListener('click', () => this.decide(id, verdict));
+      return b;
+    };
+    return el('span', { className: 'verdicts' }, button('confirm', 'Confirm'), button('clear', 'Clear'));
+  },
+
+  /** One verdict, after the browser's confirmation; then every fairness list again. */
+  async decide(id, verdict) {
+    const question = verdict === 'confirm'
+      ? `Confirm that ${id} cheated? The held scores are discarded for good and ${id} is blocked for REVIEW_CONFIRM_BLOCK_SEC.`
+      : `Clear ${id}? The fairness block is lifted and the held scores go back on the boards.`;
+    if (!window.confirm(question)) return;
+    try {
+      const r = await api(`/fairness/players/${encodeURIComponent(id)}/review/${verdict}`, { method: 'POST' });
+      $('reviews-result').textContent = r.verdict === 'confirmed'
+        ? `${id}: confirmed, blocked until ${time(r.until)}`
+        : `${id}: cleared, ${r.blocked ? 'still blocked by an admin' : 'unblocked'}, scores back on the boards`;
+    } catch (e) {
+      $('reviews-result').textContent = `${verdict} refused: ${e.message}`;
+    }
+    await loadFairness();
+  },
+
+  page(after) {
+    this.after = after;
+    loadFairness().catch((e) => showError($('error'), e));
+  },
+};
+
 // ---------------------------------------------------------------- fairness
 
 async function loadFairness() {
-  const [blocked, flags, audit] = await Promise.allSettled([
-    api(`/fairness/blocked?limit=${ROWS_MAX}`), api(`/fairness/flags?limit=${ROWS_MAX}`),
+  const [queue, blocked, flags, audit] = await Promise.allSettled([
+    reviews.load(), api(`/fairness/blocked?limit=${ROWS_MAX}`), api(`/fairness/flags?limit=${ROWS_MAX}`),
     api(`/fairness/audit?limit=${ROWS_MAX}`),
   ]);
   const rows = (r, key) => (r.status === 'fulfilled' ? r.value[key] : []);
@@ -383,8 +454,8 @@ async function loadFairness() {
   fillTable($('flags'), [['when (UTC)'], ['player'], ['reason'], ['detail']],
     rows(flags, 'flags').map((r) => [timeMs(r.atMs), playerLink(r.playerId), r.reason, JSON.stringify(r.detail)]));
   fillTable($('audit'), [['when (UTC)'], ['kind'], ['player'], ['reason'], ['detail']],
-    rows(audit, 'records').map((r) => [timeMs(r.atMs), r.kind, playerLink(r.playerId), r.reason, JSON.stringify(r.detail)]));
-  const failed = [blocked, flags, audit].find((r) => r.status === 'rejected');
+    rows(audit, 'records').map((r) => [timeMs(r.atMs), auditKind(r.kind), playerLink(r.playerId), r.reason, JSON.stringify(r.detail)]));
+  const failed = [queue, blocked, flags, audit].find((r) => r.status === 'rejected');
   showError($('error'), failed ? failed.reason : null);
 }
 
@@ -417,6 +488,9 @@ submit('block-form', () => player.block());
 $('unblock-button').addEventListener('click', () => player.unblock());
 $('sign-out').addEventListener('click', () => signOut());
 $('fairness-refresh').addEventListener('click', () => loadFairness());
+$('reviews-first').addEventListener('click', () => reviews.page(''));
+$('reviews-next').addEventListener('click', () => reviews.page(reviews.next));
+$('reviews-limit').addEventListener('change', () => reviews.page(''));
 $('board-window').addEventListener('change', () => boards.loadPeriods().then(() => boards.load()));
 $('board-period').addEventListener('change', () => boards.load());
 const step = (sign) => () => {

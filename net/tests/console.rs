@@ -330,6 +330,8 @@ fn console_end_to_end_in_headless_chromium() {
         progression("e2e_bob", 1200),
         progression("e2e_carol", 300),
         drop_claimed("e2e_carol", "epic_sword_001"),
+        progression("e2e_dave", 400),
+        progression("e2e_erin", 350),
     ];
     for body in &events {
         let r = engine.post_events(body, None);
@@ -345,6 +347,24 @@ fn console_end_to_end_in_headless_chromium() {
     assert_eq!(r.json()["accepted"], 200);
     let jump = engine.post_events(&progression("e2e_jumper", 2_000), None);
     assert_eq!(jump.json()["flag"], "score_jump");
+    // Scores over SCORE_CAP_PROGRESSION: each player blocked and quarantined, the held
+    // scores of e2e_dave and e2e_erin off the boards; twelve reviews, two pages of ten.
+    let cheats: Vec<String> = (0..10)
+        .map(|i| format!("cheat_{i:02}"))
+        .chain(["e2e_dave".into(), "e2e_erin".into()])
+        .map(|player| progression(&player, 1_000_000))
+        .collect();
+    let r = engine.post_events(&format!("[{}]", cheats.join(",")), None);
+    assert_eq!(
+        r.json()["accepted"],
+        0,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let queue = engine
+        .admin("GET", "/fairness/reviews?limit=100", "")
+        .json();
+    assert_eq!(queue["reviews"].as_array().unwrap().len(), cheats.len());
     let accepted = warm_up.len() + 1 + events.len();
     let r = engine.request(
         "gateway",
@@ -367,6 +387,10 @@ fn console_end_to_end_in_headless_chromium() {
         .env("CHROMIUM", CHROMIUM)
         .env("SCREENSHOT_DIR", &shots)
         .env("EXPECT_ACCEPTED", accepted.to_string())
+        // The bad signature, and each score over the cap (refused with its block).
+        .env("EXPECT_REFUSED", (1 + cheats.len()).to_string())
+        // The jump, and each score over the cap.
+        .env("EXPECT_FLAGS", (1 + cheats.len()).to_string())
         .env("EXPECT_SHARDS", "2")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -381,6 +405,26 @@ fn console_end_to_end_in_headless_chromium() {
         let bytes = std::fs::metadata(&shot).map_or(0, |m| m.len());
         assert!(bytes > 10_000, "{}: {bytes} bytes", shot.display());
     }
+
+    // The console's verdicts: e2e_dave's review cleared (his score back on the boards),
+    // e2e_erin's confirmed (blocked by the admin), the ten others still pending.
+    let dave = engine.get("leaderboard", "/leaderboard/players/e2e_dave?window=weekly");
+    assert_eq!(
+        dave.json()["score"],
+        400,
+        "{}",
+        String::from_utf8_lossy(&dave.body)
+    );
+    let erin = engine.get("fairness", "/fairness/players/e2e_erin").json();
+    assert_eq!(
+        (&erin["blocked"], &erin["quarantined"]),
+        (&Value::Bool(true), &Value::Bool(false)),
+        "{erin}"
+    );
+    let queue = engine
+        .admin("GET", "/fairness/reviews?limit=100", "")
+        .json();
+    assert_eq!(queue["reviews"].as_array().unwrap().len(), cheats.len() - 2);
 
     // The console blocked e2e_carol last: the API and the gateway agree.
     let standing = engine.get("fairness", "/fairness/players/e2e_carol").json();

@@ -3,16 +3,23 @@
 //
 // Environment: CONSOLE_URL (http://127.0.0.1:<fairness port>/console), ADMIN_TOKEN,
 // CHROMIUM (the browser binary), SCREENSHOT_DIR (one PNG per view is written there),
-// EXPECT_ACCEPTED (events the test posted), EXPECT_SHARDS.
+// EXPECT_ACCEPTED (events the test posted), EXPECT_REFUSED (events refused),
+// EXPECT_FLAGS (anomaly flags raised), EXPECT_SHARDS.
 // Players the test posted: 200 warm_* players with small scores, e2e_jumper (a score jump,
 // flagged and off the boards), e2e_alice (2500 points), e2e_bob (1200 XP), e2e_carol (300 XP
-// and a drop); one request with a bad signature was refused.
+// and a drop); one request with a bad signature was refused. Then a score over the cap
+// each for cheat_00 ... cheat_09, e2e_dave (400 XP before) and e2e_erin (350 XP before):
+// twelve players blocked and quarantined, twelve reviews.
 
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
-const { CONSOLE_URL, ADMIN_TOKEN, CHROMIUM, SCREENSHOT_DIR, EXPECT_ACCEPTED, EXPECT_SHARDS } = process.env;
-for (const [name, value] of Object.entries({ CONSOLE_URL, ADMIN_TOKEN, CHROMIUM, SCREENSHOT_DIR, EXPECT_ACCEPTED, EXPECT_SHARDS })) {
+const {
+  CONSOLE_URL, ADMIN_TOKEN, CHROMIUM, SCREENSHOT_DIR, EXPECT_ACCEPTED, EXPECT_REFUSED, EXPECT_FLAGS, EXPECT_SHARDS,
+} = process.env;
+for (const [name, value] of Object.entries({
+  CONSOLE_URL, ADMIN_TOKEN, CHROMIUM, SCREENSHOT_DIR, EXPECT_ACCEPTED, EXPECT_REFUSED, EXPECT_FLAGS, EXPECT_SHARDS,
+})) {
   if (!value) throw new Error(`${name} is not set`);
 }
 const origin = new URL(CONSOLE_URL).origin;
@@ -77,10 +84,12 @@ try {
   await page.click('#sign-in-form button[type=submit]');
   const overviewMs = await shows('#tile-accepted', EXPECT_ACCEPTED, SHOWN_WITHIN_MS);
   check(true, `overview shows ${EXPECT_ACCEPTED} accepted events after ${overviewMs} ms`);
-  check((await text('#tile-refused')) === '1', 'overview counts the refused request');
-  check((await text('#tile-flags')) === '1', `overview counts the flag: ${await text('#tile-flags')}`);
-  check((await text('#flag-kinds')).includes('score_jump'), 'flags are listed by kind');
-  check((await text('#refused')).includes('bad_signature'), 'refusals are listed by reason');
+  check((await text('#tile-refused')) === EXPECT_REFUSED, `overview counts the refused events: ${await text('#tile-refused')}`);
+  check((await text('#tile-flags')) === EXPECT_FLAGS, `overview counts the flags: ${await text('#tile-flags')}`);
+  const flagKinds = await text('#flag-kinds');
+  check(flagKinds.includes('score_jump') && flagKinds.includes('impossible_score'), 'flags are listed by kind');
+  check((await text('#refused')).includes('bad_signature') && (await text('#refused')).includes('blocked'),
+    'refusals are listed by reason');
   check(await page.locator('#shards tbody tr').count() === Number(EXPECT_SHARDS), 'one row per shard');
   check((await text('#shards')).includes('serving'), 'shards report their health');
   check((await text('#mirrors')).includes('no mirror'), 'no mirror configured, and it says so');
@@ -112,6 +121,7 @@ try {
   await screenshot('boards');
 
   // Player: progress, standing, audit; block and unblock take effect on the API.
+  check(!(await text('#board')).includes('e2e_dave'), 'a quarantined score is off the board');
   await page.click('#board a.player:text("e2e_carol")');
   await shows('#player-progress', 'epic_sword_001');
   check((await text('#player-progress')).includes('300'), 'the player view shows progress');
@@ -139,7 +149,49 @@ try {
   await shows('#audit', 'e2e-check');
   await shows('#flags', 'e2e_jumper');
   check((await text('#flags')).includes('score_jump'), 'flags name their kind');
+  await shows('#audit', 'quarantine (scores held)');
+
+  // Reviews: a page at a time by player id; a verdict needs the browser's confirmation.
+  await shows('#reviews', 'cheat_00');
+  await page.selectOption('#reviews-limit', '10');
+  await shows('#reviews-meta', 'more on the next page');
+  check(await page.locator('#reviews tbody tr').count() === 10, 'a page of ten reviews');
+  check(!(await text('#reviews')).includes('e2e_'), 'the eleventh review is not on the first page');
+  await page.click('#reviews-next');
+  await shows('#reviews', 'e2e_dave');
+  check(await page.locator('#reviews tbody tr').count() === 2, 'the next page has the last two');
+  const reviewRow = (id) => page.locator('#reviews tbody tr', { hasText: id });
+  const dave = await reviewRow('e2e_dave').innerText();
+  check(dave.includes('impossible_score') && dave.includes('weekly') && dave.includes(': 400') &&
+    dave.includes('blocked until'), `a review shows its evidence, held scores and block: ${dave}`);
   await screenshot('fairness');
+  const pending = async () => (await api('/fairness/reviews?limit=100')).reviews.map((r) => r.playerId);
+  page.once('dialog', (d) => d.dismiss());
+  await reviewRow('e2e_dave').locator('button.clear').click();
+  await page.waitForTimeout(500);
+  check((await pending()).includes('e2e_dave') && (await text('#reviews')).includes('e2e_dave'),
+    'a verdict the operator does not confirm is not sent');
+  page.once('dialog', (d) => d.accept());
+  await reviewRow('e2e_dave').locator('button.clear').click();
+  await shows('#reviews-result', 'e2e_dave: cleared');
+  await page.waitForFunction(() => !document.querySelector('#reviews').textContent.includes('e2e_dave'));
+  check(!(await pending()).includes('e2e_dave'), 'Clear closes the review on the API');
+  check((await text('#reviews')).includes('e2e_erin'), 'the other review stays listed');
+  page.once('dialog', (d) => d.accept());
+  await reviewRow('e2e_erin').locator('button.confirm').click();
+  await shows('#reviews-result', 'e2e_erin: confirmed');
+  await page.waitForFunction(() => !document.querySelector('#reviews').textContent.includes('e2e_erin'));
+  check((await pending()).length === 10, 'Confirm closes the review on the API');
+  await shows('#audit', 'review closed');
+  await shows('#blocked', 'e2e_erin');
+
+  // The cleared score is back on the board, the confirmed one is not.
+  await page.click('#tabs a[data-view=boards]');
+  await page.click('#board-form button[type=submit]');
+  await shows('#board', 'e2e_dave');
+  const daveOnBoard = await page.locator('#board tbody tr', { hasText: 'e2e_dave' }).innerText();
+  check(daveOnBoard.includes('400'), `a cleared review puts the score back on the board: ${daveOnBoard}`);
+  check(!(await text('#board')).includes('e2e_erin'), 'a confirmed review keeps the score off the board');
 
   // The token never travelled in a URL, and nothing left the console's origin.
   check(requested.every((u) => !u.includes(ADMIN_TOKEN)), 'no URL carries the token');
