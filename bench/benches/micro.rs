@@ -48,11 +48,13 @@
 //!   `Record::EventAccepted` (same mix and players): what replay costs per event, without
 //!   decoding. Building the record is not timed.
 //! * `guard/judge_and_learn/100k_players`: the fairness guard alone, what it adds to
-//!   each event: `fairness::judge` (every detector) and then `fairness::learn` (the
-//!   population and the player's history), for a random player among 100,000 whose
-//!   histories were warmed with 20 events each, the same event mix, each player's events
-//!   30-60 s apart (a human's pace: nothing is flagged for speed). Building the event
-//!   is not timed.
+//!   each event: the replay check (`ReplaySet::replayed`, then `insert` and `expire` of
+//!   a fresh identity, the shard's clock advancing 1 ms per event, so the default 60 s
+//!   window holds 60,000 bodies), `fairness::judge` (every detector) and then
+//!   `fairness::learn` (the population and the player's history), for a random player
+//!   among 100,000 whose histories were warmed with 20 events each, the same event mix,
+//!   each player's events 30-60 s apart (a human's pace: nothing is flagged for speed).
+//!   Building the event and its identity is not timed.
 
 use std::cmp::Reverse;
 use std::hint::black_box;
@@ -67,6 +69,7 @@ use liveops_engine::event::{self, Body, Event, EventKind, TsPolicy};
 use liveops_engine::fairness::{self, History, Population, Seen, Thresholds};
 use liveops_engine::page::{select_in_process, RankedEntries};
 use liveops_engine::policy::Policy;
+use liveops_engine::replay::{ReplayId, ReplaySet};
 use liveops_engine::shard::{EventOutcome, Record, Shard};
 use liveops_engine::signing::{ReceiptSigner, Signer};
 use liveops_engine::skiplist::SkipList;
@@ -605,18 +608,46 @@ fn shard(c: &mut Criterion) {
     group.finish();
 }
 
+/// The replay window of the bench's shard: the default `REPLAY_WINDOW_SEC`.
+const REPLAY_WINDOW_MS: u64 = 60_000;
+
 /// The guard's players: each one's history and the time of its last event.
 struct GuardPlayers {
     population: Population,
     histories: Vec<History>,
     last_ms: Vec<u64>,
     thresholds: Thresholds,
+    /// The shard's remembered bodies.
+    replays: ReplaySet,
+    /// The shard's clock for the replay window: 1 ms per event.
+    replay_now_ms: u64,
+}
+
+/// A fresh event identity (a body's SHA-256 stand-in).
+fn fresh_identity(rng: &mut Rng) -> ReplayId {
+    let mut fingerprint = [0u8; 32];
+    for chunk in fingerprint.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    ReplayId::new(&fingerprint, None)
 }
 
 impl GuardPlayers {
-    /// Judges and learns one event of `player`, `gap_ms` after its previous one; returns
-    /// whether the guard flagged or blocked it.
-    fn play(&mut self, player: usize, kind: &EventKind, gap_ms: u64) -> bool {
+    /// Checks and remembers `identity`, judges and learns one event of `player`,
+    /// `gap_ms` after its previous one; returns whether the guard refused, flagged or
+    /// blocked it.
+    fn play(&mut self, player: usize, kind: &EventKind, gap_ms: u64, identity: ReplayId) -> bool {
+        self.replay_now_ms += 1;
+        let now_ms = self.replay_now_ms;
+        if self
+            .replays
+            .replayed(identity, now_ms, REPLAY_WINDOW_MS)
+            .is_some()
+        {
+            return true;
+        }
+        self.replays.insert(identity, now_ms, REPLAY_WINDOW_MS);
+        self.replays.expire(now_ms, REPLAY_WINDOW_MS);
         let at_ms = self.last_ms[player] + gap_ms;
         let seen = Seen {
             event: kind,
@@ -649,6 +680,8 @@ fn guard(c: &mut Criterion) {
         histories: vec![History::default(); SHARD_PLAYERS as usize],
         last_ms: vec![BASE_MS; SHARD_PLAYERS as usize],
         thresholds,
+        replays: ReplaySet::default(),
+        replay_now_ms: BASE_MS,
     };
     let mut rng = Rng(11);
     let gap_ms = |rng: &mut Rng| 30_000 + rng.below(30_000);
@@ -656,7 +689,8 @@ fn guard(c: &mut Criterion) {
         for player in 0..SHARD_PLAYERS as usize {
             let kind = event_kind(rng.next());
             let gap = gap_ms(&mut rng);
-            players.play(player, &kind, gap);
+            let identity = fresh_identity(&mut rng);
+            players.play(player, &kind, gap, identity);
         }
     }
     let mut judged = 0u64;
@@ -665,11 +699,12 @@ fn guard(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let player = rng.below(SHARD_PLAYERS) as usize;
-                (player, event_kind(rng.next()), gap_ms(&mut rng))
+                let identity = fresh_identity(&mut rng);
+                (player, event_kind(rng.next()), gap_ms(&mut rng), identity)
             },
-            |(player, kind, gap)| {
+            |(player, kind, gap, identity)| {
                 judged += 1;
-                decided += u64::from(players.play(player, &kind, gap));
+                decided += u64::from(players.play(player, &kind, gap, identity));
                 kind
             },
             BatchSize::SmallInput,
