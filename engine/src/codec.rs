@@ -57,7 +57,8 @@
 //! kind 18 GuardState     player str | fairness_blocks v | review? u8 [since_ms v
 //!                        | reason str | evidence | blocks_before v | held]
 //! kind 19 ReplaySeen     body digest [16] | accepted_ms v
-//!                        | positions u8 (0: a body of one event; 1: n v × position v)
+//!                        | positions u8 (0: a body of one event; 1: n v × bitmap word
+//!                          u64, the first n words of the batch's position bitmap)
 //!
 //! Detector tags (`FlagKind`): 1 score_jump, 2 impossible_score, 3 flood, 4 rate_of_gain,
 //! 5 impossible_cadence, 6 improbable_luck, 7 replay. Measure tags: the index in
@@ -73,7 +74,7 @@ use crate::fairness::{
     History, Measure, Strikes,
 };
 use crate::idempotency::StoredResponse;
-use crate::replay::{Remembered, ReplayId, BODY_DIGEST_BYTES};
+use crate::replay::{PositionBits, Remembered, ReplayId, BODY_DIGEST_BYTES, POSITION_WORDS};
 use crate::shard::{Drop, KeyRef, PlayerSnapshot, Record, Totals};
 use crate::window::{Period, WindowKind};
 use std::net::IpAddr;
@@ -379,12 +380,6 @@ impl<'a> Reader<'a> {
             .take(BODY_DIGEST_BYTES)?
             .try_into()
             .expect("digest bytes taken"))
-    }
-
-    /// A batch position, below [`BATCH_EVENTS_MAX`].
-    fn position(&mut self) -> Result<u16, DecodeError> {
-        let p = self.len(BATCH_EVENTS_MAX - 1)?;
-        Ok(u16::try_from(p).expect("batch positions fit u16"))
     }
 
     /// The tag 1 that opens an optional section (`what`, for the error).
@@ -894,11 +889,16 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
             w.varint(r.accepted_ms);
             match &r.positions {
                 None => w.u8(0),
-                Some(positions) => {
+                Some(bits) => {
+                    // Trailing empty words are left out: a batch of 100 needs two.
+                    let used = bits
+                        .iter()
+                        .rposition(|&word| word != 0)
+                        .map_or(0, |i| i + 1);
                     w.u8(1);
-                    w.varint(positions.len() as u64);
-                    for p in positions {
-                        w.varint(u64::from(*p));
+                    w.varint(used as u64);
+                    for word in &bits[..used] {
+                        w.0.extend_from_slice(&word.to_le_bytes());
                     }
                 }
             }
@@ -1250,12 +1250,13 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             positions: match r.u8()? {
                 0 => None,
                 1 => {
-                    let n = r.len(BATCH_EVENTS_MAX)?;
-                    let mut positions = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        positions.push(r.position()?);
+                    let used = r.len(POSITION_WORDS)?;
+                    let mut bits: Box<PositionBits> = Box::new([0; POSITION_WORDS]);
+                    for word in &mut bits[..used] {
+                        let bytes: [u8; 8] = r.take(8)?.try_into().expect("8 bytes taken");
+                        *word = u64::from_le_bytes(bytes);
                     }
-                    Some(positions)
+                    Some(bits)
                 }
                 tag => {
                     return Err(DecodeError::UnknownTag {
@@ -1556,7 +1557,13 @@ mod tests {
             Record::ReplaySeen(Remembered {
                 body: [4; BODY_DIGEST_BYTES],
                 accepted_ms: 5,
-                positions: Some(vec![0, 17, 999]),
+                positions: Some({
+                    let mut bits: Box<PositionBits> = Box::new([0; POSITION_WORDS]);
+                    for p in [0, 17, 999] {
+                        bits[p / 64] |= 1 << (p % 64);
+                    }
+                    bits
+                }),
             }),
         ]
     }
