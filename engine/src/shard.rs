@@ -927,18 +927,34 @@ impl Shard {
         }
     }
 
+    /// Keeps one audit record (bounded by `audit_records_max`): every decision's trail.
+    fn record_audit(
+        &mut self,
+        kind: AuditKind,
+        player_id: String,
+        reason: String,
+        detail: serde_json::Value,
+        at_ms: u64,
+    ) {
+        let record = AuditRecord {
+            at: at_ms / 1000,
+            at_ms,
+            kind,
+            player_id,
+            reason,
+            detail,
+        };
+        self.audit.push(record, self.policy.audit_records_max);
+    }
+
     fn audit_drop(&mut self, position: u32, now_ms: u64, drops: Option<u64>, cause: &str) {
         if let Some(count) = drops {
-            self.audit.push(
-                AuditRecord {
-                    at: now_ms / 1000,
-                    at_ms: now_ms,
-                    kind: AuditKind::Drop,
-                    player_id: self.players.at(position).id.to_string(),
-                    reason: cause.to_owned(),
-                    detail: json!({ "count": count }),
-                },
-                self.policy.audit_records_max,
+            self.record_audit(
+                AuditKind::Drop,
+                self.players.at(position).id.to_string(),
+                cause.to_owned(),
+                json!({ "count": count }),
+                now_ms,
             );
         }
     }
@@ -1343,16 +1359,12 @@ impl Shard {
                 if let Some(evidence) = evidence {
                     evidence.insert_into(&mut detail);
                 }
-                self.audit.push(
-                    AuditRecord {
-                        at: at_ms / 1000,
-                        at_ms,
-                        kind: AuditKind::Flag,
-                        player_id: player.clone(),
-                        reason: kind.as_str().to_owned(),
-                        detail,
-                    },
-                    self.policy.audit_records_max,
+                self.record_audit(
+                    AuditKind::Flag,
+                    player.clone(),
+                    kind.as_str().to_owned(),
+                    detail,
+                    at_ms,
                 );
             }
         }
@@ -1388,23 +1400,12 @@ impl Shard {
                     p.guard.set_fairness_blocks(blocks);
                 }
                 self.blocked.insert(p.id.clone());
-                self.audit.push(
-                    AuditRecord {
-                        at: at_ms / 1000,
-                        at_ms,
-                        kind: AuditKind::Block,
-                        player_id: player,
-                        reason,
-                        detail: {
-                            let mut detail = json!({ "until": until_ms / 1000, "untilMs": until_ms, "by": by.as_str() });
-                            if let Some(evidence) = evidence {
-                                evidence.insert_into(&mut detail);
-                            }
-                            detail
-                        },
-                    },
-                    audit_max,
-                );
+                let mut detail =
+                    json!({ "until": until_ms / 1000, "untilMs": until_ms, "by": by.as_str() });
+                if let Some(evidence) = evidence {
+                    evidence.insert_into(&mut detail);
+                }
+                self.record_audit(AuditKind::Block, player, reason, detail, at_ms);
             }
             Record::Unblocked {
                 player,
@@ -1423,17 +1424,7 @@ impl Shard {
                     Some(until_ms) => json!({ "until": until_ms / 1000, "untilMs": until_ms }),
                     None => json!({}),
                 };
-                self.audit.push(
-                    AuditRecord {
-                        at: at_ms / 1000,
-                        at_ms,
-                        kind: AuditKind::Unblock,
-                        player_id: player,
-                        reason,
-                        detail,
-                    },
-                    audit_max,
-                );
+                self.record_audit(AuditKind::Unblock, player, reason, detail, at_ms);
             }
             Record::Quarantined {
                 player,
@@ -1459,17 +1450,7 @@ impl Shard {
                     held,
                 }));
                 self.reviews.insert(p.id.clone());
-                self.audit.push(
-                    AuditRecord {
-                        at: at_ms / 1000,
-                        at_ms,
-                        kind: AuditKind::Quarantine,
-                        player_id: player,
-                        reason,
-                        detail,
-                    },
-                    audit_max,
-                );
+                self.record_audit(AuditKind::Quarantine, player, reason, detail, at_ms);
             }
             Record::ReviewClosed {
                 player,
@@ -1491,16 +1472,12 @@ impl Shard {
                     guard.set_fairness_blocks(review.blocks_before);
                     self.restore_scores(position, review.held, at_ms);
                 }
-                self.audit.push(
-                    AuditRecord {
-                        at: at_ms / 1000,
-                        at_ms,
-                        kind: AuditKind::Review,
-                        player_id: player,
-                        reason: verdict.as_str().to_owned(),
-                        detail,
-                    },
-                    audit_max,
+                self.record_audit(
+                    AuditKind::Review,
+                    player,
+                    verdict.as_str().to_owned(),
+                    detail,
+                    at_ms,
                 );
             }
             Record::GuardState {
