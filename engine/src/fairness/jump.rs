@@ -66,6 +66,10 @@ impl Scored {
 pub struct Models {
     /// Indexed by `Scored as usize`.
     pub by_type: [LnModel; 2],
+    /// `ln` of each type's prior median (`ANOMALY_PRIOR_*`): the floor of its centre,
+    /// taken once here rather than per event.
+    #[serde(skip)]
+    prior_ln: [f64; 2],
 }
 
 impl Models {
@@ -75,6 +79,7 @@ impl Models {
                 LnModel::prior(t.prior_progression, STDDEV_MIN),
                 LnModel::prior(t.prior_boss_kill, STDDEV_MIN),
             ],
+            prior_ln: [t.prior_progression.ln(), t.prior_boss_kill.ln()],
         }
     }
 
@@ -88,12 +93,8 @@ impl Models {
     /// measured against so low a centre, an honest player's ordinary event and, while
     /// the player's own mean is young and noisy, the shift test would flag. What an
     /// operator configured cannot be trained away.
-    fn centre_ln(&self, scored: Scored, t: &Thresholds) -> f64 {
-        let prior = match scored {
-            Scored::Progression => t.prior_progression,
-            Scored::BossKill => t.prior_boss_kill,
-        };
-        self.of(scored).mean.max(prior.ln())
+    fn centre_ln(&self, scored: Scored) -> f64 {
+        self.of(scored).mean.max(self.prior_ln[scored as usize])
     }
 }
 
@@ -125,7 +126,7 @@ impl Own {
         if self.seen[i] == 0 {
             return f64::from(self.shift);
         }
-        let reference = f64::from(self.ln_mean[i]).max(models.centre_ln(scored, t));
+        let reference = f64::from(self.ln_mean[i]).max(models.centre_ln(scored));
         let step = ln_x - reference - t.shift_drift;
         (f64::from(self.shift) + step).max(0.0)
     }
@@ -148,7 +149,7 @@ pub fn assess(models: &Models, own: &Own, event: &EventKind, t: &Thresholds) -> 
     }
     let ln_x = (score as f64).ln();
     let model = models.of(scored);
-    let population_z = (ln_x - models.centre_ln(scored, t)) / model.sigma(STDDEV_MIN);
+    let population_z = (ln_x - models.centre_ln(scored)) / model.sigma(STDDEV_MIN);
     let own_z = if own.seen[scored as usize] > 0 {
         (ln_x - f64::from(own.ln_mean[scored as usize])) / model.sigma(STDDEV_MIN)
     } else {
