@@ -5,28 +5,38 @@
 //! fight. The shard learns, per boss, the typical fight (`ln` of that gap, from unflagged
 //! kills that are not a rematch of the player's last boss: a farmer's kills are all
 //! rematches, and would otherwise teach the model their own pace; gaps under
-//! `CADENCE_FLOOR_SEC` are not fights and gaps over an hour are breaks: both skipped; once warm, a model counts a gap at most two
-//! deviations from its mean, so pauses do not inflate it). A kill of the
-//! boss the player killed last, sooner after that kill than `CADENCE_FRACTION` of the
-//! typical fight, is flagged; sooner than half of it is blocked. Until a boss has
-//! `CADENCE_MIN_SAMPLES` learned fights its typical fight is that of all bosses (a new
-//! boss is judged like the average one), and before any `CADENCE_FLOOR_SEC` alone; the
-//! threshold never goes below that floor. A first kill (not a rematch) whose fight, the
-//! time since the player's previous event, lies more than `ANOMALY_Z` deviations (at
-//! least half an e-fold each) below the boss's own fights (once it has
-//! `CADENCE_MIN_SAMPLES`) is flagged, under half that blocked: one farmed kill is
-//! enough. Where a game sends events while a fight runs, fights vary widely and this
-//! test falls silent.
+//! `CADENCE_FLOOR_SEC` are not fights and gaps over an hour are breaks: both skipped;
+//! once warm, a model counts a gap at most two deviations from its mean, so pauses do not
+//! inflate it). It learns too, across all bosses, the fight's seconds per *unit*: the
+//! kill's points over the killer's typical progression event. Harder bosses take longer
+//! and pay more, and a skilled player's points and events are big alike, so seconds per
+//! unit is one figure for every boss and player, and it predicts the fight of a boss the
+//! shard has not yet seen often (a slow boss's fights are rare and long; its farmers are
+//! not).
 //!
-//! Cannot catch: a farmer who alternates bosses (each kill is then a first kill after
-//! another boss: the rate-of-gain detector sees the points), or one farming at most
-//! `1 / CADENCE_FRACTION` times faster than the typical fight.
+//! A kill of the boss the player killed last, sooner after that kill than
+//! `CADENCE_FRACTION` of the typical fight, is flagged; sooner than half of it is blocked.
+//! The typical fight is the boss's own once it has `CADENCE_MIN_SAMPLES` learned fights,
+//! else the prediction from its points (once all bosses have [`PER_UNIT_MIN_SAMPLES`]),
+//! else unknown; the threshold never goes below `CADENCE_FLOOR_SEC`. A first kill (not a
+//! rematch) whose fight, the time since the player's previous event, lies more than
+//! `ANOMALY_Z` deviations (at least half an e-fold each) below the boss's own fights, or
+//! below both `CADENCE_FRACTION` of its prediction and `ANOMALY_Z` deviations of the
+//! prediction, is flagged, under half that blocked: one farmed kill is enough. Where a
+//! game sends events while a fight runs, fights vary widely and this test falls silent.
+//!
+//! Cannot catch: a farmer who alternates bosses at plausible fight times (each kill is
+//! then a first kill after another boss: the rate-of-gain detector sees the points), one
+//! farming at most `1 / CADENCE_FRACTION` times faster than the typical fight, or, before
+//! the boss has fights of its own, a farmer without progression events (no unit) or in a
+//! game whose bosses do not pay by their length (the prediction's deviation is then wide).
 
 use std::collections::BTreeMap;
 
 use compact_str::CompactString;
 use serde::Serialize;
 
+use super::jump::{self, Scored};
 use super::model::LnModel;
 use super::{Evidence, Finding, FlagKind, Measure, Seen, Thresholds};
 use crate::event::EventKind;
@@ -39,6 +49,9 @@ const FIGHT_MS_MAX: u64 = 3_600_000;
 /// Smallest deviation of a boss's `ln(fight)` the first-kill test uses: a few similar
 /// fights must not make an ordinary one look impossible.
 const FIGHT_STDDEV_MIN: f64 = 0.5;
+/// Fights learned across all bosses before their seconds per unit predict a boss's fight:
+/// more than a boss's own minimum, since one model judges every boss without its own.
+pub const PER_UNIT_MIN_SAMPLES: u64 = 16;
 
 /// Resolution of [`LastKill`]'s time: a tenth of a second, far finer than any fight.
 const KILL_TIME_UNIT_MS: u64 = 100;
@@ -79,15 +92,17 @@ impl LastKill {
 pub struct Fights {
     /// `ln` of fight seconds per boss id, at most `BOSSES_MAX` bosses.
     pub by_boss: BTreeMap<CompactString, LnModel>,
-    /// Every boss's fights together: the estimate for a boss with too few of its own.
-    pub all: LnModel,
+    /// `ln` of fight seconds per unit (the kill's points over the killer's typical
+    /// progression event), every boss together: predicts the fight of a boss with too
+    /// few of its own.
+    pub per_unit: LnModel,
 }
 
 impl Default for Fights {
     fn default() -> Self {
         Fights {
             by_boss: BTreeMap::new(),
-            all: LnModel::EMPTY,
+            per_unit: LnModel::EMPTY,
         }
     }
 }
@@ -111,17 +126,80 @@ pub fn boss_hash(boss_id: &str) -> u32 {
     h.max(1)
 }
 
-/// The flag threshold for `boss_id`, seconds.
-fn threshold_s(fights: &Fights, boss_id: &str, t: &Thresholds) -> f64 {
-    let warm = |m: &&LnModel| m.samples >= t.cadence_min_samples;
-    let learned = (fights.by_boss.get(boss_id).filter(warm))
-        .or(Some(&fights.all).filter(warm))
-        .map_or(0.0, |m| m.mean.exp() * t.cadence_fraction);
-    learned.max(t.cadence_floor_ms as f64 / 1000.0)
+/// A boss kill's points in units of the killer's typical progression event, or `None`
+/// without such a history: a pro's first boss kill measured against the population's
+/// events would look short for its points.
+fn kill_units(event: &EventKind, own: &jump::Own) -> Option<f64> {
+    let EventKind::BossKill { points, .. } = event else {
+        return None;
+    };
+    let ln_unit = own.typical_ln(Scored::Progression)?;
+    (*points > 0).then(|| *points as f64 / ln_unit.exp().max(1.0))
+}
+
+/// What the shard knows of one boss's fights.
+enum Known<'a> {
+    /// The boss's own learned fights.
+    Own(&'a LnModel),
+    /// All bosses' seconds per unit, and this kill's units.
+    PerUnit(&'a LnModel, f64),
+    Nothing,
+}
+
+impl<'a> Known<'a> {
+    fn of(fights: &'a Fights, boss_id: &str, units: Option<f64>, t: &Thresholds) -> Self {
+        let own = fights.by_boss.get(boss_id);
+        if let Some(model) = own.filter(|m| m.samples >= t.cadence_min_samples) {
+            return Known::Own(model);
+        }
+        match units {
+            Some(units) if fights.per_unit.samples >= PER_UNIT_MIN_SAMPLES => {
+                Known::PerUnit(&fights.per_unit, units)
+            }
+            _ => Known::Nothing,
+        }
+    }
+
+    /// A predicted fight is judged by the lower of `CADENCE_FRACTION` of it and
+    /// `ANOMALY_Z` deviations below it: where fights per unit vary widely (a game that
+    /// does not pay by a boss's length), the prediction is weak and the test relaxes.
+    fn predicted_threshold_s(per_unit: &LnModel, units: f64, t: &Thresholds) -> f64 {
+        let fraction = per_unit.mean.exp() * t.cadence_fraction;
+        units * fraction.min(per_unit.upper(-t.anomaly_z, 0.0))
+    }
+
+    /// The flag threshold of a rematch, seconds.
+    fn rematch_threshold_s(&self, t: &Thresholds) -> f64 {
+        let learned = match *self {
+            Known::Own(model) => model.mean.exp() * t.cadence_fraction,
+            Known::PerUnit(per_unit, units) => Self::predicted_threshold_s(per_unit, units, t),
+            Known::Nothing => 0.0,
+        };
+        learned.max(t.cadence_floor_ms as f64 / 1000.0)
+    }
+
+    /// The flag threshold of a first kill's fight, seconds, if anything is known: against
+    /// the boss's own fights only their deviation (the average of all bosses would flag
+    /// honest kills of the quick ones; scaled by its points, it does not).
+    fn first_kill_threshold_s(&self, t: &Thresholds) -> Option<f64> {
+        match *self {
+            Known::Own(model) => Some(model.upper(-t.anomaly_z, FIGHT_STDDEV_MIN)),
+            Known::PerUnit(per_unit, units) => {
+                Some(Self::predicted_threshold_s(per_unit, units, t))
+            }
+            Known::Nothing => None,
+        }
+    }
 }
 
 /// Judges one event.
-pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> Option<Finding> {
+pub fn assess(
+    fights: &Fights,
+    own: &jump::Own,
+    last: &LastKill,
+    seen: &Seen,
+    t: &Thresholds,
+) -> Option<Finding> {
     let EventKind::BossKill { boss_id, .. } = seen.event else {
         return None;
     };
@@ -129,27 +207,23 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
         // The documented way to turn the detector off (load tests).
         return None;
     }
+    let known = Known::of(fights, boss_id, kill_units(seen.event, own), t);
     let (measure, gap_ms, threshold) = if last.boss == boss_hash(boss_id) {
         (
             Measure::KillGapS,
             last.gap_ms(seen.at_ms),
-            threshold_s(fights, boss_id, t),
+            known.rematch_threshold_s(t),
         )
     } else {
-        // A first kill: its fight, against the boss's own fights only (the average of
-        // all bosses would flag honest kills of the quick ones), `ANOMALY_Z` deviations
-        // below their mean: where a game sends events during fights the deviation is
-        // wide and the test falls silent.
+        // A first kill: its fight. Where a game sends events during fights the deviation
+        // is wide and the test falls silent.
         if seen.last_ms == 0 {
             return None;
         }
-        let own = fights.by_boss.get(boss_id.as_str());
-        let fights = own.filter(|m| m.samples >= t.cadence_min_samples)?;
-        let threshold = fights.upper(-t.anomaly_z, FIGHT_STDDEV_MIN);
         (
             Measure::FightS,
             seen.at_ms.saturating_sub(seen.last_ms),
-            threshold,
+            known.first_kill_threshold_s(t)?,
         )
     };
     let gap_s = gap_ms as f64 / 1000.0;
@@ -172,7 +246,14 @@ pub fn assess(fights: &Fights, last: &LastKill, seen: &Seen, t: &Thresholds) -> 
 }
 
 /// Learns one accepted event.
-pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: bool, t: &Thresholds) {
+pub fn learn(
+    fights: &mut Fights,
+    own: &jump::Own,
+    last: &mut LastKill,
+    seen: &Seen,
+    flagged: bool,
+    t: &Thresholds,
+) {
     let EventKind::BossKill { boss_id, .. } = seen.event else {
         return;
     };
@@ -181,7 +262,9 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
     let fight = seen.last_ms > 0 && fight_ms >= t.cadence_floor_ms && fight_ms <= FIGHT_MS_MAX;
     if !flagged && !rematch && fight {
         let ln_fight = (fight_ms as f64 / 1000.0).ln();
-        fights.all.learn(ln_fight);
+        if let Some(units) = kill_units(seen.event, own) {
+            fights.per_unit.learn(ln_fight - units.ln());
+        }
         let room = fights.by_boss.len() < BOSSES_MAX;
         let model = match fights.by_boss.get_mut(boss_id.as_str()) {
             Some(model) => Some(model),
@@ -203,19 +286,35 @@ pub fn learn(fights: &mut Fights, last: &mut LastKill, seen: &Seen, flagged: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fairness::test_events::quest;
 
-    fn kill(boss: &str) -> EventKind {
+    fn kill(boss: &str, points: u64) -> EventKind {
         EventKind::BossKill {
             boss_id: boss.into(),
             tier: 1,
-            points: 1000,
+            points,
         }
     }
 
-    /// Honest fights of `fight_ms` against `boss`, each after another event.
-    fn learn_fights(fights: &mut Fights, boss: &str, fight_ms: u64, n: u64) {
+    /// A player whose typical progression event is worth `xp`.
+    fn player(xp: u64) -> jump::Own {
+        let t = Thresholds::default();
+        let mut models = jump::Models::new(&t);
+        let mut own = jump::Own::default();
+        jump::learn(&mut models, &mut own, &quest(xp), false, &t);
+        own
+    }
+
+    /// Honest fights of `fight_ms` against `boss` worth `points`, each after another
+    /// event, by players whose typical event is `xp` (0: without progression events).
+    fn learn_fights(fights: &mut Fights, boss: &str, points: u64, xp: u64, fight_ms: u64, n: u64) {
+        let own = if xp == 0 {
+            jump::Own::default()
+        } else {
+            player(xp)
+        };
         for i in 0..n {
-            let event = kill(boss);
+            let event = kill(boss, points);
             let at_ms = 1_000_000 + i * 1_000_000;
             let seen = Seen {
                 event: &event,
@@ -224,6 +323,7 @@ mod tests {
             };
             learn(
                 fights,
+                &own,
                 &mut LastKill::default(),
                 &seen,
                 false,
@@ -236,23 +336,24 @@ mod tests {
     fn a_farmed_boss_is_caught_and_an_honest_rematch_is_not() {
         let t = Thresholds::default();
         let mut fights = Fights::default();
-        learn_fights(&mut fights, "dragon_lord", 200_000, 10);
+        learn_fights(&mut fights, "dragon_lord", 1000, 0, 200_000, 10);
         let last = LastKill::new(boss_hash("dragon_lord"), 5_000_000);
-        let again = kill("dragon_lord");
+        let again = kill("dragon_lord", 1000);
+        let own = jump::Own::default();
         let at = |gap_ms: u64| Seen {
             event: &again,
             at_ms: 5_000_000 + gap_ms,
             last_ms: 5_000_000,
         };
         // A rematch after a full honest fight.
-        assert_eq!(assess(&fights, &last, &at(170_000), &t), None);
+        assert_eq!(assess(&fights, &own, &last, &at(170_000), &t), None);
         // Five times faster than the typical fight: flagged; ten times: blocked.
         assert!(matches!(
-            assess(&fights, &last, &at(40_000), &t),
+            assess(&fights, &own, &last, &at(40_000), &t),
             Some(Finding::Flag(e)) if e.detector == FlagKind::Cadence
         ));
         assert!(matches!(
-            assess(&fights, &last, &at(20_000), &t),
+            assess(&fights, &own, &last, &at(20_000), &t),
             Some(Finding::Block(_))
         ));
         // Another boss is no rematch, but a fight eight times shorter than the boss's own
@@ -261,35 +362,57 @@ mod tests {
             boss: boss_hash("goblin_king"),
             ..last
         };
-        assert_eq!(assess(&fights, &other, &at(170_000), &t), None);
+        assert_eq!(assess(&fights, &own, &other, &at(170_000), &t), None);
         let fight = Seen {
             last_ms: 5_000_000 + 135_000,
             ..at(160_000)
         };
         assert!(matches!(
-            assess(&fights, &other, &fight, &t),
+            assess(&fights, &own, &other, &fight, &t),
             Some(Finding::Flag(e)) if e.measure == Measure::FightS
         ));
     }
 
     #[test]
-    fn a_boss_with_few_fights_is_judged_like_the_others() {
+    fn a_boss_without_fights_of_its_own_is_judged_by_its_points() {
         let t = Thresholds::default();
         let mut fights = Fights::default();
-        learn_fights(&mut fights, "dragon_lord", 200_000, 10);
-        learn_fights(&mut fights, "slime", 100_000, 1);
-        let last = LastKill::new(boss_hash("slime"), 1_000);
-        let event = kill("slime");
-        let seen = Seen {
-            event: &event,
-            at_ms: 41_000,
-            last_ms: 1_000,
+        // Two seconds of fight per unit, whatever the boss and the player's skill: a
+        // quick boss paying 20 units of a 50 XP player, a slow one paying 60 units of a
+        // 200 XP player.
+        learn_fights(&mut fights, "goblin_king", 1_000, 50, 40_000, 20);
+        learn_fights(&mut fights, "void_herald", 12_000, 200, 120_000, 20);
+        let n = PER_UNIT_MIN_SAMPLES;
+        assert!(fights.per_unit.samples >= n, "{:?}", fights.per_unit);
+        // A new boss paying 100 units of this player: a 200 s fight is expected.
+        let own = player(100);
+        let dragon = kill("dragon_lord", 10_000);
+        let last = LastKill::new(boss_hash("dragon_lord"), 5_000_000);
+        let at = |gap_ms: u64| Seen {
+            event: &dragon,
+            at_ms: 5_000_000 + gap_ms,
+            last_ms: 5_000_000,
         };
-        // The average fight is ~190 s: a rematch after 40 s is flagged.
+        assert_eq!(assess(&fights, &own, &last, &at(70_000), &t), None);
         assert!(matches!(
-            assess(&fights, &last, &seen, &t),
-            Some(Finding::Flag(_))
+            assess(&fights, &own, &last, &at(40_000), &t),
+            Some(Finding::Flag(e)) if e.measure == Measure::KillGapS
         ));
+        assert!(matches!(
+            assess(&fights, &own, &last, &at(20_000), &t),
+            Some(Finding::Block(_))
+        ));
+        // A first kill after a 25 s fight is as impossible; after 150 s it is not.
+        let first = LastKill::default();
+        assert!(matches!(
+            assess(&fights, &own, &first, &at(25_000), &t),
+            Some(Finding::Block(e)) if e.measure == Measure::FightS
+        ));
+        assert_eq!(assess(&fights, &own, &first, &at(150_000), &t), None);
+        // A player without progression events has no unit: only the floor judges.
+        let unit_less = jump::Own::default();
+        assert_eq!(assess(&fights, &unit_less, &last, &at(20_000), &t), None);
+        assert_eq!(assess(&fights, &unit_less, &first, &at(25_000), &t), None);
     }
 
     #[test]
@@ -297,15 +420,17 @@ mod tests {
         let t = Thresholds::default();
         let fights = Fights::default();
         let last = LastKill::new(boss_hash("slime"), 1_000);
-        let event = kill("slime");
+        let event = kill("slime", 1000);
+        let own = player(50);
         let seen = |at_ms| Seen {
             event: &event,
             at_ms,
             last_ms: 1_000,
         };
-        assert!(assess(&fights, &last, &seen(1_000 + t.cadence_floor_ms - 1), &t).is_some());
+        let floor_ms = t.cadence_floor_ms;
+        assert!(assess(&fights, &own, &last, &seen(1_000 + floor_ms - 1), &t).is_some());
         assert_eq!(
-            assess(&fights, &last, &seen(1_000 + t.cadence_floor_ms), &t),
+            assess(&fights, &own, &last, &seen(1_000 + floor_ms), &t),
             None
         );
     }
@@ -314,7 +439,7 @@ mod tests {
     fn the_boss_map_is_bounded() {
         let mut fights = Fights::default();
         for i in 0..BOSSES_MAX + 10 {
-            learn_fights(&mut fights, &format!("boss{i}"), 30_000, 1);
+            learn_fights(&mut fights, &format!("boss{i}"), 1000, 50, 30_000, 1);
         }
         assert_eq!(fights.by_boss.len(), BOSSES_MAX);
     }

@@ -550,7 +550,7 @@ pub struct Population {
     pub jump: jump::Models,
     /// Windowed gain of unflagged events, own-typical units.
     pub gain: model::LnModel,
-    /// Fight lengths per boss and of all bosses.
+    /// Fight lengths per boss, and all bosses' fight seconds per unit of points.
     pub fights: cadence::Fights,
 }
 
@@ -561,8 +561,9 @@ pub mod model_name {
     pub const GAIN: &str = "rate_of_gain";
     /// Followed by the boss id.
     pub const FIGHT_PREFIX: &str = "cadence.";
-    /// Every boss's fights.
-    pub const FIGHTS_ALL: &str = "cadence_all";
+    /// Every boss's fight seconds per unit of points (named anew when it stopped being
+    /// plain seconds: an older checkpoint's model is ignored, not misread).
+    pub const FIGHTS_PER_UNIT: &str = "cadence_per_unit";
 }
 
 impl Population {
@@ -580,7 +581,7 @@ impl Population {
             (model_name::PROGRESSION.to_owned(), self.jump.by_type[0]),
             (model_name::BOSS_KILL.to_owned(), self.jump.by_type[1]),
             (model_name::GAIN.to_owned(), self.gain),
-            (model_name::FIGHTS_ALL.to_owned(), self.fights.all),
+            (model_name::FIGHTS_PER_UNIT.to_owned(), self.fights.per_unit),
         ];
         let fights = (self.fights.by_boss.iter())
             .map(|(boss, m)| (format!("{}{boss}", model_name::FIGHT_PREFIX), *m));
@@ -593,7 +594,7 @@ impl Population {
             model_name::PROGRESSION => self.jump.by_type[0] = model,
             model_name::BOSS_KILL => self.jump.by_type[1] = model,
             model_name::GAIN => self.gain = model,
-            model_name::FIGHTS_ALL => self.fights.all = model,
+            model_name::FIGHTS_PER_UNIT => self.fights.per_unit = model,
             _ => {
                 if let Some(boss) = name.strip_prefix(model_name::FIGHT_PREFIX) {
                     self.fights.restore(boss, model);
@@ -621,7 +622,7 @@ pub fn judge(pop: &Population, history: &History, seen: &Seen, t: &Thresholds) -
     let findings = [
         jump::assess(&pop.jump, &history.jump, seen.event, t),
         rate::assess(&pop.gain, &history.jump, &history.gain, seen, t),
-        cadence::assess(&pop.fights, &history.last_kill, seen, t),
+        cadence::assess(&pop.fights, &history.jump, &history.last_kill, seen, t),
         luck::assess(&history.luck, seen, t),
     ];
     let blocked = findings.iter().flatten().find_map(|f| match f {
@@ -665,8 +666,17 @@ pub fn learn(
         flagged,
         t,
     );
+    // Before the player's own history learns the event: the unit a kill is measured in
+    // is the one it was judged with.
+    cadence::learn(
+        &mut pop.fights,
+        &history.jump,
+        &mut history.last_kill,
+        seen,
+        flagged,
+        t,
+    );
     jump::learn(&mut pop.jump, &mut history.jump, seen.event, flagged, t);
-    cadence::learn(&mut pop.fights, &mut history.last_kill, seen, flagged, t);
     luck::learn(&mut history.luck, seen, t);
     if flagged {
         history.strikes.add(seen.at_ms, t);
