@@ -847,7 +847,7 @@ fn fairness_thresholds(p: &mut Parser) -> Option<Thresholds> {
     let luck_reference_weight = p.parse("LUCK_REFERENCE_WEIGHT", "0.05", |s| {
         number_in(s, 0.0, 1.0, false)
     });
-    let luck_llr_max = p.parse("LUCK_LLR_MAX", "3.5", |s| number_in(s, 0.0, 1000.0, false));
+    let luck_llr_max = p.parse("LUCK_LLR_MAX", "7", |s| number_in(s, 0.0, 1000.0, false));
     let flag_strikes = p.parse("FLAG_STRIKES", "3", |s| whole_in(s, 1, 255));
     let flag_strike_s = p.parse("FLAG_STRIKE_SEC", "300", |s| whole_in(s, 1, 7 * 86_400));
     Some(Thresholds {

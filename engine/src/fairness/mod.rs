@@ -359,7 +359,7 @@ impl Default for Thresholds {
             cadence_floor_ms: 5_000,
             cadence_min_samples: 3,
             luck_reference_weight: 0.05,
-            luck_llr_max: 3.5,
+            luck_llr_max: 7.0,
             flag_strikes: 3,
             flag_strike_ms: 300_000,
         }
