@@ -129,6 +129,14 @@ impl Shared {
             .note_block(run_ms, start);
     }
 
+    fn note_block_cause(&self, player: u32, record: &serde_json::Value) {
+        let mut obs = self.obs.lock().unwrap_or_else(|e| e.into_inner());
+        *obs[player as usize]
+            .block_causes
+            .entry(block_cause(record))
+            .or_insert(0) += 1;
+    }
+
     fn count_status(&self, what: String) {
         *self
             .statuses
@@ -530,6 +538,23 @@ async fn poll_once(shared: &Shared, conn: &mut Conn) {
     }
 }
 
+/// A block audit record's cause: `detector/measure`, `+strikes` when the ladder made it
+/// (its reason ends "(n flags)"), or the record's `by` (flood, admin) when it names no
+/// detector.
+fn block_cause(record: &serde_json::Value) -> String {
+    let detail = &record["detail"];
+    let cause = match (detail["detector"].as_str(), detail["measure"].as_str()) {
+        (Some(detector), Some(measure)) => format!("{detector}/{measure}"),
+        _ => detail["by"].as_str().unwrap_or("unknown").to_owned(),
+    };
+    let by_strikes = (record["reason"].as_str()).is_some_and(|r| r.ends_with(" flags)"));
+    if by_strikes {
+        format!("{cause}+strikes")
+    } else {
+        cause
+    }
+}
+
 /// `GET /fairness/players/{id}` for every player: the engine's flag count, block records
 /// of the recent audit (their `atMs`), and a block still active. Returns failed reads.
 async fn read_player_states(shared: &Arc<Shared>, fairness: SocketAddr, cfg: &DriverConfig) -> u64 {
@@ -560,6 +585,7 @@ async fn read_player_states(shared: &Arc<Shared>, fairness: SocketAddr, cfg: &Dr
                                     shared
                                         .note_block(p as u32, at.saturating_sub(shared.t0_unix_ms));
                                 }
+                                shared.note_block_cause(p as u32, record);
                             }
                         }
                         shared.obs.lock().unwrap_or_else(|e| e.into_inner())[p].engine_flags =
@@ -581,6 +607,23 @@ async fn read_player_states(shared: &Arc<Shared>, fairness: SocketAddr, cfg: &Dr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_causes_name_the_detector_and_the_ladder() {
+        let record = |reason: &str, detail: serde_json::Value| serde_json::json!({ "kind": "block", "reason": reason, "detail": detail });
+        let shift = serde_json::json!({ "by": "fairness", "detector": "score_jump", "measure": "shift_nats" });
+        assert_eq!(
+            block_cause(&record("score jump (3 flags)", shift.clone())),
+            "score_jump/shift_nats+strikes"
+        );
+        assert_eq!(
+            block_cause(&record("score jump", shift)),
+            "score_jump/shift_nats"
+        );
+        let flood = serde_json::json!({ "by": "flood" });
+        assert_eq!(block_cause(&record("rate limited", flood)), "flood");
+        assert_eq!(block_cause(&record("x", serde_json::json!({}))), "unknown");
+    }
 
     #[test]
     fn bodies_are_the_contract_events() {

@@ -61,6 +61,10 @@ pub struct PlayerObs {
     pub honest_score_on_board: u64,
     /// `flags` of `GET /fairness/players/{id}` at the end, when read.
     pub engine_flags: Option<u64>,
+    /// What this player's block records in the engine's recent audit name, by
+    /// `detector/measure` (`+strikes` when the ladder made the block): why an honest
+    /// player was blocked is what tuning needs.
+    pub block_causes: BTreeMap<String, u64>,
 }
 
 impl PlayerObs {
@@ -204,6 +208,8 @@ pub struct GroupReport {
     /// Median score sent per player (earnings).
     pub score_sent_median: Option<f64>,
     pub flag_kinds: BTreeMap<String, u64>,
+    /// Block records by cause (see [`PlayerObs::block_causes`]).
+    pub block_causes: BTreeMap<String, u64>,
 }
 
 /// The final top 100 of one window.
@@ -251,9 +257,13 @@ fn group(players: &[Player], obs: &[PlayerObs], keep: impl Fn(Role) -> bool) -> 
     let score_sent = sum(&|o| o.honest_score_sent);
     let score_on_board = sum(&|o| o.honest_score_on_board);
     let mut flag_kinds = BTreeMap::new();
+    let mut block_causes = BTreeMap::new();
     for o in &members {
         for (k, v) in &o.flag_kinds {
             *flag_kinds.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &o.block_causes {
+            *block_causes.entry(k.clone()).or_insert(0) += v;
         }
     }
     let earnings: Vec<f64> = members.iter().map(|o| o.honest_score_sent as f64).collect();
@@ -271,6 +281,7 @@ fn group(players: &[Player], obs: &[PlayerObs], keep: impl Fn(Role) -> bool) -> 
         score_off_board_fraction: ratio(score_sent - score_on_board.min(score_sent), score_sent),
         score_sent_median: quantile(&earnings, 0.5),
         flag_kinds,
+        block_causes,
     }
 }
 
@@ -474,7 +485,7 @@ impl Report {
         for (name, g) in [("honest", &self.honest), ("pros", &self.pros)] {
             let _ = writeln!(
                 s,
-                "{name}: {} players, blocked {} ({}), flagged {} ({}), events flagged {} refused {} of {}, score off boards {}, median score sent {}, flags {}",
+                "{name}: {} players, blocked {} ({}), flagged {} ({}), events flagged {} refused {} of {}, score off boards {}, median score sent {}, flags {}, blocks by {}",
                 g.players,
                 g.blocked,
                 pct(g.blocked_rate),
@@ -485,7 +496,8 @@ impl Report {
                 g.events_sent,
                 pct(g.score_off_board_fraction),
                 secs(g.score_sent_median),
-                kinds(&g.flag_kinds)
+                kinds(&g.flag_kinds),
+                kinds(&g.block_causes)
             );
         }
         let _ = writeln!(
