@@ -1234,14 +1234,9 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 serde_json::Value::Null => serde_json::json!({}),
                 detail => detail,
             };
-            Record::Audit(Box::new(AuditRecord {
-                at: at_ms / 1000,
-                at_ms,
-                kind,
-                player_id,
-                reason,
-                detail,
-            }))
+            Record::Audit(Box::new(AuditRecord::new(
+                kind, player_id, reason, detail, at_ms,
+            )))
         }
         kind::NEXT_SEQ => Record::NextSeq(r.varint()?),
         kind::REPLAY_SEEN => Record::ReplaySeen(Remembered {

@@ -936,14 +936,7 @@ impl Shard {
         detail: serde_json::Value,
         at_ms: u64,
     ) {
-        let record = AuditRecord {
-            at: at_ms / 1000,
-            at_ms,
-            kind,
-            player_id,
-            reason,
-            detail,
-        };
+        let record = AuditRecord::new(kind, player_id, reason, detail, at_ms);
         self.audit.push(record, self.policy.audit_records_max);
     }
 

@@ -697,6 +697,27 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
+impl AuditRecord {
+    /// A record at `at_ms`; `at`, the Unix seconds the API also shows, derives from it
+    /// here only.
+    pub fn new(
+        kind: AuditKind,
+        player_id: String,
+        reason: String,
+        detail: serde_json::Value,
+        at_ms: u64,
+    ) -> Self {
+        AuditRecord {
+            at: at_ms / 1000,
+            at_ms,
+            kind,
+            player_id,
+            reason,
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditKind {
