@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashTable;
+use hashbrown::hash_table::{self, HashTable};
 
 use crate::event::BATCH_EVENTS_MAX;
 
@@ -191,38 +191,34 @@ impl ReplaySet {
         window_ms: u64,
     ) -> &mut Entry {
         let hash = ReplayId::hash(&body);
-        let live = self
+        let slot = self
             .entries
-            .find(hash, |e| e.body == body)
-            .map(|e| e.accepted_ms.saturating_add(window_ms) > accepted_ms);
-        if live != Some(true) {
-            self.order.push_back((accepted_ms, body));
-        }
-        match live {
-            None => {
+            .entry(hash, |e| e.body == body, |e| ReplayId::hash(&e.body));
+        let (entry, new_window) = match slot {
+            hash_table::Entry::Occupied(occupied) => {
+                let entry = occupied.into_mut();
+                let expired = entry.accepted_ms.saturating_add(window_ms) <= accepted_ms;
+                if expired {
+                    entry.accepted_ms = accepted_ms;
+                    entry.replays = 0;
+                    entry.positions = None;
+                }
+                (entry, expired)
+            }
+            hash_table::Entry::Vacant(vacant) => {
                 let entry = Entry {
                     body,
                     accepted_ms,
                     replays: 0,
                     positions: None,
                 };
-                self.entries
-                    .insert_unique(hash, entry, |e| ReplayId::hash(&e.body))
-                    .into_mut()
+                (vacant.insert(entry).into_mut(), true)
             }
-            Some(live) => {
-                let entry = self
-                    .entries
-                    .find_mut(hash, |e| e.body == body)
-                    .expect("found above");
-                if !live {
-                    entry.accepted_ms = accepted_ms;
-                    entry.replays = 0;
-                    entry.positions = None;
-                }
-                entry
-            }
+        };
+        if new_window {
+            self.order.push_back((accepted_ms, body));
         }
+        entry
     }
 
     /// Forgets the bodies whose window ended by `now_ms`, oldest first.
