@@ -226,23 +226,12 @@ pub fn assess(
             known.first_kill_threshold_s(t)?,
         )
     };
-    let gap_s = gap_ms as f64 / 1000.0;
-    let evidence = Evidence {
+    Finding::grade_below(Evidence {
         detector: FlagKind::Cadence,
         measure,
-        measured: gap_s,
+        measured: gap_ms as f64 / 1000.0,
         threshold,
-    };
-    if gap_s < threshold / 2.0 {
-        Some(Finding::Block(Evidence {
-            threshold: threshold / 2.0,
-            ..evidence
-        }))
-    } else if gap_s < threshold {
-        Some(Finding::Flag(evidence))
-    } else {
-        None
-    }
+    })
 }
 
 /// Learns one accepted event.

@@ -485,6 +485,21 @@ impl Finding {
             None
         }
     }
+
+    /// The same ladder for a measure where less is worse (a fight's length): under the
+    /// threshold flagged, under half of it blocked (the evidence then names the half).
+    pub fn grade_below(evidence: Evidence) -> Option<Finding> {
+        if evidence.measured < evidence.threshold / 2.0 {
+            Some(Finding::Block(Evidence {
+                threshold: evidence.threshold / 2.0,
+                ..evidence
+            }))
+        } else if evidence.measured < evidence.threshold {
+            Some(Finding::Flag(evidence))
+        } else {
+            None
+        }
+    }
 }
 
 /// What the detectors read about one event.
