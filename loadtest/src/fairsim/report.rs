@@ -243,6 +243,13 @@ pub struct Report {
     pub run: RunFacts,
 }
 
+/// Adds one player's counts by name to a group's.
+fn add_counts(total: &mut BTreeMap<String, u64>, counts: &BTreeMap<String, u64>) {
+    for (name, n) in counts {
+        *total.entry(name.clone()).or_insert(0) += n;
+    }
+}
+
 fn group(players: &[Player], obs: &[PlayerObs], keep: impl Fn(Role) -> bool) -> GroupReport {
     let members: Vec<&PlayerObs> = players
         .iter()
@@ -259,12 +266,8 @@ fn group(players: &[Player], obs: &[PlayerObs], keep: impl Fn(Role) -> bool) -> 
     let mut flag_kinds = BTreeMap::new();
     let mut block_causes = BTreeMap::new();
     for o in &members {
-        for (k, v) in &o.flag_kinds {
-            *flag_kinds.entry(k.clone()).or_insert(0) += v;
-        }
-        for (k, v) in &o.block_causes {
-            *block_causes.entry(k.clone()).or_insert(0) += v;
-        }
+        add_counts(&mut flag_kinds, &o.flag_kinds);
+        add_counts(&mut block_causes, &o.block_causes);
     }
     let earnings: Vec<f64> = members.iter().map(|o| o.honest_score_sent as f64).collect();
     GroupReport {
@@ -297,9 +300,7 @@ fn family_report(family: Family, players: &[Player], obs: &[PlayerObs]) -> Famil
     let (mut blocked, mut flagged_only, mut missed, mut before) = (0, 0, 0, 0);
     let mut flag_kinds = BTreeMap::new();
     for o in &members {
-        for (k, v) in &o.flag_kinds {
-            *flag_kinds.entry(k.clone()).or_insert(0) += v;
-        }
+        add_counts(&mut flag_kinds, &o.flag_kinds);
         if o.block_any_ms.is_some() && o.block_any_ms != o.block_after_cheat_ms {
             before += 1;
         }
