@@ -191,7 +191,7 @@ for name in ("a", "b"):
     if a["deep_reads"]["readers"]:
         print(f"attacker {name}: deep reads {a['deep_reads']['statuses']}, latency {a['deep_reads']['latency']}")
 metrics = open(f"{work}/metrics.txt").read()
-wanted = re.findall(r"^(liveops_connections_refused_total\{[^}]*\}|liveops_accept_errors_total|liveops_connections_open) (\S+)", metrics, re.M)
+wanted = re.findall(r"^(liveops_connections_refused_total\{[^}]*\}|liveops_accept_errors_total|liveops_connections_open|liveops_connection_hosts_gated) (\S+)", metrics, re.M)
 print("engine: " + ", ".join(f"{k} {v}" for k, v in wanted) + f"; 'accept failed' log lines: {accept_lines}")
 problems = []
 if honest["errors"]:

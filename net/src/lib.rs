@@ -28,4 +28,5 @@ pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod syn_gate;
 pub mod tools;

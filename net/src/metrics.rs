@@ -57,6 +57,9 @@ pub struct Metrics {
     pub accept_errors: prometheus::IntCounter,
     /// Open client connections, all ports.
     pub connections_open: IntGauge,
+    /// Hosts at `MAX_CONNECTIONS_PER_HOST` whose new connection attempts the kernel
+    /// drops (`syn_gate`): refusals that cost no accept.
+    pub connection_hosts_gated: IntGauge,
     /// The last log position known durable, per shard: its rate is the log's write rate,
     /// and a shard whose position stops moving while others move is stuck.
     pub wal_durable_lsn: IntGaugeVec,
@@ -266,6 +269,11 @@ impl Metrics {
         let connections_open =
             IntGauge::new("liveops_connections_open", "Open client connections.")
                 .expect("valid metric");
+        let connection_hosts_gated = IntGauge::new(
+            "liveops_connection_hosts_gated",
+            "Hosts at MAX_CONNECTIONS_PER_HOST whose new connection attempts the kernel drops.",
+        )
+        .expect("valid metric");
         let wal_durable_lsn = IntGaugeVec::new(
             Opts::new(
                 "liveops_wal_durable_lsn",
@@ -305,6 +313,7 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(accept_errors.clone()),
             Box::new(connections_open.clone()),
+            Box::new(connection_hosts_gated.clone()),
             Box::new(wal_durable_lsn.clone()),
             Box::new(wal_segments.clone()),
         ] {
@@ -331,6 +340,7 @@ impl Metrics {
             connections_refused,
             accept_errors,
             connections_open,
+            connection_hosts_gated,
             wal_durable_lsn,
             wal_segments,
         }
@@ -345,6 +355,7 @@ impl Metrics {
             refused_host: self.connections_refused.with_label_values(&["host_limit"]),
             accept_errors: self.accept_errors.clone(),
             open: self.connections_open.clone(),
+            gated_hosts: self.connection_hosts_gated.clone(),
         }
     }
 

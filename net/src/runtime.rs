@@ -5,7 +5,7 @@
 //! so the baseline measures the same runtime shape the engine runs on.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntGauge};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{watch, Notify};
+
+use crate::syn_gate::{reopen_at, Registration, SynGate, GATED_HOSTS_MAX};
 
 /// Pending connections the kernel queues per listener before refusing.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -207,6 +209,8 @@ pub struct ConnectionCounters {
     pub accept_errors: IntCounter,
     /// Connections open now, all threads.
     pub open: IntGauge,
+    /// Hosts whose connection attempts the kernel drops now ([`crate::syn_gate`]).
+    pub gated_hosts: IntGauge,
 }
 
 impl ConnectionCounters {
@@ -218,6 +222,7 @@ impl ConnectionCounters {
             refused_host: counter("refused_host"),
             accept_errors: counter("accept_errors"),
             open: IntGauge::new("open", "open").expect("a valid gauge"),
+            gated_hosts: IntGauge::new("gated_hosts", "gated_hosts").expect("a valid gauge"),
         }
     }
 }
@@ -231,6 +236,18 @@ pub enum Refusal {
     HostFull,
 }
 
+/// Open connections per client host, and the hosts at their cap whose new attempts
+/// the kernel drops ([`crate::syn_gate`]).
+#[derive(Default)]
+struct Hosts {
+    /// Open connections per host; entries leave with their last connection, so the map
+    /// holds at most `process_max` entries.
+    held: HashMap<IpAddr, usize>,
+    /// Hosts refused at their cap and not yet back to [`reopen_at`] connections; at most
+    /// [`GATED_HOSTS_MAX`].
+    gated: BTreeSet<IpAddr>,
+}
+
 /// The process-wide connection budget, shared by every thread: a cap on all open
 /// connections and one per client host, so no single host can take every slot.
 pub struct ConnectionLimits {
@@ -240,9 +257,10 @@ pub struct ConnectionLimits {
     host_max: usize,
     /// Open connections, all threads: one atomic, touched once per accept and close.
     open: AtomicUsize,
-    /// Open connections per client host; entries leave with their last connection, so
-    /// the map holds at most `process_max` entries.
-    per_host: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections per client host, and the hosts the kernel turns away.
+    per_host: Mutex<Hosts>,
+    /// Drops the connection attempts of hosts at their cap in the kernel.
+    gate: Arc<SynGate>,
     counters: ConnectionCounters,
     /// When an accept error was last logged (ms since `created`), to log one per second.
     accept_error_logged_ms: AtomicU64,
@@ -258,7 +276,8 @@ impl ConnectionLimits {
             process_max: process_max.max(1),
             host_max: host_max.max(1),
             open: AtomicUsize::new(0),
-            per_host: Mutex::new(HashMap::new()),
+            per_host: Mutex::default(),
+            gate: Arc::new(SynGate::new(counters.gated_hosts.clone())),
             counters,
             accept_error_logged_ms: AtomicU64::new(0),
             accept_errors_unlogged: AtomicU64::new(0),
@@ -274,12 +293,17 @@ impl ConnectionLimits {
             return Err(Refusal::ProcessFull);
         }
         {
-            let mut per_host = self.per_host.lock().unwrap_or_else(|e| e.into_inner());
-            let held = per_host.entry(host).or_insert(0);
+            let mut hosts = self.hosts();
+            let held = hosts.held.entry(host).or_insert(0);
             if *held >= self.host_max {
-                drop(per_host);
+                // Answered this once; from now on the kernel drops the host's attempts.
+                let gate = hosts.gated.len() < GATED_HOSTS_MAX && hosts.gated.insert(host);
+                drop(hosts);
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 self.counters.refused_host.inc();
+                if gate {
+                    self.install_gate();
+                }
                 return Err(Refusal::HostFull);
             }
             *held += 1;
@@ -289,6 +313,28 @@ impl ConnectionLimits {
             limits: self.clone(),
             host,
         })
+    }
+
+    fn hosts(&self) -> std::sync::MutexGuard<'_, Hosts> {
+        self.per_host.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings every listener's filter up to the gated hosts as they are now.
+    fn install_gate(&self) {
+        self.gate.install(|| self.hosts().gated.clone());
+    }
+
+    /// Adds `listener` to the gate; dropping the registration takes it out.
+    pub fn gate_listener(
+        self: &Arc<Self>,
+        listener: &std::net::TcpListener,
+    ) -> Option<Registration> {
+        self.gate
+            .register(listener)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "cannot add a listener to the connection filter"),
+            )
+            .ok()
     }
 
     /// Counts a failed accept and logs it, at most one line per second process-wide,
@@ -323,21 +369,26 @@ pub struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        {
-            let mut per_host = self
-                .limits
-                .per_host
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(held) = per_host.get_mut(&self.host) {
-                *held -= 1;
-                if *held == 0 {
-                    per_host.remove(&self.host);
-                }
+        let reopened = {
+            let mut hosts = self.limits.hosts();
+            let held = hosts
+                .held
+                .get_mut(&self.host)
+                .map(|held| {
+                    *held -= 1;
+                    *held
+                })
+                .expect("a slot's host holds it");
+            if held == 0 {
+                hosts.held.remove(&self.host);
             }
-        }
+            held <= reopen_at(self.limits.host_max) && hosts.gated.remove(&self.host)
+        };
         self.limits.open.fetch_sub(1, Ordering::AcqRel);
         self.limits.counters.open.dec();
+        if reopened {
+            self.limits.install_gate();
+        }
     }
 }
 
@@ -529,6 +580,8 @@ pub async fn serve<H, Fut>(
     H: Fn(Request<Incoming>) -> Fut + 'static,
     Fut: Future<Output = HttpResponse> + 'static,
 {
+    // Taken out of the gate when this loop ends, so the socket closes with it.
+    let _gated = options.limits.gate_listener(&listener);
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -573,6 +626,7 @@ pub async fn serve<H, Fut>(
                 continue;
             }
         };
+        options.limits.gate.detach(&stream);
         let _ = stream.set_nodelay(true);
         connections.opened();
         let handler = handler.clone();
@@ -675,11 +729,22 @@ mod tests {
         let a1 = limits.acquire(a).unwrap();
         let _a2 = limits.acquire(a).unwrap();
         assert_eq!(limits.acquire(a).err(), Some(Refusal::HostFull));
+        assert_eq!(counters.gated_hosts.get(), 1, "refused at its cap: gated");
         let _b1 = limits.acquire(b).unwrap();
         assert_eq!(limits.acquire(b).err(), Some(Refusal::ProcessFull));
+        assert_eq!(
+            counters.gated_hosts.get(),
+            1,
+            "a process refusal gates nobody"
+        );
         assert_eq!(counters.open.get(), 3);
         drop(a1);
         assert_eq!(counters.open.get(), 2);
+        assert_eq!(
+            counters.gated_hosts.get(),
+            0,
+            "back to 7/8 of its cap: let in"
+        );
         let _b2 = limits.acquire(b).unwrap();
         assert_eq!(counters.refused_host.get(), 1);
         assert_eq!(counters.refused_process.get(), 1);

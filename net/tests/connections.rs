@@ -43,6 +43,25 @@ fn connect_from(from: &str, port: u16) -> TcpStream {
     socket.into()
 }
 
+/// Whether a connection from `from` to `port` completes its handshake within `within`.
+fn connects_within(from: &str, port: u16, within: Duration) -> bool {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect_timeout(&server.into(), within).is_ok()
+}
+
+/// The engine's metrics, read from `port` by a connection from `from`.
+fn metrics_from(from: &str, port: u16) -> String {
+    let mut stream = connect_from(from, port);
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut stream, Duration::from_secs(5));
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
 /// One keep-alive `GET /healthz` on an open connection.
 fn healthz(stream: &mut TcpStream) -> Response {
     stream
@@ -112,7 +131,7 @@ fn unfinished_headers_are_cut_with_408_after_the_read_deadline() {
 }
 
 #[test]
-fn a_host_at_its_connection_cap_gets_503_while_another_host_is_served() {
+fn a_host_at_its_connection_cap_gets_503_then_no_answer_while_another_host_is_served() {
     let engine = Engine::start_with(&[("MAX_CONNECTIONS_PER_HOST", "4")]);
     let port = engine.port("fairness");
     // Each held connection has been answered, so the engine has accepted it.
@@ -131,17 +150,25 @@ fn a_host_at_its_connection_cap_gets_503_while_another_host_is_served() {
     assert_eq!(response.error_code(), "too_many_connections");
     assert_eq!(response.header("retry-after"), Some("1"));
     assert_eq!(response.header("connection"), Some("close"));
+    // Refused once, the host's next attempts are dropped by the kernel (syn_gate): no
+    // handshake, no accept, nothing for the engine to answer.
+    for port in [port, engine.port("gateway")] {
+        assert!(
+            !connects_within("127.0.0.1", port, Duration::from_millis(500)),
+            "a gated host completed a handshake on port {port}"
+        );
+    }
 
-    // Another host still gets in, and sees the refusal counted.
+    // Another host still gets in, and sees the refusal counted and the host gated.
     let mut other = connect_from("127.0.0.2", port);
     assert_eq!(healthz(&mut other).status, 200);
-    other
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let (raw, _) = read_until_closed(&mut other, Duration::from_secs(5));
-    let metrics = String::from_utf8_lossy(&raw);
+    let metrics = metrics_from("127.0.0.2", port);
     assert!(
         metrics.contains("liveops_connections_refused_total{reason=\"host_limit\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("liveops_connection_hosts_gated 1"),
         "{metrics}"
     );
     // The held connections still work, and closing one frees its slot.
@@ -160,6 +187,11 @@ fn a_host_at_its_connection_cap_gets_503_while_another_host_is_served() {
         assert!(Instant::now() < deadline, "the freed slot was never reused");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let metrics = metrics_from("127.0.0.2", port);
+    assert!(
+        metrics.contains("liveops_connection_hosts_gated 0"),
+        "{metrics}"
+    );
 }
 
 /// (soft, hard) "Max open files" of a process, from /proc.

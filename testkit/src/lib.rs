@@ -62,8 +62,9 @@ pub fn require_file(test: &str, path: &std::path::Path, install: &str) -> bool {
         )
 }
 
-/// Fails under `CI=true`, else prints the skip past the harness's capture: false.
-fn skip_or_fail(test: &str, why: &str) -> bool {
+/// Fails under `CI=true`, else prints the skip past the harness's capture: false. For
+/// what a test needs that is neither a tool nor a file (e.g. an IPv6 loopback).
+pub fn skip_or_fail(test: &str, why: &str) -> bool {
     let line = format!("*** SKIPPED {test}: {why} (bash .ci/run installs what the tests need) ***");
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
