@@ -15,7 +15,7 @@
 //! The filter is a list of addresses, [`GATED_HOSTS_MAX`] at most (a filter has at most
 //! 4,096 instructions); hosts beyond it are refused at accept as before. Children of a
 //! listener inherit its filter at the handshake, so an accepted connection drops it
-//! ([`detach`]): an established connection's packets are never filtered.
+//! ([`SynGate::detach`]): an established connection's packets are never filtered.
 //!
 //! Filters need no privilege (`SO_ATTACH_FILTER`); if the kernel refuses one anyway
 //! (a seccomp policy, a kernel without BPF), the gate says so once and stays open, and
@@ -135,6 +135,15 @@ impl SynGate {
             let program = program(&hosts);
             for (_, socket) in &state.listeners {
                 self.attach(socket, &program);
+            }
+            if self.failed.load(Ordering::Acquire) {
+                // Refused at accept instead: nobody is gated, on any listener.
+                for (_, socket) in &state.listeners {
+                    let _ = socket.detach_filter();
+                }
+                state.installed.clear();
+                self.gated_hosts.set(0);
+                return;
             }
         }
         self.gated_hosts.set(hosts.len() as i64);
