@@ -751,6 +751,19 @@ mod tests {
     }
 
     #[test]
+    fn hosts_beyond_the_maximum_are_left_out() {
+        let counters = ConnectionCounters::unregistered();
+        let limits = Arc::new(ConnectionLimits::new(1 << 20, 1, counters.clone()));
+        let mut held = Vec::new();
+        for i in 0..GATED_HOSTS_MAX as u32 + 10 {
+            let host = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            held.push(limits.acquire(host).unwrap());
+            assert_eq!(limits.acquire(host).err(), Some(Refusal::HostFull));
+        }
+        assert_eq!(counters.gated_hosts.get(), GATED_HOSTS_MAX as i64);
+    }
+
+    #[test]
     fn derived_caps_leave_room_and_stay_bounded() {
         assert_eq!(derived_connection_caps(20_000), (19_488, 1_218));
         assert_eq!(derived_connection_caps(256), (64, 8));
