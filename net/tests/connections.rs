@@ -33,22 +33,24 @@ fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (Vec<u8>, bool
     }
 }
 
-/// A connection to `port` on 127.0.0.1 from the loopback address `from`.
-fn connect_from(from: &str, port: u16) -> TcpStream {
+/// A socket bound to the loopback address `from`, and the address of `port` on 127.0.0.1.
+fn socket_from(from: &str, port: u16) -> (Socket, SocketAddr) {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
     let local: SocketAddr = format!("{from}:0").parse().unwrap();
     socket.bind(&local.into()).unwrap();
-    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    (socket, ([127, 0, 0, 1], port).into())
+}
+
+/// A connection to `port` on 127.0.0.1 from the loopback address `from`.
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    let (socket, server) = socket_from(from, port);
     socket.connect(&server.into()).unwrap();
     socket.into()
 }
 
 /// Whether a connection from `from` to `port` completes its handshake within `within`.
 fn connects_within(from: &str, port: u16, within: Duration) -> bool {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    let local: SocketAddr = format!("{from}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (socket, server) = socket_from(from, port);
     socket.connect_timeout(&server.into(), within).is_ok()
 }
 
