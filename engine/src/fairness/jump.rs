@@ -32,6 +32,11 @@ pub const STDDEV_MIN: f64 = 1.0;
 /// player's progress.
 const OWN_ALPHA: f32 = 1.0 / 16.0;
 
+/// While a player has fewer own events of a type than this, their unit of it (for the
+/// rate of gain) is never below the population's centre: a young honest player whose
+/// first event was small would otherwise count their next ordinary events as many units.
+const YOUNG_EVENTS: u8 = 4;
+
 /// The scored event types, each with its own model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scored {
@@ -115,6 +120,18 @@ impl Own {
     pub fn typical_ln(&self, scored: Scored) -> Option<f64> {
         let i = scored as usize;
         (self.seen[i] > 0).then(|| f64::from(self.ln_mean[i]))
+    }
+
+    /// The player's unit of `scored` for the rate of gain: their typical `ln(score)`,
+    /// never below the population's centre while their history is young (under
+    /// [`YOUNG_EVENTS`] events).
+    pub fn unit_ln(&self, models: &Models, scored: Scored) -> Option<f64> {
+        let typical = self.typical_ln(scored)?;
+        Some(if self.seen[scored as usize] < YOUNG_EVENTS {
+            typical.max(models.centre_ln(scored))
+        } else {
+            typical
+        })
     }
 
     /// The shift CUSUM after an event of `ln_x`. The reference is the player's own mean,

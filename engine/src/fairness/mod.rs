@@ -636,7 +636,7 @@ pub struct Decision {
 pub fn judge(pop: &Population, history: &History, seen: &Seen, t: &Thresholds) -> Option<Decision> {
     let findings = [
         jump::assess(&pop.jump, &history.jump, seen.event, t),
-        rate::assess(&pop.gain, &history.jump, &history.gain, seen, t),
+        rate::assess(&pop.jump, &pop.gain, &history.jump, &history.gain, seen, t),
         cadence::assess(&pop.fights, &history.jump, &history.last_kill, seen, t),
         luck::assess(&history.luck, seen, t),
     ];
@@ -674,6 +674,7 @@ pub fn learn(
     t: &Thresholds,
 ) {
     rate::learn(
+        &pop.jump,
         &mut pop.gain,
         &history.jump,
         &mut history.gain,

@@ -4,7 +4,9 @@
 //! Measuring gain in the player's own typical events makes the test robust to
 //! heavy-tailed honest skill: a pro's events are ten times the median's, and so is their
 //! unit, so a pro playing at a human pace measures the same as anyone playing at that
-//! pace. What is left is pace, which has a human ceiling. The window is an exponential
+//! pace. What is left is pace, which has a human ceiling. While a player has only a few
+//! events of their own, their unit is never below the population's centre (see
+//! `jump::Own::unit_ln`): one small first event is not a unit to count the next in. The window is an exponential
 //! decay with time constant `GAIN_WINDOW_SEC` (one `f32` per player, no ring of events):
 //! `units' = units * exp(-dt / window) + score / typical`, and the rate is
 //! `units' / window`. It is flagged above the larger of `GAIN_RATE_MAX` and the
@@ -49,7 +51,13 @@ fn floor_units(t: &Thresholds) -> f64 {
 }
 
 /// The window's units after `seen`'s event, or `None` for an unscored event.
-fn units_after(gain: &Gain, own: &jump::Own, seen: &Seen, t: &Thresholds) -> Option<f64> {
+fn units_after(
+    models: &jump::Models,
+    gain: &Gain,
+    own: &jump::Own,
+    seen: &Seen,
+    t: &Thresholds,
+) -> Option<f64> {
     let (scored, score) = Scored::of(seen.event)?;
     let window_ms = t.gain_window_ms.max(1) as f64;
     let decayed = if seen.last_ms == 0 {
@@ -60,7 +68,7 @@ fn units_after(gain: &Gain, own: &jump::Own, seen: &Seen, t: &Thresholds) -> Opt
     };
     // Without an own history of this type the event is its own unit: one big event is
     // the score-jump detector's business, not a rate.
-    let units = match own.typical_ln(scored) {
+    let units = match own.unit_ln(models, scored) {
         Some(ln_unit) => score as f64 / ln_unit.exp().max(1.0),
         None => 1.0,
     };
@@ -74,13 +82,14 @@ fn threshold_units(population: &LnModel, t: &Thresholds) -> f64 {
 
 /// Judges one event.
 pub fn assess(
+    models: &jump::Models,
     population: &LnModel,
     own: &jump::Own,
     gain: &Gain,
     seen: &Seen,
     t: &Thresholds,
 ) -> Option<Finding> {
-    let units = units_after(gain, own, seen, t)?;
+    let units = units_after(models, gain, own, seen, t)?;
     let threshold = threshold_units(population, t);
     let window_s = t.gain_window_ms.max(1) as f64 / 1000.0;
     let evidence = Evidence {
@@ -95,6 +104,7 @@ pub fn assess(
 /// Learns one accepted event (before the player's own history learns it: the unit is the
 /// one the event was judged with).
 pub fn learn(
+    models: &jump::Models,
     population: &mut LnModel,
     own: &jump::Own,
     gain: &mut Gain,
@@ -102,7 +112,7 @@ pub fn learn(
     flagged: bool,
     t: &Thresholds,
 ) {
-    let Some(units) = units_after(gain, own, seen, t) else {
+    let Some(units) = units_after(models, gain, own, seen, t) else {
         return;
     };
     gain.units = units as f32;
@@ -132,11 +142,11 @@ mod tests {
                 at_ms,
                 last_ms,
             };
-            let finding = assess(&population, &own, &gain, &seen, &t);
+            let finding = assess(&models, &population, &own, &gain, &seen, &t);
             if let Some(finding) = finding {
                 return Some((i, finding));
             }
-            learn(&mut population, &own, &mut gain, &seen, false, &t);
+            learn(&models, &mut population, &own, &mut gain, &seen, false, &t);
             jump::learn(&mut models, &mut own, &event, false, &t);
             last_ms = at_ms;
         }
@@ -151,5 +161,43 @@ mod tests {
         let (at, finding) = play(50, 125, 400).expect("a speed hack is caught");
         assert!(matches!(finding, Finding::Flag(e) if e.detector == FlagKind::RateOfGain));
         assert!(at < 80, "caught after {at} events");
+    }
+
+    #[test]
+    fn a_young_player_whose_first_quest_was_small_is_not_blocked_for_a_burst() {
+        // A strong honest player's first quest happened to be tiny (25 XP), then a burst of
+        // ordinary ones 600 ms apart. In units of that one quest (the previous unit), the
+        // third event measured 54 units in the window and blocked; a young history's unit
+        // is at least the population's centre (50 XP).
+        let t = Thresholds::default();
+        let mut models = jump::Models::new(&t);
+        let mut population = model(&t);
+        let (mut own, mut gain) = (jump::Own::default(), Gain::default());
+        let mut last_ms = 0;
+        for (i, xp) in [25, 700, 650].into_iter().enumerate() {
+            let event = quest(xp);
+            let at_ms = 1_000_000 + i as u64 * 600;
+            let seen = Seen {
+                event: &event,
+                at_ms,
+                last_ms,
+            };
+            let finding = assess(&models, &population, &own, &gain, &seen, &t);
+            assert!(
+                !matches!(finding, Some(Finding::Block(_))),
+                "event {i}: {finding:?}"
+            );
+            learn(
+                &models,
+                &mut population,
+                &own,
+                &mut gain,
+                &seen,
+                finding.is_some(),
+                &t,
+            );
+            jump::learn(&mut models, &mut own, &event, finding.is_some(), &t);
+            last_ms = at_ms;
+        }
     }
 }
