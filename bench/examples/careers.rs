@@ -1,6 +1,6 @@
 //! Careers through the whole fairness guard, in process: how many honest players the
 //! detectors block or flag over many events, for a population the simulator's runs are
-//! too short to show, and how soon the shift test catches inflaters among them.
+//! too short to show, and how soon the guard blocks inflaters among them.
 //!
 //! `cargo run --release -p liveops-bench --example careers -- [players] [events]
 //! [skill_sigma] [xp_min] [xp_max] [seed] [inflaters_percent]` (defaults 2400 100 1.0 5

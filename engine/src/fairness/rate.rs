@@ -6,9 +6,11 @@
 //! unit, so a pro playing at a human pace measures the same as anyone playing at that
 //! pace. What is left is pace, which has a human ceiling. While a player has only a few
 //! events of their own, their unit is never below the population's centre (see
-//! `jump::Own::unit_ln`): one small first event is not a unit to count the next in. The window is an exponential
-//! decay with time constant `GAIN_WINDOW_SEC` (one `f32` per player, no ring of events):
-//! `units' = units * exp(-dt / window) + score / typical`, and the rate is
+//! `jump::Own::unit_ln`): one small first event is not a unit to count the next in.
+//!
+//! The window is an exponential decay with time constant `GAIN_WINDOW_SEC` (one `f32`
+//! per player, no ring of events):
+//! `units' = units * exp(-dt / window) + score / unit`, and the rate is
 //! `units' / window`. It is flagged above the larger of `GAIN_RATE_MAX` and the
 //! population's upper tail (`ANOMALY_Z` deviations above its mean, learned from unflagged
 //! events), and blocked above twice that.
