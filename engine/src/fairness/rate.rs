@@ -129,14 +129,16 @@ mod tests {
     use super::*;
     use crate::fairness::test_events::quest;
 
-    /// Plays `events` quests of `xp` every `gap_ms`; returns the first finding's index.
-    fn play(xp: u64, gap_ms: u64, events: u64) -> Option<(u64, Finding)> {
+    /// Plays quests of the given XP `gap_ms` apart, learning each as the shard would
+    /// (a flagged one kept out of the population); returns every finding by index.
+    fn play(xps: impl IntoIterator<Item = u64>, gap_ms: u64) -> Vec<(u64, Finding)> {
         let t = Thresholds::default();
         let mut models = jump::Models::new(&t);
         let mut population = model(&t);
         let (mut own, mut gain) = (jump::Own::default(), Gain::default());
         let mut last_ms = 0;
-        for i in 0..events {
+        let mut findings = Vec::new();
+        for (i, xp) in (0..).zip(xps) {
             let event = quest(xp);
             let at_ms = 1_000_000 + i * gap_ms;
             let seen = Seen {
@@ -145,24 +147,32 @@ mod tests {
                 last_ms,
             };
             let finding = assess(&models, &population, &own, &gain, &seen, &t);
-            if let Some(finding) = finding {
-                return Some((i, finding));
-            }
-            learn(&models, &mut population, &own, &mut gain, &seen, false, &t);
-            jump::learn(&mut models, &mut own, &event, false, &t);
+            let flagged = finding.is_some();
+            learn(
+                &models,
+                &mut population,
+                &own,
+                &mut gain,
+                &seen,
+                flagged,
+                &t,
+            );
+            jump::learn(&mut models, &mut own, &event, flagged, &t);
+            findings.extend(finding.map(|finding| (i, finding)));
             last_ms = at_ms;
         }
-        None
+        findings
     }
 
     #[test]
     fn a_pro_at_human_pace_passes_and_a_speed_hack_is_caught() {
         // A pro: 20x the median XP per event, an event every 700 ms for ten minutes.
-        assert_eq!(play(1_000, 700, 857), None);
+        assert_eq!(play([1_000; 857], 700), []);
         // A speed hack with honest-sized events, 8 per second.
-        let (at, finding) = play(50, 125, 400).expect("a speed hack is caught");
+        let findings = play([50; 400], 125);
+        let (at, finding) = findings.first().expect("a speed hack is caught");
         assert!(matches!(finding, Finding::Flag(e) if e.detector == FlagKind::RateOfGain));
-        assert!(at < 80, "caught after {at} events");
+        assert!(*at < 80, "caught after {at} events");
     }
 
     #[test]
@@ -171,35 +181,10 @@ mod tests {
         // ordinary ones 600 ms apart. In units of that one quest (the previous unit), the
         // third event measured 54 units in the window and blocked; a young history's unit
         // is at least the population's centre (50 XP).
-        let t = Thresholds::default();
-        let mut models = jump::Models::new(&t);
-        let mut population = model(&t);
-        let (mut own, mut gain) = (jump::Own::default(), Gain::default());
-        let mut last_ms = 0;
-        for (i, xp) in [25, 700, 650].into_iter().enumerate() {
-            let event = quest(xp);
-            let at_ms = 1_000_000 + i as u64 * 600;
-            let seen = Seen {
-                event: &event,
-                at_ms,
-                last_ms,
-            };
-            let finding = assess(&models, &population, &own, &gain, &seen, &t);
-            assert!(
-                !matches!(finding, Some(Finding::Block(_))),
-                "event {i}: {finding:?}"
-            );
-            learn(
-                &models,
-                &mut population,
-                &own,
-                &mut gain,
-                &seen,
-                finding.is_some(),
-                &t,
-            );
-            jump::learn(&mut models, &mut own, &event, finding.is_some(), &t);
-            last_ms = at_ms;
-        }
+        let findings = play([25, 700, 650], 600);
+        assert!(
+            !findings.iter().any(|(_, f)| matches!(f, Finding::Block(_))),
+            "{findings:?}"
+        );
     }
 }
