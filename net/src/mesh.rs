@@ -14,7 +14,8 @@
 //! shard happens in its worker's turn. A job's answer is held until the end of the turn:
 //! the worker hands the turn's answers to its [`TurnHost`] (the write-ahead log), which
 //! sends them once the turn's changes are durable. If they cannot be made durable,
-//! every answer is an error and the shard takes no more work.
+//! every answer is an error and the shard takes no more work. Reads, and changes the log
+//! does not keep (an idempotency key's reservation), answer as soon as they have run.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -116,7 +117,7 @@ impl Mesh {
             return Err(MeshError::Failed);
         }
         let queue = match answer {
-            Answer::Durable => &inbox.queue,
+            Answer::Durable | Answer::Ran => &inbox.queue,
             Answer::Immediate => &inbox.reads,
         };
         queue.push(job).map_err(|_| MeshError::Overloaded)?;
@@ -160,6 +161,16 @@ impl Mesh {
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
         finish(self.start(shard, f)?).await
+    }
+
+    /// Runs `f`, which changes only state the log does not keep, among the writes of
+    /// `shard`, and answers as soon as it has run (see [`Answer::Ran`]).
+    pub async fn call_unlogged<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+    {
+        finish(self.start_as(shard, Answer::Ran, f)?).await
     }
 
     /// Runs the read `f` on `shard`: answered as soon as it has run (see [`Answer`]).
@@ -390,6 +401,12 @@ enum Answer {
     /// milliseconds that takes; a crash in that window can take back what a read
     /// showed, never what a 202 acknowledged.
     Immediate,
+    /// As soon as the job has run, which is among the writes, in their order: changes
+    /// that write no record (an idempotency key's reservation). A crash forgets them
+    /// whether or not the turn was durable, so waiting for its fsync would only add the
+    /// disk's latency to the request; and unlike a read, the job is not held behind a
+    /// burst of reads.
+    Ran,
 }
 
 fn job<R, F>(tx: oneshot::Sender<Result<R, MeshError>>, answer: Answer, f: F) -> Job
@@ -399,7 +416,7 @@ where
 {
     Box::new(move |state, now_ms| {
         let value = f(state, now_ms);
-        if answer == Answer::Immediate {
+        if answer != Answer::Durable {
             // The caller may have gone; the work is done either way.
             let _ = tx.send(Ok(value));
             return None;
@@ -562,6 +579,42 @@ mod tests {
             // The write's own answer still waits for durability.
             let waited = tokio::time::timeout(Duration::from_millis(50), write).await;
             assert!(waited.is_err(), "a write is answered only once durable");
+        });
+    }
+
+    /// A change the log does not keep is answered once it has run, without waiting for
+    /// the disk, and in the writes' order: it sees the write queued before it, and a
+    /// burst of reads queued before it does not hold it back.
+    #[test]
+    fn an_unlogged_change_answers_once_run_in_the_order_of_the_writes() {
+        run(async {
+            let (mesh, _worker) = start_worker(|_| StalledLog { held: Vec::new() });
+            let reads_done = Arc::new(AtomicUsize::new(0));
+            let mut reads = Vec::new();
+            for _ in 0..12 {
+                let done = reads_done.clone();
+                let read = mesh.start_as(0, Answer::Immediate, move |_, _| {
+                    std::thread::sleep(Duration::from_millis(3));
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+                reads.push(read.expect("queued"));
+            }
+            let write = mesh.start(0, |s, now_ms| {
+                s.admin_block("p_1", 1000, "t".into(), now_ms)
+            });
+            let write = write.expect("queued");
+            let done = reads_done.clone();
+            let unlogged = mesh.call_unlogged(0, move |s, now_ms| {
+                (s.blocked(now_ms).len(), done.load(Ordering::SeqCst))
+            });
+            let answer = tokio::time::timeout(Duration::from_secs(5), unlogged).await;
+            let (blocked, reads_before) = answer
+                .expect("an unlogged change does not wait for the disk")
+                .expect("answered");
+            assert_eq!(blocked, 1, "it runs after the write queued before it");
+            assert!(reads_before <= 1, "it waited for {reads_before} reads");
+            let waited = tokio::time::timeout(Duration::from_millis(50), write).await;
+            assert!(waited.is_err(), "the write is answered only once durable");
         });
     }
 

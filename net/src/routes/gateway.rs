@@ -164,9 +164,12 @@ async fn apply_events(
     if let Some(key) = &key {
         let home = shard_of(key, app.mesh.shards());
         let owned = key.clone();
+        // The reservation lives in memory only (a crash forgets it, durable turn or
+        // not), so the request does not wait for the home shard's fsync here: only the
+        // event and the key's completion, which the log keeps, are answered once durable.
         let (reserved, now_ms) = app
             .mesh
-            .call(home, move |shard, now_ms| {
+            .call_unlogged(home, move |shard, now_ms| {
                 let reserved = shard.reserve_key(&owned, request_fingerprint, host, now_ms);
                 (reserved, now_ms)
             })
