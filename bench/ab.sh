@@ -16,7 +16,12 @@ root=$(pwd)
 rev=${1:?usage: bench/ab.sh REV [rounds]}
 rounds=${2:-2}
 command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2; exit 1; }
-cargo build --release -q -p liveops-net -p liveops-loadtest
+# The engine is built alone, as REV's is below. Built together with the load generator,
+# cargo unifies their dependencies' features (num-traits' libm, rand_chacha's default) and
+# links a different engine binary, so the A/B would compare two builds as well as two
+# commits (BENCHMARKS.md, 2026-12-02: the same code measured worse in 3 of 4 rounds).
+cargo build --release -q -p liveops-net
+cargo build --release -q -p liveops-loadtest
 # Kept at a fixed path between runs: a second run for the same REV finds its checkout and
 # its build up to date (cargo judges local sources by path and modification time).
 worktree="$root/target/ab-old/src"
