@@ -19,7 +19,7 @@ command -v curl >/dev/null || { echo "curl not found: apt-get install curl" >&2;
 # The engine is built alone, as REV's is below. Built together with the load generator,
 # cargo unifies their dependencies' features (num-traits' libm, rand_chacha's default) and
 # links a different engine binary, so the A/B would compare two builds as well as two
-# commits (BENCHMARKS.md, 2026-12-02: the same code measured worse in 3 of 4 rounds).
+# commits (BENCHMARKS.md, 2026-12-02).
 cargo build --release -q -p liveops-net
 cargo build --release -q -p liveops-loadtest
 # Kept at a fixed path between runs: a second run for the same REV finds its checkout and
