@@ -582,6 +582,29 @@ mod tests {
         });
     }
 
+    /// Queues `reads` reads of 3 ms each on shard 0; returns how many have run so far and
+    /// their answers.
+    fn queue_slow_reads(
+        mesh: &Mesh,
+        reads: usize,
+    ) -> (
+        Arc<AtomicUsize>,
+        Vec<oneshot::Receiver<Result<(), MeshError>>>,
+    ) {
+        let done = Arc::new(AtomicUsize::new(0));
+        let pending = (0..reads)
+            .map(|_| {
+                let done = done.clone();
+                let read = mesh.start_as(0, Answer::Immediate, move |_, _| {
+                    std::thread::sleep(Duration::from_millis(3));
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+                read.expect("queued")
+            })
+            .collect();
+        (done, pending)
+    }
+
     /// A change the log does not keep is answered once it has run, without waiting for
     /// the disk, and in the writes' order: it sees the write queued before it, and a
     /// burst of reads queued before it does not hold it back.
@@ -589,16 +612,7 @@ mod tests {
     fn an_unlogged_change_answers_once_run_in_the_order_of_the_writes() {
         run(async {
             let (mesh, _worker) = start_worker(|_| StalledLog { held: Vec::new() });
-            let reads_done = Arc::new(AtomicUsize::new(0));
-            let mut reads = Vec::new();
-            for _ in 0..12 {
-                let done = reads_done.clone();
-                let read = mesh.start_as(0, Answer::Immediate, move |_, _| {
-                    std::thread::sleep(Duration::from_millis(3));
-                    done.fetch_add(1, Ordering::SeqCst);
-                });
-                reads.push(read.expect("queued"));
-            }
+            let (reads_done, _reads) = queue_slow_reads(&mesh, 12);
             let write = mesh.start(0, |s, now_ms| {
                 s.admin_block("p_1", 1000, "t".into(), now_ms)
             });
@@ -630,16 +644,7 @@ mod tests {
                 commits_ok: usize::MAX,
                 turns: 0,
             });
-            let reads_done = Arc::new(AtomicUsize::new(0));
-            let mut pending = Vec::new();
-            for _ in 0..READS {
-                let done = reads_done.clone();
-                let read = mesh.start_as(0, Answer::Immediate, move |_, _| {
-                    std::thread::sleep(Duration::from_millis(3));
-                    done.fetch_add(1, Ordering::SeqCst);
-                });
-                pending.push(read.expect("queued"));
-            }
+            let (reads_done, pending) = queue_slow_reads(&mesh, READS);
             let done = reads_done.clone();
             let reads_before_write = mesh
                 .call(0, move |_, _| done.load(Ordering::SeqCst))
