@@ -6,9 +6,10 @@
 #
 # Per round and scenario (20,000 single events/s; batches of 500 at 400/s), a fresh
 # engine with no bus and a fresh engine and a fresh nats-server -js (its own store
-# directory) with BUS_KIND=nats, in alternating order by round; SHARDS=2, DURABILITY=fsync, 100,000 players, 10 s after
-# 2 s of warm-up, 127.0.0.1:18080-18083 and 14222. Prints the load generator's lines and,
-# for the bus runs, the sink's lag and forwarded records at the end.
+# directory) with BUS_KIND=nats, their order alternating by round; SHARDS=2,
+# DURABILITY=fsync, 100,000 players, 10 s after 2 s of warm-up, 127.0.0.1:18080-18083 and
+# 14222. Prints the load generator's lines and, for the bus runs, the sink's lag and
+# forwarded records at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2}
