@@ -235,15 +235,41 @@ impl Mesh {
     }
 
     /// Like [`Mesh::call`], but waits for room instead of failing when the inbox is
-    /// full: for work that must happen once its request has had effects (completing an
-    /// idempotency key). The wait is bounded by the worker draining its inbox.
+    /// full: for work that must happen once its request has had effects (restoring an
+    /// idempotency key at start). The wait is bounded by the worker draining its inbox.
     pub async fn call_until_done<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
+        self.push_until_room(shard, Answer::Durable, f).await
+    }
+
+    /// Like [`Mesh::call_until_done`], but answered as soon as `f` has run, among the
+    /// writes, before its turn is durable (see [`Answer::Ran`]); its records still go to
+    /// the log with the turn. Only for a change whose record, if a crash takes it back,
+    /// recovery rebuilds from records that were durable before it ran: completing an
+    /// idempotency key, whose events name the key.
+    pub async fn call_until_run<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+    {
+        self.push_until_room(shard, Answer::Ran, f).await
+    }
+
+    async fn push_until_room<R, F>(
+        &self,
+        shard: usize,
+        answer: Answer,
+        f: F,
+    ) -> Result<R, MeshError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let mut job = job(tx, Answer::Durable, f);
+        let mut job = job(tx, answer, f);
         let inbox = &self.inboxes[shard];
         loop {
             if inbox.failed.load(Ordering::Acquire) {
@@ -402,10 +428,11 @@ enum Answer {
     /// showed, never what a 202 acknowledged.
     Immediate,
     /// As soon as the job has run, which is among the writes, in their order: changes
-    /// that write no record (an idempotency key's reservation). A crash forgets them
-    /// whether or not the turn was durable, so waiting for its fsync would only add the
-    /// disk's latency to the request; and unlike a read, the job is not held behind a
-    /// burst of reads.
+    /// that write no record (an idempotency key's reservation: a crash forgets it
+    /// whether or not the turn was durable), and changes whose record recovery rebuilds
+    /// from records already durable (a key's completion: its events name the key).
+    /// Waiting for the turn's fsync would only add the disk's latency to the request;
+    /// and unlike a read, the job is not held behind a burst of reads.
     Ran,
 }
 
@@ -543,14 +570,20 @@ mod tests {
         });
     }
 
-    /// A host whose disk never finishes: it keeps every turn's replies.
+    /// A host whose disk never finishes: it takes every turn's records and keeps its
+    /// replies.
+    #[derive(Default)]
     struct StalledLog {
         held: Vec<Reply>,
+        /// Records handed to the log so far, for tests to read while the worker runs.
+        records_logged: Arc<AtomicUsize>,
     }
 
     impl TurnHost for StalledLog {
         fn end_turn(&mut self, shard: &mut Shard, replies: Vec<Reply>) {
-            shard.take_journal();
+            let records = shard.take_journal();
+            self.records_logged
+                .fetch_add(records.len(), Ordering::SeqCst);
             self.held.extend(replies);
         }
 
@@ -564,7 +597,7 @@ mod tests {
     #[test]
     fn reads_answer_without_waiting_for_the_turn_to_be_durable() {
         run(async {
-            let (mesh, _worker) = start_worker(|_| StalledLog { held: Vec::new() });
+            let (mesh, _worker) = start_worker(|_| StalledLog::default());
             let write = mesh.start(0, |s, now_ms| {
                 s.admin_block("p_1", 1000, "t".into(), now_ms)
             });
@@ -611,7 +644,7 @@ mod tests {
     #[test]
     fn an_unlogged_change_answers_once_run_in_the_order_of_the_writes() {
         run(async {
-            let (mesh, _worker) = start_worker(|_| StalledLog { held: Vec::new() });
+            let (mesh, _worker) = start_worker(|_| StalledLog::default());
             let (reads_done, _reads) = queue_slow_reads(&mesh, 12);
             let write = mesh.start(0, |s, now_ms| {
                 s.admin_block("p_1", 1000, "t".into(), now_ms)
@@ -629,6 +662,37 @@ mod tests {
             assert!(reads_before <= 1, "it waited for {reads_before} reads");
             let waited = tokio::time::timeout(Duration::from_millis(50), write).await;
             assert!(waited.is_err(), "the write is answered only once durable");
+        });
+    }
+
+    /// A change run until run (an idempotency key's completion) is answered once it has
+    /// run, without waiting for the disk, and its records still go to the log with its
+    /// turn; run until done, the same change waits for the disk.
+    #[test]
+    fn a_change_run_until_run_answers_before_the_disk_and_is_still_logged() {
+        run(async {
+            let records_logged = Arc::new(AtomicUsize::new(0));
+            let host_records = records_logged.clone();
+            let (mesh, _worker) = start_worker(move |_| StalledLog {
+                records_logged: host_records,
+                ..StalledLog::default()
+            });
+            let until_run = mesh.call_until_run(0, |s, now_ms| {
+                s.admin_block("p_1", 1000, "t".into(), now_ms)
+            });
+            let answer = tokio::time::timeout(Duration::from_secs(5), until_run).await;
+            answer
+                .expect("a change run until run does not wait for the disk")
+                .expect("answered");
+            assert!(
+                records_logged.load(Ordering::SeqCst) > 0,
+                "its records go to the log"
+            );
+            let until_done = mesh.call_until_done(0, |s, now_ms| {
+                s.admin_block("p_2", 1000, "t".into(), now_ms)
+            });
+            let waited = tokio::time::timeout(Duration::from_millis(50), until_done).await;
+            assert!(waited.is_err(), "run until done, it waits for the disk");
         });
     }
 

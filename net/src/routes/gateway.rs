@@ -235,10 +235,14 @@ async fn apply_events(
         let home = shard_of(&key, app.mesh.shards());
         let stored = StoredResponse::compact(status, &body);
         // The key must leave the in-flight state whatever happens, so this waits for
-        // room in the inbox rather than failing.
+        // room in the inbox rather than failing. It answers once run, not once durable:
+        // every event it completes is on disk already and names the key (`KeyRef`), so
+        // if a crash takes the completion back, recovery rebuilds it from them (README,
+        // Recovery). Waiting for its fsync would put a second disk wait on every keyed
+        // request.
         let _ = app
             .mesh
-            .call_until_done(home, move |shard, now_ms| {
+            .call_until_run(home, move |shard, now_ms| {
                 if applied {
                     shard.complete_key(key, request_fingerprint, stored, now_ms);
                 } else {
