@@ -276,10 +276,12 @@ impl RedisSink {
                 .map_err(|e| SinkError::with_source("REDIS_URL is not usable", e))?,
         };
         // One worker: a rebuild's pipelines are answered there while this thread blocks on
-        // the engine's next chunk.
+        // the engine's next chunk. It is the sink's work too, so it runs at the sink's
+        // priority (this may be called on another thread than the sink's).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sink-redis-io")
+            .on_thread_start(crate::sink::lower_thread_priority)
             .enable_all()
             .build()
             .map_err(|e| SinkError::with_source("cannot start the Redis sink's runtime", e))?;

@@ -435,8 +435,29 @@ impl Backoff {
     }
 }
 
+/// How far below the engine's a sink thread's CPU priority is: a nice increment (the
+/// result capped at 19, the lowest). Where the cores are busy, the kernel then runs the
+/// shard threads first and a sink falls behind instead (its lag metric shows it, and it
+/// catches up when ingestion eases), so that a sink does not take cores from ingestion.
+/// BENCHMARKS.md measures it on 2 vCPUs.
+pub const SINK_NICE_INCREMENT: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`SINK_NICE_INCREMENT`]. On Linux a nice
+/// value belongs to a thread (`setpriority` with pid 0 changes only the caller), and the
+/// threads it starts inherit it. A failure is logged: the sink works the same, at the
+/// engine's priority.
+pub fn lower_thread_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let lowered = getpriority_process(None)
+        .and_then(|nice| setpriority_process(None, (nice + SINK_NICE_INCREMENT).min(19)));
+    if let Err(e) = lowered {
+        tracing::warn!("a sink thread keeps the engine's CPU priority: {e}");
+    }
+}
+
 /// Runs one sink on its own thread until stopped: passes of [`SinkRunner::step`], an idle
-/// sleep when caught up, a backoff after a failure.
+/// sleep when caught up, a backoff after a failure. The thread runs below the engine's
+/// CPU priority ([`lower_thread_priority`]).
 #[derive(Debug)]
 pub struct SinkDriver<S> {
     stop: Arc<AtomicBool>,
@@ -466,6 +487,7 @@ impl<S: Sink + 'static> SinkDriver<S> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
+            lower_thread_priority();
             let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
             while !stopping.load(Ordering::Acquire) {
                 match runner

@@ -99,3 +99,48 @@ fn retries_with_backoff_then_catches_up_and_tails() {
         "each once, in order"
     );
 }
+
+/// Notes the CPU priority (nice value) of the thread it runs on.
+struct PrioritySink {
+    nice: std::sync::Arc<std::sync::Mutex<Option<i32>>>,
+}
+
+impl Sink for PrioritySink {
+    fn name(&self) -> &str {
+        "priority"
+    }
+
+    fn cursor(&mut self, _shard: u32) -> Result<Cursor, SinkError> {
+        let nice = rustix::process::getpriority_process(None).expect("getpriority");
+        *self.nice.lock().unwrap() = Some(nice);
+        Ok(Cursor::NEW)
+    }
+
+    fn apply(&mut self, _shard: u32, _items: &[FeedItem]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A sink's thread runs below the engine's CPU priority, so that on busy cores the
+/// kernel runs ingestion first; the thread that started it keeps its own.
+#[test]
+fn a_sink_thread_runs_below_the_engines_priority() {
+    let dir = TempDir::new("driver-priority");
+    let log = TestLog::open(dir.path(), 5, Durability::Fsync, u64::MAX);
+    let engine_nice = rustix::process::getpriority_process(None).unwrap();
+    let nice = std::sync::Arc::default();
+    let sink = PrioritySink {
+        nice: std::sync::Arc::clone(&nice),
+    };
+    let driver = SinkDriver::spawn(sink, vec![log.shard_log(1)], DriverConfig::default()).unwrap();
+    wait_for("the sink's first pass", || nice.lock().unwrap().is_some());
+    driver.stop().expect("the thread did not panic");
+    let expected = (engine_nice + liveops_mirror::sink::SINK_NICE_INCREMENT).min(19);
+    assert_eq!(*nice.lock().unwrap(), Some(expected));
+    assert!(expected > engine_nice, "run the test below nice 19");
+    assert_eq!(
+        rustix::process::getpriority_process(None).unwrap(),
+        engine_nice,
+        "only the sink's thread is lowered"
+    );
+}
