@@ -20,26 +20,32 @@ cargo build --release -q --workspace --bins --benches
 bin=target/release
 secret=bus-ab-secret-0123456789abcdef0123456789
 root=$(pwd)
+# A run that fails (set -e) must not leave its engine or nats-server behind.
+engine=
+nats=
+trap '[ -n "$engine" ] && kill "$engine" 2>/dev/null; [ -n "$nats" ] && kill "$nats" 2>/dev/null; true' EXIT
 run() {
   local label=$1; shift
   local kind=$1; shift
   local dir; dir=$(mktemp -d)
   nats-server -a 127.0.0.1 -p 14222 -js -sd "$dir/nats" -l "$dir/nats.log" >/dev/null 2>&1 &
-  local nats=$!
+  nats=$!
   sleep 0.5
   (cd "$dir" && exec env SHARDS=2 BIND_ADDR=127.0.0.1 PORT=18080 FAIRNESS_PORT=18081 \
      LEADERBOARD_PORT=18082 PROGRESSION_PORT=18083 HMAC_SECRET=$secret RECEIPT_SECRET=$secret \
      RATE_LIMIT_MAX=1000000 GAIN_RATE_MAX=1000000 CADENCE_FRACTION=0 CADENCE_FLOOR_SEC=0 BUS_KIND=$kind NATS_URL=nats://127.0.0.1:14222 BUS_STREAM=LIVEOPS \
      "$root/$bin/liveops" >"$dir/engine.log" 2>&1) &
-  local pid=$!
+  engine=$!
   for _ in $(seq 200); do curl -sf http://127.0.0.1:18080/readyz >/dev/null 2>&1 && break; sleep 0.05; done
   echo "== $label BUS_KIND=$kind: $*"
   HMAC_SECRET=$secret $bin/loadtest --port 18080 --read-port 18082 --duration 10 --warmup 2 \
     --players 100000 "$@" | grep -E "^write |accepted events/s"
   curl -s http://127.0.0.1:18080/metrics | grep -E '^liveops_mirror_lag_records|^liveops_mirror_records_total' | tr '\n' ' ' || true
   echo
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  kill -TERM "$engine"; wait "$engine" 2>/dev/null || true
   kill "$nats"; wait "$nats" 2>/dev/null || true
+  engine=
+  nats=
   rm -rf "$dir"
 }
 # The run that comes second finds the disk still busy with the first one's fsynced writes
