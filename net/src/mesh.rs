@@ -665,11 +665,11 @@ mod tests {
         });
     }
 
-    /// A change run until run (an idempotency key's completion) is answered once it has
-    /// run, without waiting for the disk, and its records still go to the log with its
-    /// turn; run until done, the same change waits for the disk.
+    /// A change sent with `call_until_run` (an idempotency key's completion) is answered
+    /// once it has run, without waiting for the disk, and its records still go to the
+    /// log with its turn; sent with `call_until_done`, the same change waits for the disk.
     #[test]
-    fn a_change_run_until_run_answers_before_the_disk_and_is_still_logged() {
+    fn call_until_run_answers_before_the_disk_and_still_logs_the_change() {
         run(async {
             let records_logged = Arc::new(AtomicUsize::new(0));
             let host_records = records_logged.clone();
@@ -682,7 +682,7 @@ mod tests {
             });
             let answer = tokio::time::timeout(Duration::from_secs(5), until_run).await;
             answer
-                .expect("a change run until run does not wait for the disk")
+                .expect("call_until_run does not wait for the disk")
                 .expect("answered");
             assert!(
                 records_logged.load(Ordering::SeqCst) > 0,
@@ -692,7 +692,7 @@ mod tests {
                 s.admin_block("p_2", 1000, "t".into(), now_ms)
             });
             let waited = tokio::time::timeout(Duration::from_millis(50), until_done).await;
-            assert!(waited.is_err(), "run until done, it waits for the disk");
+            assert!(waited.is_err(), "call_until_done waits for the disk");
         });
     }
 
