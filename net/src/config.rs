@@ -173,10 +173,11 @@ pub struct Config {
     pub policy: Policy,
     /// From a request's first byte, the time its headers and body have to arrive before
     /// it gets 408 and its connection closes (`REQUEST_READ_TIMEOUT_MS`): a slow or
-    /// stalled sender cannot hold a connection.
+    /// stalled sender cannot hold a connection. Each connection gets up to a quarter more
+    /// (`runtime::spread`).
     pub request_read_timeout_ms: u64,
-    /// The longest a keep-alive connection may wait for its next request
-    /// (`IDLE_TIMEOUT_MS`).
+    /// How long a keep-alive connection may wait for its next request
+    /// (`IDLE_TIMEOUT_MS`), plus up to a quarter drawn per connection.
     pub idle_timeout_ms: u64,
     /// Open connections the process serves at most (`MAX_CONNECTIONS`); `None`: derived
     /// at start from the file-descriptor limit.

@@ -5,8 +5,10 @@
 //! so the baseline measures the same runtime shape the engine runs on.
 
 use std::cell::Cell;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -392,6 +394,26 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// A connection's deadlines run up to `1 / DEADLINE_SPREAD_DIVISOR` of the configured
+/// time longer than it, drawn for each connection ([`spread`]).
+const DEADLINE_SPREAD_DIVISOR: u32 = 4;
+
+/// `timeout` plus a random part of up to a quarter of it, drawn anew at each call.
+///
+/// Connections opened together (a crowd that reconnects at once, as a slow-loris attack
+/// does once cut) would otherwise reach their deadlines in the same millisecond, and the
+/// thread would run thousands of 408s and closes in a row while the requests of its
+/// other connections wait behind them: that held honest requests up to 57 ms in the
+/// hostile mix. Longer and never shorter, so a client always has the configured time,
+/// and a keep-alive pool tuned below `IDLE_TIMEOUT_MS` never races the server's close.
+fn spread(timeout: Duration) -> Duration {
+    // The std hasher's keys change at each `RandomState::new()`, so hashing nothing
+    // is a fresh draw: enough for a spread, without a random-number crate.
+    let draw = RandomState::new().build_hasher().finish();
+    let fraction = (draw >> 11) as f64 / (1u64 << 53) as f64;
+    timeout + (timeout / DEADLINE_SPREAD_DIVISOR).mul_f64(fraction)
+}
+
 /// How every connection is bounded.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -399,9 +421,10 @@ pub struct ServeOptions {
     pub limits: Arc<ConnectionLimits>,
     /// From a request's first byte, the time its headers and its body have to arrive
     /// (`REQUEST_READ_TIMEOUT_MS`); a late request gets 408 and its connection closes.
+    /// Each connection gets up to a quarter more ([`spread`]).
     pub request_read_timeout: Duration,
-    /// The longest a keep-alive connection may wait for its next request
-    /// (`IDLE_TIMEOUT_MS`).
+    /// How long a keep-alive connection may wait for its next request
+    /// (`IDLE_TIMEOUT_MS`); each connection gets up to a quarter more ([`spread`]).
     pub idle_timeout: Duration,
 }
 
@@ -654,7 +677,7 @@ async fn serve_connection<H, Fut>(
     Fut: Future<Output = HttpResponse> + 'static,
 {
     let clock = Rc::new(RequestClock::default());
-    let read_timeout = options.request_read_timeout;
+    let read_timeout = spread(options.request_read_timeout);
     let service = {
         let clock = clock.clone();
         service_fn(move |mut req: Request<Incoming>| {
@@ -690,7 +713,7 @@ async fn serve_connection<H, Fut>(
         .timer(TokioTimer::new())
         // Hyper's header timer runs from the end of the previous response: it bounds
         // how long a keep-alive connection may idle.
-        .header_read_timeout(options.idle_timeout)
+        .header_read_timeout(spread(options.idle_timeout))
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     let mut stopping = false;
@@ -818,6 +841,22 @@ mod tests {
         );
         let second = bind_reuseport(port, 2);
         assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn deadlines_are_spread_over_a_quarter_more_than_configured() {
+        let timeout = Duration::from_millis(1000);
+        let draws: Vec<Duration> = (0..1000).map(|_| spread(timeout)).collect();
+        let (min, max) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(
+            *min >= timeout && *max < timeout + timeout / 4,
+            "{min:?}..{max:?}"
+        );
+        // 1,000 uniform draws cover nearly all of the 250 ms.
+        assert!(
+            *min < Duration::from_millis(1030) && *max > Duration::from_millis(1220),
+            "{min:?}..{max:?}"
+        );
     }
 
     /// A burst of new connections must not run ahead of a request on an established

@@ -105,6 +105,49 @@ fn a_half_sent_body_is_cut_with_408_after_the_read_deadline() {
     );
 }
 
+/// Connections opened together must not all be cut in the same millisecond (the
+/// thread would run every 408 in a row while its other connections wait): each gets
+/// the configured time plus up to a quarter more.
+#[test]
+fn half_sent_bodies_sent_together_are_cut_at_spread_deadlines() {
+    const CONNECTIONS: usize = 40;
+    let engine = Engine::start_with(&[("REQUEST_READ_TIMEOUT_MS", "1000")]);
+    let port = engine.port("gateway");
+    let start = std::sync::Barrier::new(CONNECTIONS);
+    let cut_after: Vec<Duration> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..CONNECTIONS)
+            .map(|_| {
+                let start = &start;
+                scope.spawn(move || {
+                    let mut stream = connect_from("127.0.0.1", port);
+                    start.wait();
+                    let sent = Instant::now();
+                    stream
+                        .write_all(b"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{")
+                        .unwrap();
+                    let (raw, closed) = read_until_closed(&mut stream, Duration::from_secs(8));
+                    assert!(closed, "still open after 8 s");
+                    assert_eq!(parse_response(&raw).status, 408);
+                    sent.elapsed()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let first = *cut_after.iter().min().unwrap();
+    let last = *cut_after.iter().max().unwrap();
+    assert!(
+        first >= Duration::from_millis(990),
+        "one was cut after {first:?}"
+    );
+    assert!(last < Duration::from_secs(4), "one was cut after {last:?}");
+    // 40 draws over 250 ms: their range is below 100 ms with a chance under 1e-9.
+    assert!(
+        last - first >= Duration::from_millis(100),
+        "all {CONNECTIONS} were cut between {first:?} and {last:?}"
+    );
+}
+
 #[test]
 fn unfinished_headers_are_cut_with_408_after_the_read_deadline() {
     let engine = Engine::start_with(&[("REQUEST_READ_TIMEOUT_MS", "1000")]);
