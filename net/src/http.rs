@@ -6,8 +6,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{HeaderMap, Response, StatusCode};
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::runtime::HttpResponse;
 use liveops_engine::event::ValidationError;
@@ -64,6 +65,10 @@ impl ApiError {
     }
 
     pub fn with_extra(mut self, key: &str, value: Value) -> Self {
+        assert!(
+            !ERROR_FIXED_MEMBERS.contains(&key),
+            "an extra member may not replace `{key}`"
+        );
         self.extra.insert(key.to_owned(), value);
         self
     }
@@ -101,22 +106,8 @@ impl ApiError {
         .retry_after(1)
     }
 
-    /// The `error` object alone (batch results embed it).
-    pub fn body(&self) -> Value {
-        let mut error = Map::new();
-        error.insert("code".into(), Value::from(self.code));
-        error.insert("message".into(), Value::from(self.message.clone()));
-        if let Some(field) = &self.field {
-            error.insert("field".into(), Value::from(field.clone()));
-        }
-        for (k, v) in &self.extra {
-            error.insert(k.clone(), v.clone());
-        }
-        Value::Object(error)
-    }
-
     pub fn into_response(self) -> HttpResponse {
-        let mut response = json_response(self.status, &json!({ "error": self.body() }));
+        let mut response = json_response(self.status, &ErrorResponse { error: &self });
         if let Some(seconds) = self.retry_after_s {
             set_retry_after(&mut response, seconds);
         }
@@ -129,6 +120,42 @@ impl ApiError {
         }
         response
     }
+}
+
+/// The members every `error` object may have besides its extras, in name order.
+const ERROR_FIXED_MEMBERS: [&str; 3] = ["code", "field", "message"];
+
+/// An `ApiError` serializes as the `error` object of its response (batch results embed
+/// it): its members in name order, as a `serde_json::Map` would hold them, but written
+/// straight from the error, since a batch of refusals holds up to a thousand of them.
+impl Serialize for ApiError {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fixed = [
+            Some(self.code),
+            self.field.as_deref(),
+            Some(self.message.as_str()),
+        ];
+        let mut map = serializer.serialize_map(None)?;
+        let mut extra = self.extra.iter().peekable();
+        for (name, value) in ERROR_FIXED_MEMBERS.into_iter().zip(fixed) {
+            while let Some((key, value)) = extra.next_if(|(key, _)| key.as_str() < name) {
+                map.serialize_entry(key, value)?;
+            }
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        for (key, value) in extra {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A whole error response's body: `{"error": {...}}`.
+#[derive(Serialize)]
+pub struct ErrorResponse<'a> {
+    pub error: &'a ApiError,
 }
 
 pub fn set_retry_after(response: &mut HttpResponse, seconds: u64) {
@@ -305,15 +332,27 @@ impl Query {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn error_body_shape() {
         let e = ApiError::new(StatusCode::FORBIDDEN, "player_blocked", "blocked")
             .with_field("playerId")
             .with_extra("blockedUntil", json!(5));
+        let expected = json!({"code":"player_blocked","message":"blocked","field":"playerId","blockedUntil":5});
+        assert_eq!(serde_json::to_value(&e).unwrap(), expected);
+        // Byte for byte what the map of members wrote before: names in order.
         assert_eq!(
-            e.body(),
-            json!({"code":"player_blocked","message":"blocked","field":"playerId","blockedUntil":5})
+            serde_json::to_string(&e).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        let extras = ApiError::new(StatusCode::CONFLICT, "c", "m")
+            .with_extra("zeta", json!(1))
+            .with_extra("alpha", json!(2))
+            .with_extra("dog", json!(3));
+        assert_eq!(
+            serde_json::to_string(&extras).unwrap(),
+            r#"{"alpha":2,"code":"c","dog":3,"message":"m","zeta":1}"#
         );
         let response = ApiError::overloaded().into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -16,11 +16,13 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{hold_over_budget, mesh_error, only, unknown_route, App, Outcome};
 use crate::host_budget::client_host;
-use crate::http::{bytes_response, read_body, retry_after_s, set_retry_after, ApiError};
+use crate::http::{
+    bytes_response, read_body, retry_after_s, set_retry_after, ApiError, ErrorResponse,
+};
 use crate::mesh::{unix_now_ms, MeshError};
 use crate::runtime::PeerAddr;
 use liveops_engine::event::{parse_body, Body, Event, ValidationError};
@@ -314,7 +316,7 @@ enum BatchItem {
     Refused {
         index: usize,
         status: u16,
-        error: Value,
+        error: ApiError,
     },
 }
 
@@ -334,7 +336,7 @@ async fn single(app: &App, event: Event, key: Option<KeyRef>) -> Answer {
         Ok(accepted) => (202, to_json(&accepted), None, true),
         Err(e) => (
             e.status.as_u16(),
-            to_json(&json!({ "error": e.body() })),
+            to_json(&ErrorResponse { error: &e }),
             e.retry_after_s,
             false,
         ),
@@ -426,7 +428,7 @@ async fn batch(
                     BatchItem::Refused {
                         index,
                         status: e.status.as_u16(),
-                        error: e.body(),
+                        error: e,
                     }
                 }
             },
