@@ -9,6 +9,8 @@
 //!   graceful shutdown; the bench's baseline server reuses it.
 //! * [`mesh`] carries work to the shard owning it over bounded lock-free queues.
 //! * [`routes`] maps requests to shard work; [`http`] has the response and error shapes.
+//!   [`heavy_work`] gives large batches and long pages at most half of a thread while
+//!   other work is ready.
 //! * [`engine_state`] answers the change feed's sinks from the shards.
 //! * [`server`] assembles it all; [`metrics`] is the Prometheus registry.
 //! * [`cli`] is the command line for people (`liveops send`, `claim`, `top`); [`tools`]
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod committer;
 pub mod config;
 pub mod engine_state;
+pub mod heavy_work;
 pub mod host_budget;
 pub mod http;
 pub mod layout;

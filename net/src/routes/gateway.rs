@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{hold_over_budget, mesh_error, only, unknown_route, App, Outcome};
+use crate::heavy_work::{self, HEAVY_BYTES_MIN, HEAVY_ITEMS_MIN};
 use crate::host_budget::client_host;
 use crate::http::{
     bytes_response, read_body, retry_after_s, set_retry_after, ApiError, ErrorResponse,
@@ -74,21 +75,26 @@ async fn post_events(app: &Arc<App>, req: Request<Incoming>) -> Outcome {
                 "invalid"
             })
         })?;
-    verify_signature(app, &parts.headers, &bytes).inspect_err(|_| refused("bad_signature"))?;
-    let key = idempotency_key(&parts.headers).inspect_err(|_| refused("invalid"))?;
-    let now_s = unix_now_ms() / 1000;
-    let mut body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
-        refused("invalid");
-        ApiError::bad_request(e)
-    })?;
+    // Hashing and parsing a large batch keeps the thread for a millisecond or more.
+    let checked = heavy_work::run_if(bytes.len() >= HEAVY_BYTES_MIN, || {
+        verify_signature(app, &parts.headers, &bytes).inspect_err(|_| refused("bad_signature"))?;
+        let key = idempotency_key(&parts.headers).inspect_err(|_| refused("invalid"))?;
+        let now_s = unix_now_ms() / 1000;
+        let mut body = parse_body(&bytes, now_s, app.policy.ts).map_err(|e| {
+            refused("invalid");
+            ApiError::bad_request(e)
+        })?;
+        let request_fingerprint = fingerprint(&bytes);
+        identify(&mut body, &request_fingerprint);
+        Ok::<_, ApiError>((key, body, request_fingerprint))
+    });
+    let (key, body, request_fingerprint) = checked.await?;
     if let Body::Single(Err(e)) = body {
         // Nothing to apply: answer before touching any key.
         refused("invalid");
         return Err(ApiError::bad_request(e));
     }
     let app = app.clone();
-    let request_fingerprint = fingerprint(&bytes);
-    identify(&mut body, &request_fingerprint);
     // Only a keyed request is charged to its host.
     let host = key
         .as_ref()
@@ -235,7 +241,10 @@ async fn apply_events(
     };
     if let Some(key) = key {
         let home = shard_of(&key, app.mesh.shards());
-        let stored = StoredResponse::compact(status, &body);
+        let stored = heavy_work::run_if(body.len() >= HEAVY_BYTES_MIN, || {
+            StoredResponse::compact(status, &body)
+        })
+        .await;
         // The key must leave the in-flight state whatever happens, so this waits for
         // room in the inbox rather than failing. It answers once run, not once durable:
         // every event it completes is on disk already and names the key (`KeyRef`), so
@@ -406,6 +415,11 @@ async fn batch(
             }
         }
     }
+    heavy_work::run_if(results.len() >= HEAVY_ITEMS_MIN, || batch_answer(results)).await
+}
+
+/// The answer to a batch from each of its events' results.
+fn batch_answer(results: Vec<Option<Result<AcceptedEvent, ApiError>>>) -> Answer {
     let (mut accepted, mut rejected, mut retry_after) = (0u64, 0u64, None::<u64>);
     let items: Vec<BatchItem> = results
         .into_iter()
