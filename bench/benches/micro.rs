@@ -55,6 +55,10 @@
 //!   among 100,000 whose histories were warmed with 20 events each, the same event mix,
 //!   each player's events 30-60 s apart (a human's pace: nothing is flagged for speed).
 //!   Building the event and its identity is not timed.
+//! * `idempotency/compact/{refused999,accepted1000}`: `StoredResponse::compact` of a
+//!   batch's answer as the gateway writes it (1 accepted and 999 refused events, or
+//!   1,000 accepted): what remembering a keyed batch's response costs. Throughput in
+//!   bytes of JSON.
 
 use std::cmp::Reverse;
 use std::hint::black_box;
@@ -67,6 +71,7 @@ use liveops_engine::board::{
 };
 use liveops_engine::event::{self, Body, Event, EventKind, TsPolicy};
 use liveops_engine::fairness::{self, History, Population, Seen, Thresholds};
+use liveops_engine::idempotency::StoredResponse;
 use liveops_engine::page::{select_in_process, RankedEntries};
 use liveops_engine::policy::Policy;
 use liveops_engine::replay::{ReplayId, ReplaySet};
@@ -718,6 +723,46 @@ fn guard(c: &mut Criterion) {
     group.finish();
 }
 
+/// A batch's answer as the gateway writes it: `valid` accepted events, then `invalid`
+/// refused ones, as JSON.
+fn batch_answer_json(valid: usize, invalid: usize) -> Vec<u8> {
+    let accepted = (0..valid).map(|index| {
+        format!(
+            r#"{{"flagged":false,"index":{index},"level":3,"playerId":"p_{index}","status":202,"type":"progression","xp":{}}}"#,
+            1000 + index * 7
+        )
+    });
+    let refused = (valid..valid + invalid).map(|index| {
+        format!(
+            r#"{{"error":{{"code":"invalid_delta_xp","field":"deltaXp","message":"deltaXp must be a whole number 0..=1000000"}},"index":{index},"status":400}}"#
+        )
+    });
+    let results: Vec<String> = accepted.chain(refused).collect();
+    format!(
+        r#"{{"accepted":{valid},"rejected":{invalid},"results":[{}]}}"#,
+        results.join(",")
+    )
+    .into_bytes()
+}
+
+fn idempotency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("idempotency");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    for (name, json) in [
+        ("refused999", batch_answer_json(1, 999)),
+        ("accepted1000", batch_answer_json(1000, 0)),
+    ] {
+        let stored = StoredResponse::compact(202, &json);
+        assert_eq!(stored.json().unwrap().as_ref(), json.as_slice());
+        group.throughput(Throughput::Bytes(json.len() as u64));
+        group.bench_function(BenchmarkId::new("compact", name), |b| {
+            b.iter(|| StoredResponse::compact(202, black_box(&json)))
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let bodies = Bodies::new();
@@ -727,5 +772,6 @@ fn main() {
     page(&mut c);
     shard(&mut c);
     guard(&mut c);
+    idempotency(&mut c);
     c.final_summary();
 }

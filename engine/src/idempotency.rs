@@ -93,28 +93,36 @@ fn compact_form(json: &[u8]) -> Option<Vec<u8>> {
     let mut numbers: Vec<u64> = Vec::new();
     let mut rest = json;
     while !rest.is_empty() {
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"},")
-            .map_or(rest.len(), |i| i + 2);
+        let end = piece_end(rest);
         let (piece, tail) = rest.split_at(end);
         rest = tail;
         shape.clear();
         numbers.clear();
         let mut i = 0;
         while i < piece.len() {
+            // Text up to the next digit is copied as one run, not byte by byte: most of
+            // a piece is text.
+            let text = piece[i..]
+                .iter()
+                .position(u8::is_ascii_digit)
+                .unwrap_or(piece.len() - i);
+            shape.extend_from_slice(&piece[i..i + text]);
+            i += text;
             let digits = piece[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let canonical = digits == 1 || (digits > 1 && piece[i] != b'0');
-            if canonical && digits <= NUMBER_DIGITS_MAX {
-                let text = std::str::from_utf8(&piece[i..i + digits]).expect("ASCII digits");
-                numbers.push(text.parse().expect("19 digits fit a u64"));
-                shape.push(NUMBER_MARK);
-                i += digits;
-            } else {
-                let literal = digits.max(1);
-                shape.extend_from_slice(&piece[i..i + literal]);
-                i += literal;
+            if digits == 0 {
+                continue;
             }
+            let canonical = digits == 1 || piece[i] != b'0';
+            if canonical && digits <= NUMBER_DIGITS_MAX {
+                let value = piece[i..i + digits]
+                    .iter()
+                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                numbers.push(value);
+                shape.push(NUMBER_MARK);
+            } else {
+                shape.extend_from_slice(&piece[i..i + digits]);
+            }
+            i += digits;
         }
         let id = match shape_ids.get(&shape) {
             Some(&id) => id,
@@ -142,6 +150,19 @@ fn compact_form(json: &[u8]) -> Option<Vec<u8>> {
     w.varint(pieces_count);
     out.extend_from_slice(&pieces);
     Some(out)
+}
+
+/// Where the piece that starts `rest` ends: just after its first `},`, or at the end.
+fn piece_end(rest: &[u8]) -> usize {
+    let mut from = 0;
+    while let Some(at) = rest[from..].iter().position(|&b| b == b'}') {
+        let brace = from + at;
+        if rest.get(brace + 1) == Some(&b',') {
+            return brace + 2;
+        }
+        from = brace + 1;
+    }
+    rest.len()
 }
 
 /// The JSON of a stored body: itself, or its compact form expanded.
