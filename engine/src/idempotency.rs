@@ -108,10 +108,10 @@ fn compact_form(json: &[u8]) -> Option<Vec<u8>> {
                 .unwrap_or(piece.len() - i);
             shape.extend_from_slice(&piece[i..i + text]);
             i += text;
-            let digits = piece[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-            if digits == 0 {
-                continue;
+            if i == piece.len() {
+                break;
             }
+            let digits = piece[i..].iter().take_while(|b| b.is_ascii_digit()).count();
             let canonical = digits == 1 || piece[i] != b'0';
             if canonical && digits <= NUMBER_DIGITS_MAX {
                 let value = piece[i..i + digits]

@@ -49,21 +49,26 @@ struct Window {
     spent: Duration,
 }
 
+impl Window {
+    fn starting(at: Instant) -> Self {
+        Window {
+            started: at,
+            spent: Duration::ZERO,
+        }
+    }
+}
+
 thread_local! {
-    static WINDOW: Cell<Option<Window>> = const { Cell::new(None) };
+    /// Starts with the thread's first heavy stretch.
+    static WINDOW: Cell<Window> = Cell::new(Window::starting(Instant::now()));
 }
 
 fn window() -> Window {
-    WINDOW.with(|w| {
-        w.get().unwrap_or(Window {
-            started: Instant::now(),
-            spent: Duration::ZERO,
-        })
-    })
+    WINDOW.with(Cell::get)
 }
 
 fn set_window(window: Window) {
-    WINDOW.with(|w| w.set(Some(window)));
+    WINDOW.with(|w| w.set(window));
 }
 
 /// Runs `work`, a heavy stretch without awaits, within this thread's budget (see the
@@ -77,10 +82,7 @@ async fn run_within<R>(budget: Duration, window_length: Duration, work: impl FnO
         let now = Instant::now();
         let current = window();
         if now.duration_since(current.started) >= window_length {
-            set_window(Window {
-                started: now,
-                spent: Duration::ZERO,
-            });
+            set_window(Window::starting(now));
             break;
         }
         if current.spent < budget {
@@ -90,10 +92,7 @@ async fn run_within<R>(budget: Duration, window_length: Duration, work: impl FnO
         // Every task that was ready has run: unless another heavy stretch started a
         // window meanwhile (and may have spent it), this one starts the next.
         if window().started == current.started {
-            set_window(Window {
-                started: Instant::now(),
-                spent: Duration::ZERO,
-            });
+            set_window(Window::starting(Instant::now()));
             break;
         }
     }
