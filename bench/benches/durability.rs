@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 use liveops_engine::codec;
 use liveops_engine::event::{Event, EventKind};
+use liveops_engine::fairness::Thresholds;
 use liveops_engine::policy::Policy;
 use liveops_engine::shard::{EventOutcome, Record, Shard};
 use liveops_engine::signing::ReceiptSigner;
@@ -79,10 +80,20 @@ impl Drop for ScratchDir {
     }
 }
 
+/// The engine's policy for machine-paced load (as `bench/ab.sh` runs the engine): each
+/// player here gets an event every 100 ms of the injected clock, far beyond the
+/// rate-limit, rate-of-gain and boss-cadence defaults, which judge human players.
 fn policy() -> Policy {
+    let defaults = Policy::default();
     Policy {
         rate_limit_per_s: 1_000_000,
-        ..Policy::default()
+        fairness: Thresholds {
+            gain_rate_max: 1_000_000.0,
+            cadence_fraction: 0.0,
+            cadence_floor_ms: 0,
+            ..defaults.fairness
+        },
+        ..defaults
     }
 }
 
