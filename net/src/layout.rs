@@ -24,7 +24,9 @@ use liveops_engine::shard::{Record, Shard};
 use liveops_storage::{latest_checkpoint, FileSystem, Wal, WalOptions};
 use rustix::fs::FlockOperation;
 
-use crate::store::{decode_checkpoint, encode_checkpoint, note_keyed, KeyedEvents, StoreError};
+use crate::store::{
+    decode_checkpoint, encode_checkpoint, note_covered_keys, note_keyed, KeyedEvents, StoreError,
+};
 
 const LAYOUT_FILE: &str = "LAYOUT";
 const LAYOUT_MAGIC: &str = "liveops-layout 1";
@@ -323,6 +325,7 @@ fn migrate(
     for index in 0..old.shards {
         let dir = old.shard_dir(index);
         let load = latest_checkpoint(&*fs, &dir)?;
+        note_covered_keys(&*fs, &dir, &load, &mut keyed)?;
         let mut after_lsn = 0;
         if let Some(checkpoint) = &load.checkpoint {
             decode_checkpoint(checkpoint.payload(), |record| {

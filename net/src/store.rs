@@ -8,7 +8,10 @@
 //!   caller's choice (the engine's is in `committer.rs`).
 //! * Recovery loads the newest valid checkpoint, then streams the log after it through
 //!   [`Shard::apply`]. Accepted events carrying an idempotency key are remembered
-//!   ([`KeyedEvents`]) so keys whose completion was cut off can be rebuilt.
+//!   ([`KeyedEvents`]) so keys whose completion was cut off can be rebuilt: those after
+//!   the checkpoint, and those it covers that the log still holds ([`note_covered_keys`]):
+//!   a key's completion is logged on its own shard after the events, so a checkpoint of
+//!   the events' shard may cover them before the completion is durable.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -18,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use liveops_engine::codec::{self, DecodeError, Reader, Writer};
 use liveops_engine::shard::{Record, Shard};
-use liveops_storage::{latest_checkpoint, FileSystem, RecoveryReport, Wal, WalOptions};
+use liveops_storage::{
+    latest_checkpoint, read_covered, CheckpointLoad, FileSystem, RecoveryReport, Wal, WalOptions,
+};
 
 /// Largest checkpoint payload this engine writes or reads.
 const CHECKPOINT_BYTES_MAX: usize = 1 << 30;
@@ -76,6 +81,42 @@ pub fn note_keyed(keyed: &mut KeyedEvents, record: &Record) {
         };
         add_keyed(keyed, k.key.to_string(), request);
     }
+}
+
+/// Notes the idempotency keys of the events `load`'s checkpoint covers that `dir`'s log
+/// still holds (back to the previous checkpoint, whose fallback keeps them). The events
+/// are in the checkpoint's state already; only the requests they name are read. Reading
+/// is best effort: damage there is logged and ends it, and only costs what it hides.
+pub fn note_covered_keys(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    load: &CheckpointLoad,
+    keyed: &mut KeyedEvents,
+) -> Result<(), StoreError> {
+    let Some(checkpoint) = &load.checkpoint else {
+        return Ok(());
+    };
+    let after_lsn = load.previous_lsn.unwrap_or(0);
+    let mut undecodable = 0u64;
+    let read = read_covered(fs, dir, after_lsn, checkpoint.lsn, |raw| {
+        if raw.kind != codec::kind::EVENT_ACCEPTED {
+            return;
+        }
+        match codec::decode(raw.kind, raw.payload) {
+            Ok(record) => note_keyed(keyed, &record),
+            Err(_) => undecodable += 1,
+        }
+    })?;
+    if read.stopped.is_some() || undecodable > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            stopped = ?read.stopped,
+            undecodable,
+            "the log a checkpoint covers was read back only in part: keys whose completion \
+             a crash cut off may be forgotten"
+        );
+    }
+    Ok(())
 }
 
 /// Adds what is known of one request to `keyed`: a later use of the key replaces what
@@ -138,6 +179,7 @@ impl ShardStore {
             checkpoint_lsn = checkpoint.lsn;
         }
         let mut keyed = KeyedEvents::new();
+        note_covered_keys(&*fs, dir, &load, &mut keyed)?;
         let mut recovery = Wal::recover(fs, dir, config.clone(), checkpoint_lsn)?;
         while let Some(raw) = recovery.next_record()? {
             let record =
@@ -429,6 +471,39 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
+    }
+
+    /// A key's completion is logged on its own shard after the events' shard logged the
+    /// events. If the events' shard checkpoints in between and the engine dies before the
+    /// completion is durable, the events are in the checkpoint's state only: recovery
+    /// must still know their key (from the log the checkpoint covers), or a retry with
+    /// the key would apply them again.
+    #[test]
+    fn keys_of_events_a_checkpoint_covers_are_known_after_a_crash() {
+        let fs: Arc<dyn FileSystem> = Arc::new(FaultFs::new(2));
+        let dir = Path::new("/shard-1");
+        let config = WalOptions::default();
+        let Recovered {
+            shard, mut store, ..
+        } = ShardStore::recover(fs.clone(), dir, config.clone(), empty()).unwrap();
+        let events = [
+            keyed_event("bob", 0, 9_000, 9_002),
+            keyed_event("carol", 1, 9_000, 9_003),
+        ];
+        store.commit(&events).unwrap();
+        store.checkpoint(&shard).unwrap();
+        drop(store);
+        let recovered = ShardStore::recover(fs, dir, config, empty()).unwrap();
+        assert_eq!(
+            recovered.report.records_replayed, 0,
+            "the checkpoint covers them"
+        );
+        let request = recovered
+            .keyed
+            .get("K")
+            .expect("the key is known from the log the checkpoint covers");
+        assert_eq!((request.reserved_ms, request.at_ms), (9_000, 9_002));
+        assert_eq!(request.events.len(), 2);
     }
 
     #[test]

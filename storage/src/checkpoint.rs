@@ -78,6 +78,9 @@ pub struct CheckpointLoad {
     pub checkpoint: Option<Checkpoint>,
     /// Newer files that were invalid and skipped, newest first: for the operator's log.
     pub skipped: Vec<SkippedCheckpoint>,
+    /// The LSN of the next older checkpoint file (named, not read), if any: the log after
+    /// it is still on disk, kept for it as a fallback (see [`crate::read_covered`]).
+    pub previous_lsn: Option<Lsn>,
 }
 
 /// What [`crate::Wal::checkpoint`] wrote and deleted.
@@ -207,11 +210,13 @@ pub(crate) fn write_checkpoint(
 /// The newest valid checkpoint in `dir`, skipping (and reporting) invalid newer ones.
 pub fn latest_checkpoint(fs: &dyn FileSystem, dir: &Path) -> Result<CheckpointLoad> {
     let mut load = CheckpointLoad::default();
-    for lsn in list_checkpoints(fs, dir)? {
+    let lsns = list_checkpoints(fs, dir)?;
+    for (i, &lsn) in lsns.iter().enumerate() {
         let path = dir.join(checkpoint_file_name(lsn));
         match read_checkpoint(fs, &path, lsn)? {
             Ok(checkpoint) => {
                 load.checkpoint = Some(checkpoint);
+                load.previous_lsn = lsns.get(i + 1).copied();
                 break;
             }
             Err(reason) => load.skipped.push(SkippedCheckpoint { file: path, reason }),

@@ -105,6 +105,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod checkpoint;
+mod covered;
 pub mod fault;
 pub mod fs;
 pub mod record;
@@ -116,6 +117,7 @@ pub mod watch;
 pub use checkpoint::{
     latest_checkpoint, Checkpoint, CheckpointLoad, CheckpointWritten, SkippedCheckpoint,
 };
+pub use covered::{read_covered, CoveredRead};
 pub use fs::{FileSystem, StdFs, WritableFile};
 pub use record::{Record, RecordRef, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
 pub use segment::{parse_segment_file_name, segment_file_name};
