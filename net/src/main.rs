@@ -10,6 +10,13 @@ use liveops_net::config::{self, Config, Env};
 use liveops_net::layout::DataDirLock;
 use liveops_net::server::Server;
 
+/// mimalloc rather than glibc's malloc: request bodies, parsed events and answers are
+/// many and short-lived, and glibc spent ~14 % of the engine's CPU on them under the
+/// hostile mix (`_int_malloc`, `unlink_chunk`, `malloc_consolidate` in `perf`); the
+/// same-session A/B is in BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// From the signal to exit, the contract allows 2 s; leave room for the process exit.
 const SHUTDOWN_DEADLINE_MS: u64 = 1_900;
 
