@@ -14,23 +14,23 @@
 use std::path::Path;
 
 use crate::fs::FileSystem;
-use crate::segment::{list_segments, read_segment, segment_file_name, SegmentCursor, Step};
-use crate::{CorruptionReason, Lsn, RecordRef, Result};
+use crate::verify::{Walked, Walker};
+use crate::{Damage, Lsn, RecordRef, Result};
 
 /// What [`read_covered`] read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CoveredRead {
     /// Records handed out.
     pub records: u64,
-    /// Why the read ended before `through_lsn`, if it did: the records after the bad
+    /// Where the read ended before `through_lsn`, if it did: the records after the bad
     /// spot were not read.
-    pub stopped: Option<CorruptionReason>,
+    pub stopped: Option<Damage>,
 }
 
 /// Hands the records of `dir`'s log with LSNs in `after_lsn + 1..=through_lsn` that are
 /// still on disk to `visit`, oldest first. Records already deleted are not an error (a
 /// checkpoint's own log is kept only back to the previous checkpoint); damage or a gap
-/// ends the read (see [`CoveredRead::stopped`]).
+/// ends the read (see [`CoveredRead::stopped`]). The walk is `liveops wal verify`'s.
 pub fn read_covered(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -42,57 +42,27 @@ pub fn read_covered(
     if through_lsn <= after_lsn {
         return Ok(read);
     }
-    let segments = list_segments(fs, dir)?;
-    // The segment holding `after_lsn + 1`, or the oldest one left if none does.
-    let start = segments
-        .iter()
-        .rposition(|&first| first <= after_lsn + 1)
-        .unwrap_or(0);
-    let mut buf = Vec::new();
-    let mut lsn_next = None;
-    for (index, &first) in segments.iter().enumerate().skip(start) {
-        if first > through_lsn {
-            break;
+    let mut walker = Walker::from_lsn(fs, dir, after_lsn + 1)?;
+    while let Some(walked) = walker.next_walked()? {
+        let Walked::Record {
+            lsn, kind, payload, ..
+        } = walked
+        else {
+            continue;
+        };
+        if lsn > through_lsn {
+            return Ok(read);
         }
-        if let Some(expected) = lsn_next.filter(|&expected| expected != first) {
-            read.stopped = Some(CorruptionReason::LogGap {
-                expected,
-                found: first,
+        if lsn > after_lsn {
+            read.records += 1;
+            visit(RecordRef {
+                lsn,
+                kind,
+                payload: walker.payload(payload),
             });
-            break;
         }
-        let path = dir.join(segment_file_name(first));
-        if let Err(reason) = read_segment(fs, &path, &mut buf)? {
-            read.stopped = Some(reason);
-            break;
-        }
-        let mut cursor = SegmentCursor::new(first, index + 1 == segments.len());
-        loop {
-            match cursor.step(&buf) {
-                Step::Record {
-                    lsn, kind, payload, ..
-                } => {
-                    if lsn > through_lsn {
-                        return Ok(read);
-                    }
-                    if lsn > after_lsn {
-                        read.records += 1;
-                        visit(RecordRef {
-                            lsn,
-                            kind,
-                            payload: &buf[payload],
-                        });
-                    }
-                }
-                Step::End => break,
-                Step::Damaged { reason, .. } => {
-                    read.stopped = Some(reason);
-                    return Ok(read);
-                }
-            }
-        }
-        lsn_next = Some(cursor.lsn_next());
     }
+    read.stopped = walker.damage().cloned();
     Ok(read)
 }
 
@@ -102,6 +72,7 @@ mod tests {
 
     use super::*;
     use crate::fault::FaultFs;
+    use crate::segment::segment_file_name;
     use crate::{latest_checkpoint, Wal, WalOptions};
 
     fn options() -> WalOptions {

@@ -163,7 +163,7 @@ impl Iterator for DumpIter<'_> {
 }
 
 /// What the walker met next.
-enum Walked {
+pub(crate) enum Walked {
     Record {
         lsn: Lsn,
         kind: u8,
@@ -179,7 +179,7 @@ enum Walked {
 }
 
 /// Read-only walk over all segments with recovery's rules; stops at the first damage.
-struct Walker<'a> {
+pub(crate) struct Walker<'a> {
     fs: &'a dyn FileSystem,
     dir: PathBuf,
     segments: Vec<Lsn>,
@@ -221,11 +221,34 @@ impl<'a> Walker<'a> {
         })
     }
 
+    /// A walk from the segment holding `lsn` (or the oldest one left, if none does):
+    /// segments wholly before it are not read.
+    pub(crate) fn from_lsn(fs: &'a dyn FileSystem, dir: &Path, lsn: Lsn) -> Result<Walker<'a>> {
+        let mut walker = Walker::new(fs, dir, None)?;
+        let start = walker
+            .segments
+            .iter()
+            .rposition(|&first| first <= lsn)
+            .unwrap_or(0);
+        walker.segments.drain(..start);
+        Ok(walker)
+    }
+
+    /// The bytes of a record the walk just returned.
+    pub(crate) fn payload(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// Where the walk stopped early, once it has returned `None`.
+    pub(crate) fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.join(segment_file_name(self.segments[self.index]))
     }
 
-    fn next_walked(&mut self) -> Result<Option<Walked>> {
+    pub(crate) fn next_walked(&mut self) -> Result<Option<Walked>> {
         loop {
             if self.finished {
                 return Ok(None);
