@@ -242,34 +242,31 @@ impl Mesh {
         R: Send + 'static,
         F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
     {
-        self.push_until_room(shard, Answer::Durable, f).await
-    }
-
-    /// Like [`Mesh::call_until_done`], but answered as soon as `f` has run, among the
-    /// writes, before its turn is durable (see [`Answer::Ran`]); its records still go to
-    /// the log with the turn. Only for a change whose record, if a crash takes it back,
-    /// recovery rebuilds from records that were durable before it ran: completing an
-    /// idempotency key, whose events name the key.
-    pub async fn call_until_run<R, F>(&self, shard: usize, f: F) -> Result<R, MeshError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
-    {
-        self.push_until_room(shard, Answer::Ran, f).await
-    }
-
-    async fn push_until_room<R, F>(
-        &self,
-        shard: usize,
-        answer: Answer,
-        f: F,
-    ) -> Result<R, MeshError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Shard, u64) -> R + Send + 'static,
-    {
         let (tx, rx) = oneshot::channel();
-        let mut job = job(tx, answer, f);
+        self.push_until_room(shard, job(tx, Answer::Durable, f))
+            .await?;
+        finish(rx).await
+    }
+
+    /// Queues `f` among the writes of `shard`, waiting for room rather than failing, and
+    /// returns once it is queued, not once it has run: nobody waits for its result. Its
+    /// records go to the log with the turn it runs in. Only for a change whose record, if
+    /// a crash takes it back, recovery rebuilds from records durable before it was
+    /// queued: completing an idempotency key, whose events name the key. Work queued on
+    /// the shard after it runs after it (the inbox is first in, first out), so a retry
+    /// whose reservation is sent after this returns sees the change.
+    pub async fn queue_until_room<F>(&self, shard: usize, f: F) -> Result<(), MeshError>
+    where
+        F: FnOnce(&mut Shard, u64) + Send + 'static,
+    {
+        let job: Job = Box::new(move |state, now_ms| {
+            f(state, now_ms);
+            None
+        });
+        self.push_until_room(shard, job).await
+    }
+
+    async fn push_until_room(&self, shard: usize, mut job: Job) -> Result<(), MeshError> {
         let inbox = &self.inboxes[shard];
         loop {
             if inbox.failed.load(Ordering::Acquire) {
@@ -278,7 +275,7 @@ impl Mesh {
             match inbox.queue.push(job) {
                 Ok(()) => {
                     inbox.wake.notify_one();
-                    return finish(rx).await;
+                    return Ok(());
                 }
                 Err(back) => {
                     job = back;
@@ -414,7 +411,6 @@ impl Mesh {
     }
 }
 
-/// Wraps `f` as a job answering on `tx` when its turn ends.
 /// When a job's caller gets its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
@@ -429,13 +425,13 @@ enum Answer {
     Immediate,
     /// As soon as the job has run, which is among the writes, in their order: changes
     /// that write no record (an idempotency key's reservation: a crash forgets it
-    /// whether or not the turn was durable), and changes whose record recovery rebuilds
-    /// from records already durable (a key's completion: its events name the key).
-    /// Waiting for the turn's fsync would only add the disk's latency to the request;
-    /// and unlike a read, the job is not held behind a burst of reads.
+    /// whether or not the turn was durable). Waiting for the turn's fsync would only add
+    /// the disk's latency to the request; and unlike a read, the job is not held behind
+    /// a burst of reads.
     Ran,
 }
 
+/// Wraps `f` as a job answering on `tx` as `answer` says.
 fn job<R, F>(tx: oneshot::Sender<Result<R, MeshError>>, answer: Answer, f: F) -> Job
 where
     R: Send + 'static,
@@ -665,11 +661,11 @@ mod tests {
         });
     }
 
-    /// A change sent with `call_until_run` (an idempotency key's completion) is answered
-    /// once it has run, without waiting for the disk, and its records still go to the
-    /// log with its turn; sent with `call_until_done`, the same change waits for the disk.
+    /// A change queued with `queue_until_room` (an idempotency key's completion) returns
+    /// once queued, before it has run; it runs before work queued after it (a retry's
+    /// reservation), and its records go to the log with its turn.
     #[test]
-    fn call_until_run_answers_before_the_disk_and_still_logs_the_change() {
+    fn a_queued_change_returns_before_it_runs_and_runs_before_later_work() {
         run(async {
             let records_logged = Arc::new(AtomicUsize::new(0));
             let host_records = records_logged.clone();
@@ -677,22 +673,24 @@ mod tests {
                 records_logged: host_records,
                 ..StalledLog::default()
             });
-            let until_run = mesh.call_until_run(0, |s, now_ms| {
-                s.admin_block("p_1", 1000, "t".into(), now_ms)
+            let ran = Arc::new(AtomicBool::new(false));
+            let ran_in_job = ran.clone();
+            let queued = mesh.queue_until_room(0, move |s, now_ms| {
+                s.admin_block("p_1", 1000, "t".into(), now_ms);
+                ran_in_job.store(true, Ordering::SeqCst);
             });
-            let answer = tokio::time::timeout(Duration::from_secs(5), until_run).await;
-            answer
-                .expect("call_until_run does not wait for the disk")
-                .expect("answered");
+            // A zero timeout polls once: the worker, on this thread, cannot run first.
+            let queued = tokio::time::timeout(Duration::ZERO, queued).await;
+            assert_eq!(queued, Ok(Ok(())), "it returns as soon as it is queued");
+            assert!(!ran.load(Ordering::SeqCst), "it has not run yet");
+            let later = mesh.call_unlogged(0, |s, now_ms| s.blocked(now_ms).len());
+            assert_eq!(later.await, Ok(1), "work queued after it sees it");
+            let read = mesh.read(0, |_, _| ()).await;
+            assert_eq!(read, Ok(()));
             assert!(
                 records_logged.load(Ordering::SeqCst) > 0,
-                "its records go to the log"
+                "its records go to the log with its turn"
             );
-            let until_done = mesh.call_until_done(0, |s, now_ms| {
-                s.admin_block("p_2", 1000, "t".into(), now_ms)
-            });
-            let waited = tokio::time::timeout(Duration::from_millis(50), until_done).await;
-            assert!(waited.is_err(), "call_until_done waits for the disk");
         });
     }
 

@@ -246,14 +246,18 @@ async fn apply_events(
         })
         .await;
         // The key must leave the in-flight state whatever happens, so this waits for
-        // room in the inbox rather than failing. It answers once run, not once durable:
-        // every event it completes is on disk already and names the key (`KeyRef`), so
-        // if a crash takes the completion back, recovery rebuilds it from them (README,
-        // Recovery). Waiting for its fsync would put a second disk wait on every keyed
-        // request.
+        // room in the inbox rather than failing. The answer goes out once the completion
+        // is queued, not once it has run or is durable:
+        // - a retry's reservation, sent after this answer, is queued behind it and sees
+        //   it (the inbox is first in, first out);
+        // - every event it completes is on disk already and names the key (`KeyRef`), so
+        //   if a crash takes the completion back, recovery rebuilds it from them (README,
+        //   Recovery).
+        // Waiting for it to run would put a second wait for the key's shard on every
+        // keyed request.
         let _ = app
             .mesh
-            .call_until_run(home, move |shard, now_ms| {
+            .queue_until_room(home, move |shard, now_ms| {
                 if applied {
                     shard.complete_key(key, request_fingerprint, stored, now_ms);
                 } else {
