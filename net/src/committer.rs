@@ -9,11 +9,17 @@
 //! leaves only after everything before it in the shard is durable, and the shard thread
 //! never waits on the disk: fsync latency bounds latency, not throughput.
 //!
+//! A group with no answer and no audit line (a turn that only completed idempotency
+//! keys, say) promises nothing to anyone, so it is written without its own fsync: the next
+//! group's fsync covers it, or the flusher syncs it once it has waited
+//! [`CommitterConfig::unsynced_wait_max`]. Under keyed traffic that halves the fsyncs,
+//! and an answer no longer waits behind the fsync of a group nobody waits for.
+//!
 //! A failed commit or fsync is fatal for the shard: [`Mesh::fail`] stops it taking work,
 //! the engine turns not ready, and every answer not yet sent is an error.
 
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,6 +58,9 @@ pub struct CommitterConfig {
     pub checkpoint_interval: Duration,
     /// Batch durability: ask the flusher to sync on every tick.
     pub interval_sync: bool,
+    /// Longest a group written without its fsync (it acknowledged nothing) waits for
+    /// one: the change feed follows only durable records (`FSYNC_INTERVAL_MS`).
+    pub unsynced_wait_max: Duration,
 }
 
 /// The shard thread's side; implements [`TurnHost`].
@@ -75,9 +84,10 @@ impl Committer {
     ) -> std::io::Result<Committer> {
         let (jobs, queue) = sync_channel(FLUSH_QUEUE_TURNS_MAX);
         let flusher_app = app.clone();
+        let unsynced_wait_max = config.unsynced_wait_max;
         let flusher = std::thread::Builder::new()
             .name(format!("flush-{index}"))
-            .spawn(move || flush_loop(index, store, queue, flusher_app))?;
+            .spawn(move || flush_loop(index, store, queue, flusher_app, unsynced_wait_max))?;
         Ok(Committer {
             index,
             jobs: Some(jobs),
@@ -179,7 +189,13 @@ struct AuditLine<'a> {
     record: &'a AuditRecord,
 }
 
-fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, app: Arc<App>) {
+fn flush_loop(
+    index: usize,
+    mut store: ShardStore,
+    queue: Receiver<FlushJob>,
+    app: Arc<App>,
+    unsynced_wait_max: Duration,
+) {
     let mut failed = false;
     let fatal = |what: &str, e: &StoreError, store: &ShardStore| {
         tracing::error!(shard = index, dir = %store.dir().display(), "FATAL: {what} failed: {e}; the shard stops acknowledging");
@@ -199,6 +215,8 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
         segments.set(i64::try_from(store.segment_count()).unwrap_or(i64::MAX));
     };
     publish(&store);
+    // When the oldest record written without its fsync was written.
+    let mut unsynced_since: Option<Instant> = None;
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
         match job {
@@ -227,7 +245,13 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
                     }
                 }
                 if !failed {
-                    if let Err(e) = store.commit(&records) {
+                    let promises_nothing = replies.is_empty() && audit.is_empty();
+                    let written = if promises_nothing {
+                        store.commit_unsynced(&records)
+                    } else {
+                        store.commit(&records)
+                    };
+                    if let Err(e) = written {
                         fatal("log commit", &e, &store);
                         failed = true;
                     }
@@ -270,8 +294,38 @@ fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, ap
             },
             FlushJob::Checkpoint(_) | FlushJob::Sync => {}
         }
-        if next.is_none() {
-            next = queue.recv().ok();
+        unsynced_since = match (failed || !store.has_unsynced(), unsynced_since) {
+            (true, _) => None,
+            (false, since) => Some(since.unwrap_or_else(Instant::now)),
+        };
+        // Due, or nothing more to wait for: sync now. A steady stream of groups that
+        // answer nothing must not put it off for ever.
+        let sync_now = |store: &mut ShardStore, failed: &mut bool| {
+            if let Err(e) = store.sync() {
+                fatal("fsync", &e, store);
+                *failed = true;
+            }
+            publish(store);
+        };
+        if unsynced_since.is_some_and(|since| since.elapsed() >= unsynced_wait_max) {
+            sync_now(&mut store, &mut failed);
+            unsynced_since = None;
+        }
+        while next.is_none() {
+            let Some(since) = unsynced_since else {
+                next = queue.recv().ok();
+                break;
+            };
+            match queue.recv_timeout(unsynced_wait_max.saturating_sub(since.elapsed())) {
+                Ok(job) => next = Some(job),
+                Err(closed_or_due) => {
+                    sync_now(&mut store, &mut failed);
+                    unsynced_since = None;
+                    if closed_or_due == RecvTimeoutError::Disconnected {
+                        break;
+                    }
+                }
+            }
         }
     }
 }
@@ -334,37 +388,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failed_fsync_stops_the_shard_and_fails_its_answers() {
-        let fs = FaultFs::new(7);
-        let config = WalOptions::default();
+    /// A shard on `fs` with its committer and worker on `local`; returns the worker.
+    fn start_shard(
+        fs: &FaultFs,
+        app: &Arc<App>,
+        unsynced_wait_max: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let empty = Shard::new(
             Policy::default(),
             ReceiptSigner::new(&[2; 32]),
             unix_now_ms(),
         );
-        let recovered =
-            ShardStore::recover(Arc::new(fs.clone()), Path::new("/shard-0"), config, empty)
-                .unwrap();
-        let app = app();
+        let recovered = ShardStore::recover(
+            Arc::new(fs.clone()),
+            Path::new("/shard-0"),
+            WalOptions::default(),
+            empty,
+        )
+        .unwrap();
         let committer_config = CommitterConfig {
             tick_interval: Duration::from_secs(3600),
             checkpoint_records: 1_000_000,
             checkpoint_interval: Duration::from_secs(3600),
             interval_sync: false,
+            unsynced_wait_max,
         };
+        let mut committer =
+            Committer::start(0, recovered.store, app.clone(), committer_config).unwrap();
+        let mesh = app.mesh.clone();
+        tokio::task::spawn_local(async move {
+            mesh.run_worker(0, recovered.shard, &mut committer).await;
+        })
+    }
+
+    fn run(test: impl std::future::Future<Output = ()>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&runtime, async {
-            let mut committer =
-                Committer::start(0, recovered.store, app.clone(), committer_config).unwrap();
-            let mesh = app.mesh.clone();
-            let worker = tokio::task::spawn_local(async move {
-                mesh.run_worker(0, recovered.shard, &mut committer).await;
-            });
+        tokio::task::LocalSet::new().block_on(&runtime, test);
+    }
+
+    #[test]
+    fn a_failed_fsync_stops_the_shard_and_fails_its_answers() {
+        let fs = FaultFs::new(7);
+        let app = app();
+        run(async {
+            let worker = start_shard(&fs, &app, Duration::from_millis(10));
             let first = app
                 .mesh
                 .call(0, |s, now| s.submit_event(event("durable"), None, now))
@@ -395,6 +465,56 @@ mod tests {
                 third.err(),
                 Some(MeshError::Failed),
                 "and takes no more work, not even reads"
+            );
+            app.mesh.thread_done_serving();
+            worker.await.unwrap();
+        });
+    }
+
+    /// A turn that answers nothing (an idempotency key's completion) is written without
+    /// its own fsync: it becomes durable within `unsynced_wait_max`, or at once with the
+    /// next turn that answers.
+    #[test]
+    fn a_turn_that_answers_nothing_is_synced_later_or_with_the_next_answer() {
+        let fs = FaultFs::new(9);
+        let app = app();
+        let durable = || app.metrics.wal_durable_lsn.with_label_values(&["0"]).get();
+        let submit_unanswered = |player: &'static str| {
+            app.mesh.queue_until_room(0, move |s, now| {
+                let _ = s.submit_event(event(player), None, now);
+            })
+        };
+        run(async {
+            let worker = start_shard(&fs, &app, Duration::from_secs(1));
+            let answered = app
+                .mesh
+                .call(0, |s, now| s.submit_event(event("a"), None, now))
+                .await;
+            assert!(answered.is_ok());
+            let after_answer = durable();
+            assert!(after_answer > 0);
+
+            submit_unanswered("b").await.expect("queued");
+            // A read runs once the turn before it has gone to the flusher.
+            app.mesh.read(0, |_, _| ()).await.expect("read");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(durable(), after_answer, "no fsync of its own");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while durable() == after_answer && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let synced_later = durable();
+            assert!(synced_later > after_answer, "synced once it has waited");
+
+            submit_unanswered("c").await.expect("queued");
+            let answered = app
+                .mesh
+                .call(0, |s, now| s.submit_event(event("d"), None, now))
+                .await;
+            assert!(answered.is_ok());
+            assert!(
+                durable() >= synced_later + 2,
+                "the answered turn's fsync covers the turn before it"
             );
             app.mesh.thread_done_serving();
             worker.await.unwrap();

@@ -163,7 +163,9 @@ pub struct Config {
     /// (`REDIS_CLOSED_TTL`).
     pub redis_closed_ttl_s: u64,
     pub durability: Durability,
-    /// With batch durability, the longest a write waits for its fsync (`FSYNC_INTERVAL_MS`).
+    /// With batch durability, the longest a write waits for its fsync; with fsync
+    /// durability, the longest a write that acknowledges nothing does
+    /// (`FSYNC_INTERVAL_MS`).
     pub fsync_interval_ms: u64,
     pub recovery_mode: RecoveryMode,
     /// Log records per shard after which a checkpoint is taken (`CHECKPOINT_RECORDS`).

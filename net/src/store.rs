@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use liveops_engine::codec::{self, DecodeError, Reader, Writer};
 use liveops_engine::shard::{Record, Shard};
 use liveops_storage::{
-    latest_checkpoint, read_covered, CheckpointLoad, FileSystem, RecoveryReport, Wal, WalOptions,
+    latest_checkpoint, read_covered, CheckpointLoad, CommitInfo, FileSystem, RecoveryReport, Wal,
+    WalOptions,
 };
 
 /// Largest checkpoint payload this engine writes or reads.
@@ -217,6 +218,21 @@ impl ShardStore {
     /// Appends `records` as one group and commits it. On error the log is poisoned and
     /// nothing of the group may be acknowledged.
     pub fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.write_records(records, Wal::commit)
+    }
+
+    /// Appends `records` as one group and writes it without its fsync (see
+    /// [`Wal::commit_unsynced`]): for a turn that acknowledges nothing. On error the log
+    /// is poisoned.
+    pub fn commit_unsynced(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.write_records(records, Wal::commit_unsynced)
+    }
+
+    fn write_records(
+        &mut self,
+        records: &[Record],
+        write_group: fn(&mut Wal) -> liveops_storage::Result<CommitInfo>,
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -224,10 +240,10 @@ impl ShardStore {
             self.buf.clear();
             let kind = codec::encode(record, &mut self.buf);
             match self.wal.append(kind, &self.buf) {
-                // More than one log group holds: write it as several, each durable
-                // before any answer goes out.
+                // More than one log group holds: write it as several, each written the
+                // same way before any answer goes out.
                 Err(liveops_storage::Error::GroupFull { .. }) => {
-                    self.wal.commit()?;
+                    write_group(&mut self.wal)?;
                     self.wal.append(kind, &self.buf)?;
                 }
                 appended => {
@@ -235,7 +251,18 @@ impl ShardStore {
                 }
             }
         }
-        self.wal.commit()?;
+        write_group(&mut self.wal)?;
+        Ok(())
+    }
+
+    /// Whether written records still wait for their fsync.
+    pub fn has_unsynced(&self) -> bool {
+        self.wal.durable_lsn() < self.wal.written_lsn()
+    }
+
+    /// Fsyncs every written record now.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.wal.sync()?;
         Ok(())
     }
 

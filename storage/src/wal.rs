@@ -578,6 +578,19 @@ impl Wal {
     /// Writes the pending group with one write call of one buffer and, with
     /// [`Durability::Fsync`], one `fdatasync`. Any I/O failure poisons the log.
     pub fn commit(&mut self) -> Result<CommitInfo> {
+        self.write_group(self.options.durability == Durability::Fsync)
+    }
+
+    /// Writes the pending group like [`Wal::commit`], but without its `fdatasync`: for
+    /// records nobody has been promised. They become durable with the next commit's
+    /// fsync (or rotation), a [`Wal::sync`], or [`Wal::sync_if_due`] once they have
+    /// waited `fsync_interval_ms`; a crash before that loses them, as it loses any
+    /// record not yet acknowledged.
+    pub fn commit_unsynced(&mut self) -> Result<CommitInfo> {
+        self.write_group(false)
+    }
+
+    fn write_group(&mut self, sync: bool) -> Result<CommitInfo> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -606,7 +619,7 @@ impl Wal {
                 return Err(self.poison(error));
             }
         }
-        let durable = self.options.durability == Durability::Fsync;
+        let durable = sync;
         let active = self.active.as_mut().expect("rotate made a segment active");
         if let Err(source) = active.file.append(&self.pending) {
             return Err(self.poison_io("write", source));
@@ -619,6 +632,7 @@ impl Wal {
                 return Err(self.poison_io("fsync", source));
             }
             self.set_durable(last_lsn);
+            self.synced_at = Instant::now();
         }
         self.pending.clear();
         self.pending_records = 0;
@@ -632,9 +646,10 @@ impl Wal {
         })
     }
 
-    /// With [`Durability::Batch`], fsyncs if written records have waited long enough:
-    /// `fsync_interval_ms` since the last sync. Call it every loop turn (and when idle at
-    /// least every `fsync_interval_ms`). Returns whether it synced.
+    /// Fsyncs if written records have waited long enough: `fsync_interval_ms` since the
+    /// last sync. With [`Durability::Batch`], call it every loop turn (and when idle at
+    /// least every `fsync_interval_ms`); with [`Durability::Fsync`], once that long after
+    /// a [`Wal::commit_unsynced`]. Returns whether it synced.
     pub fn sync_if_due(&mut self, now: Instant) -> Result<bool> {
         if self.poisoned {
             return Err(Error::Poisoned);

@@ -611,6 +611,62 @@ fn a_short_write_poisons_and_recovery_cuts_it() {
     assert_eq!(records, expected(1..=3));
 }
 
+/// A group that promises nothing is one write and no fdatasync; the next commit's
+/// fdatasync makes it durable with its own group, and a crash before that may lose it but
+/// nothing committed before it.
+#[test]
+fn an_unsynced_group_is_written_and_made_durable_by_the_next_commit() {
+    let raw = FaultFs::new(3);
+    let appends = Arc::new(AtomicU64::new(0));
+    let syncs = Arc::new(AtomicU64::new(0));
+    let fs: Arc<dyn FileSystem> = Arc::new(CountingFs {
+        inner: raw.clone(),
+        appends: appends.clone(),
+        syncs: syncs.clone(),
+    });
+    let (mut wal, _, _) = Wal::open(fs.clone(), "/d", WalOptions::default(), 0).unwrap();
+    wal.append(0, b"durable").unwrap();
+    wal.commit().unwrap();
+    let counts = || {
+        (
+            appends.load(Ordering::Relaxed),
+            syncs.load(Ordering::Relaxed),
+        )
+    };
+    let before = counts();
+    wal.append(1, b"promised nothing").unwrap();
+    let info = wal.commit_unsynced().unwrap();
+    assert!(!info.durable);
+    assert_eq!(
+        counts(),
+        (before.0 + 1, before.1),
+        "one write, no fdatasync"
+    );
+    assert_eq!((wal.written_lsn(), wal.durable_lsn()), (2, 1));
+    wal.append(2, b"answered").unwrap();
+    assert!(wal.commit().unwrap().durable);
+    assert_eq!(counts(), (before.0 + 2, before.1 + 1));
+    assert_eq!(wal.durable_lsn(), 3, "the fsync covers the unsynced group");
+    drop(wal);
+    raw.crash();
+    let (_, records, _) = Wal::open(fs.clone(), "/d", WalOptions::default(), 0).unwrap();
+    assert_eq!(records.len(), 3, "all three survive a power loss");
+
+    // Unsynced and then crashed: what was durable before it survives.
+    let (mut wal, _, _) = Wal::open(fs.clone(), "/d", WalOptions::default(), 0).unwrap();
+    wal.append(3, b"never synced").unwrap();
+    wal.commit_unsynced().unwrap();
+    assert!(!wal.sync_if_due(Instant::now()).unwrap(), "not due yet");
+    drop(wal);
+    raw.crash();
+    let (_, records, _) = Wal::open(fs, "/d", WalOptions::default(), 0).unwrap();
+    assert!(
+        (3..=4).contains(&records.len()),
+        "{} records after the crash",
+        records.len()
+    );
+}
+
 #[test]
 fn batch_mode_acknowledges_after_the_write_and_syncs_when_due() {
     let (_, fs, dir) = setup();
