@@ -28,8 +28,6 @@ use serde_json::Value as Json;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use crate::free_port;
-
 /// How long a (re)started broker has to listen.
 const BROKER_START_TIMEOUT_S: u64 = 10;
 /// The `$cbs` responses queued per session before the request side waits.
@@ -84,21 +82,29 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on a free port and waits until it listens.
+    /// Starts a broker on a free port and waits until it listens. The port is taken
+    /// by binding to port 0 and kept bound: picking a free port and binding it later
+    /// races the other tests' servers for it.
     pub fn start() -> Broker {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let mut broker = Broker {
-            port: free_port(),
+            port: listener.local_addr().expect("bound").port(),
             store: Arc::default(),
             stop: None,
             thread: None,
         };
-        broker.restart();
+        broker.listen(Some(listener));
         broker
     }
 
     /// Starts it again on the same port, with the messages it stored, and waits until
     /// it listens.
     pub fn restart(&mut self) {
+        self.listen(None);
+    }
+
+    /// Serves on `bound`, or binds the broker's port again.
+    fn listen(&mut self, bound: Option<std::net::TcpListener>) {
         assert!(self.thread.is_none(), "running");
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -110,9 +116,17 @@ impl Broker {
                 .build()
                 .expect("a runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .unwrap_or_else(|e| panic!("the broker binds 127.0.0.1:{port}: {e}"));
+                let listener = match bound {
+                    Some(bound) => {
+                        bound
+                            .set_nonblocking(true)
+                            .expect("a non-blocking listener");
+                        tokio::net::TcpListener::from_std(bound).expect("a tokio listener")
+                    }
+                    None => tokio::net::TcpListener::bind(("127.0.0.1", port))
+                        .await
+                        .unwrap_or_else(|e| panic!("the broker binds 127.0.0.1:{port}: {e}")),
+                };
                 let _ = ready_tx.send(());
                 tokio::select! {
                     _ = stopped => {}
