@@ -215,6 +215,13 @@ fn flush_loop(
         segments.set(i64::try_from(store.segment_count()).unwrap_or(i64::MAX));
     };
     publish(&store);
+    let sync_now = |store: &mut ShardStore, failed: &mut bool| {
+        if let Err(e) = store.sync() {
+            fatal("fsync", &e, store);
+            *failed = true;
+        }
+        publish(store);
+    };
     // When the oldest record written without its fsync was written.
     let mut unsynced_since: Option<Instant> = None;
     let mut next = queue.recv().ok();
@@ -298,15 +305,8 @@ fn flush_loop(
             (true, _) => None,
             (false, since) => Some(since.unwrap_or_else(Instant::now)),
         };
-        // Due, or nothing more to wait for: sync now. A steady stream of groups that
-        // answer nothing must not put it off for ever.
-        let sync_now = |store: &mut ShardStore, failed: &mut bool| {
-            if let Err(e) = store.sync() {
-                fatal("fsync", &e, store);
-                *failed = true;
-            }
-            publish(store);
-        };
+        // Due already: sync now. Groups that answer nothing, arriving faster than the
+        // wait below, would otherwise put it off for ever.
         if unsynced_since.is_some_and(|since| since.elapsed() >= unsynced_wait_max) {
             sync_now(&mut store, &mut failed);
             unsynced_since = None;
@@ -388,7 +388,8 @@ mod tests {
         }
     }
 
-    /// A shard on `fs` with its committer and worker on `local`; returns the worker.
+    /// A shard on `fs` with its committer, its worker spawned on the current `LocalSet`;
+    /// returns the worker.
     fn start_shard(
         fs: &FaultFs,
         app: &Arc<App>,
