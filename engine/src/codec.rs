@@ -353,22 +353,129 @@ impl<'a> Reader<'a> {
     }
 
     pub fn str(&mut self) -> Result<String, DecodeError> {
-        let n = self.len(STRING_BYTES_MAX)?;
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::NotUtf8)
+        self.str_ref().map(str::to_owned)
     }
 
-    pub fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {
+    /// A string borrowed from the buffer.
+    fn str_ref(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.len(STRING_BYTES_MAX)?;
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)
+    }
+
+    /// Steps over an optional string, as [`Reader::opt_str`] reads it.
+    fn skip_opt_str(&mut self) -> Result<(), DecodeError> {
+        if self.is_some()? {
+            self.str_ref()?;
+        }
+        Ok(())
+    }
+
+    /// An option's tag: 0 none, 1 some.
+    fn is_some(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
-            0 => Ok(None),
-            1 => self.str().map(Some),
+            0 => Ok(false),
+            1 => Ok(true),
             tag => Err(DecodeError::UnknownTag {
                 what: "option",
                 tag: u64::from(tag),
             }),
         }
+    }
+
+    /// Steps over an accepted event's kind and fields, as `decode` reads them; returns
+    /// its type name.
+    fn skip_event_kind(&mut self) -> Result<&'static str, DecodeError> {
+        match self.u8()? {
+            1 => {
+                self.varint()?;
+                self.skip_opt_str()?;
+                Ok("progression")
+            }
+            2 => {
+                self.str_ref()?;
+                self.varint()?;
+                self.varint()?;
+                Ok("boss_kill")
+            }
+            3 => {
+                self.str_ref()?;
+                self.weight()?;
+                self.skip_opt_str()?;
+                Ok("drop_claimed")
+            }
+            tag => Err(DecodeError::UnknownTag {
+                what: "event type",
+                tag: u64::from(tag),
+            }),
+        }
+    }
+
+    /// A drop claim's optional weight.
+    fn weight(&mut self) -> Result<Option<f64>, DecodeError> {
+        self.is_some()?.then(|| self.f64()).transpose()
+    }
+
+    /// An accepted event's flag and its evidence, in every form logs have held.
+    fn flag(&mut self) -> Result<(Option<FlagKind>, Option<Evidence>), DecodeError> {
+        Ok(match self.u8()? {
+            FLAG_NONE => (None, None),
+            // Older logs: a z followed, and no threshold was logged.
+            0 => {
+                self.f64()?;
+                (None, None)
+            }
+            1 => {
+                let z = self.f64()?;
+                let evidence = Evidence {
+                    detector: FlagKind::ScoreJump,
+                    measure: Measure::Z,
+                    measured: z,
+                    threshold: f64::NAN,
+                };
+                (
+                    Some(FlagKind::ScoreJump),
+                    Some(evidence).filter(|_| !z.is_nan()),
+                )
+            }
+            tag if tag & FLAG_EVIDENCE != 0 => {
+                let e = Evidence {
+                    detector: flag_from_tag(tag & !FLAG_EVIDENCE)?,
+                    measure: measure_from_tag(self.u8()?)?,
+                    measured: self.f64()?,
+                    threshold: self.f64()?,
+                };
+                (Some(e.detector), Some(e))
+            }
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "flag",
+                    tag: u64::from(tag),
+                })
+            }
+        })
+    }
+
+    /// An accepted event's idempotency key reference, borrowed.
+    fn key_ref(&mut self) -> Result<Option<KeyRefView<'a>>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            tag @ (1 | 2) => Ok(Some(KeyRefView {
+                key: self.str_ref()?,
+                fingerprint: self.array32()?,
+                index: u32::try_from(self.varint()?)
+                    .map_err(|_| DecodeError::TooLong(usize::MAX))?,
+                reserved_ms: if tag == 2 { self.varint()? } else { 0 },
+            })),
+            tag => Err(DecodeError::UnknownTag {
+                what: "option",
+                tag: u64::from(tag),
+            }),
+        }
+    }
+
+    pub fn opt_str(&mut self) -> Result<Option<String>, DecodeError> {
+        self.is_some()?.then(|| self.str()).transpose()
     }
 
     pub fn array32(&mut self) -> Result<[u8; 32], DecodeError> {
@@ -908,6 +1015,45 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> u8 {
 }
 
 /// Decodes a payload of `kind`.
+/// An accepted event's [`KeyRef`], borrowed from its record's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRefView<'a> {
+    pub key: &'a str,
+    pub fingerprint: [u8; 32],
+    pub index: u32,
+    pub reserved_ms: u64,
+}
+
+/// What recovery needs of an accepted event that names an idempotency key, borrowed
+/// from its record's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKey<'a> {
+    pub player: &'a str,
+    pub type_name: &'static str,
+    pub at_ms: u64,
+    pub key: KeyRefView<'a>,
+}
+
+/// Reads the key of an accepted event (kind [`kind::EVENT_ACCEPTED`]) without building
+/// the event: `None` when it names none. Recovery reads back every record a checkpoint
+/// covers for their keys, and most events name none, so this allocates nothing and stops
+/// before the totals.
+pub fn event_key(payload: &[u8]) -> Result<Option<EventKey<'_>>, DecodeError> {
+    let mut r = Reader::new(payload);
+    let player = r.str_ref()?;
+    let type_name = r.skip_event_kind()?;
+    let _ts = r.varint()?;
+    let at_ms = r.varint()?;
+    let _seq = r.varint()?;
+    r.flag()?;
+    Ok(r.key_ref()?.map(|key| EventKey {
+        player,
+        type_name,
+        at_ms,
+        key,
+    }))
+}
+
 pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
     let mut r = Reader::new(payload);
     let record = match kind {
@@ -925,16 +1071,7 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 },
                 3 => {
                     let drop_id = r.str()?;
-                    let weight = match r.u8()? {
-                        0 => None,
-                        1 => Some(r.f64()?),
-                        tag => {
-                            return Err(DecodeError::UnknownTag {
-                                what: "option",
-                                tag: u64::from(tag),
-                            })
-                        }
-                    };
+                    let weight = r.weight()?;
                     EventKind::DropClaimed {
                         drop_id,
                         weight,
@@ -951,58 +1088,13 @@ pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             let ts = r.varint()?;
             let at_ms = r.varint()?;
             let seq = r.varint()?;
-            let (flag, evidence) = match r.u8()? {
-                FLAG_NONE => (None, None),
-                // Older logs: a z followed, and no threshold was logged.
-                0 => {
-                    r.f64()?;
-                    (None, None)
-                }
-                1 => {
-                    let z = r.f64()?;
-                    let evidence = Evidence {
-                        detector: FlagKind::ScoreJump,
-                        measure: Measure::Z,
-                        measured: z,
-                        threshold: f64::NAN,
-                    };
-                    (
-                        Some(FlagKind::ScoreJump),
-                        Some(evidence).filter(|_| !z.is_nan()),
-                    )
-                }
-                tag if tag & FLAG_EVIDENCE != 0 => {
-                    let e = Evidence {
-                        detector: flag_from_tag(tag & !FLAG_EVIDENCE)?,
-                        measure: measure_from_tag(r.u8()?)?,
-                        measured: r.f64()?,
-                        threshold: r.f64()?,
-                    };
-                    (Some(e.detector), Some(e))
-                }
-                tag => {
-                    return Err(DecodeError::UnknownTag {
-                        what: "flag",
-                        tag: u64::from(tag),
-                    })
-                }
-            };
-            let key = match r.u8()? {
-                0 => None,
-                tag @ (1 | 2) => Some(KeyRef {
-                    key: r.str()?.into_boxed_str(),
-                    fingerprint: r.array32()?,
-                    index: u32::try_from(r.varint()?)
-                        .map_err(|_| DecodeError::TooLong(usize::MAX))?,
-                    reserved_ms: if tag == 2 { r.varint()? } else { 0 },
-                }),
-                tag => {
-                    return Err(DecodeError::UnknownTag {
-                        what: "option",
-                        tag: u64::from(tag),
-                    })
-                }
-            };
+            let (flag, evidence) = r.flag()?;
+            let key = r.key_ref()?.map(|k| KeyRef {
+                key: k.key.into(),
+                fingerprint: k.fingerprint,
+                index: k.index,
+                reserved_ms: k.reserved_ms,
+            });
             let (totals, replay_id) = if r.remaining() == 0 {
                 (None, None)
             } else {
@@ -1591,6 +1683,59 @@ mod tests {
         }
     }
 
+    /// `event_key` reads what `decode` does of every accepted event, keyed or not, of
+    /// every type and flag form, and refuses what `decode` refuses of a cut record.
+    #[test]
+    fn event_key_reads_what_decode_reads() {
+        let key = KeyRef {
+            key: "k-9".into(),
+            fingerprint: [4; 32],
+            index: 7,
+            reserved_ms: 12,
+        };
+        let mut checked = [0; 2];
+        for record in samples() {
+            let Record::EventAccepted { .. } = &record else {
+                continue;
+            };
+            for keyed in [false, true] {
+                let mut record = record.clone();
+                if let Record::EventAccepted { key: slot, .. } = &mut record {
+                    *slot = keyed.then(|| key.clone());
+                }
+                let mut buf = Vec::new();
+                assert_eq!(encode(&record, &mut buf), kind::EVENT_ACCEPTED);
+                let Record::EventAccepted {
+                    player,
+                    event,
+                    at_ms,
+                    key: named,
+                    ..
+                } = &record
+                else {
+                    unreachable!()
+                };
+                let expected = named.as_ref().map(|k| EventKey {
+                    player,
+                    type_name: event.type_name(),
+                    at_ms: *at_ms,
+                    key: KeyRefView {
+                        key: &k.key,
+                        fingerprint: k.fingerprint,
+                        index: k.index,
+                        reserved_ms: k.reserved_ms,
+                    },
+                });
+                assert_eq!(event_key(&buf), Ok(expected), "{record:?}");
+                checked[usize::from(keyed)] += 1;
+                let cut = &buf[..buf.len() / 3];
+                assert!(decode(kind::EVENT_ACCEPTED, cut).is_err());
+                assert!(event_key(cut).is_err(), "{record:?} cut");
+            }
+        }
+        assert_eq!(checked, [3, 3], "every type, keyed and not");
+    }
+
     /// Logs written before keys carried their host and reservation time still replay.
     #[test]
     fn older_key_records_still_decode() {
@@ -1743,6 +1888,11 @@ mod tests {
             old.extend_from_slice(&z.to_le_bytes());
             old.extend_from_slice(&buf[at + 1..]);
             let decoded = decode(kind, &old).expect("decodes");
+            assert_eq!(
+                event_key(&old),
+                Ok(None),
+                "event_key steps over the old flag"
+            );
             let Record::EventAccepted { flag, evidence, .. } = &decoded else {
                 panic!("an accepted event");
             };
@@ -1762,6 +1912,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(kind in 0u8..20, bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(kind, &bytes);
+            let _ = event_key(&bytes);
         }
     }
 

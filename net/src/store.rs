@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liveops_engine::codec::{self, DecodeError, Reader, Writer};
+use liveops_engine::codec::{self, DecodeError, EventKey, KeyRefView, Reader, Writer};
 use liveops_engine::shard::{Record, Shard};
 use liveops_storage::{
     latest_checkpoint, read_covered, CheckpointLoad, CommitInfo, FileSystem, RecoveryReport, Wal,
@@ -74,14 +74,32 @@ pub fn note_keyed(keyed: &mut KeyedEvents, record: &Record) {
         ..
     } = record
     {
-        let request = KeyedRequest {
-            reserved_ms: k.reserved_ms,
+        let key = KeyRefView {
+            key: &k.key,
             fingerprint: k.fingerprint,
-            at_ms: *at_ms,
-            events: vec![(k.index, player.clone(), event.type_name())],
+            index: k.index,
+            reserved_ms: k.reserved_ms,
         };
-        add_keyed(keyed, k.key.to_string(), request);
+        note_event_key(
+            keyed,
+            EventKey {
+                player,
+                type_name: event.type_name(),
+                at_ms: *at_ms,
+                key,
+            },
+        );
     }
+}
+
+fn note_event_key(keyed: &mut KeyedEvents, event: EventKey<'_>) {
+    let request = KeyedRequest {
+        reserved_ms: event.key.reserved_ms,
+        fingerprint: event.key.fingerprint,
+        at_ms: event.at_ms,
+        events: vec![(event.key.index, event.player.to_owned(), event.type_name)],
+    };
+    add_keyed(keyed, event.key.key.to_owned(), request);
 }
 
 /// Notes the idempotency keys of the events `load`'s checkpoint covers that `dir`'s log
@@ -103,8 +121,9 @@ pub fn note_covered_keys(
         if raw.kind != codec::kind::EVENT_ACCEPTED {
             return;
         }
-        match codec::decode(raw.kind, raw.payload) {
-            Ok(record) => note_keyed(keyed, &record),
+        match codec::event_key(raw.payload) {
+            Ok(Some(event)) => note_event_key(keyed, event),
+            Ok(None) => {}
             Err(_) => undecodable += 1,
         }
     })?;
