@@ -11,8 +11,8 @@
 //!
 //! A group with no answer and no audit line (a turn that only completed idempotency
 //! keys, say) promises nothing to anyone, so it is written without its own fsync: the next
-//! group's fsync covers it, or the flusher syncs it once it has waited
-//! [`CommitterConfig::unsynced_wait_max`]. Under keyed traffic that halves the fsyncs,
+//! group's fsync covers it, or the flusher syncs it once the log says it is due
+//! (`FSYNC_INTERVAL_MS` after the last sync). Under keyed traffic that halves the fsyncs,
 //! and an answer no longer waits behind the fsync of a group nobody waits for.
 //!
 //! A failed commit or fsync is fatal for the shard: [`Mesh::fail`] stops it taking work,
@@ -58,9 +58,6 @@ pub struct CommitterConfig {
     pub checkpoint_interval: Duration,
     /// Batch durability: ask the flusher to sync on every tick.
     pub interval_sync: bool,
-    /// Longest a group written without its fsync (it acknowledged nothing) waits for
-    /// one: the change feed follows only durable records (`FSYNC_INTERVAL_MS`).
-    pub unsynced_wait_max: Duration,
 }
 
 /// The shard thread's side; implements [`TurnHost`].
@@ -84,10 +81,9 @@ impl Committer {
     ) -> std::io::Result<Committer> {
         let (jobs, queue) = sync_channel(FLUSH_QUEUE_TURNS_MAX);
         let flusher_app = app.clone();
-        let unsynced_wait_max = config.unsynced_wait_max;
         let flusher = std::thread::Builder::new()
             .name(format!("flush-{index}"))
-            .spawn(move || flush_loop(index, store, queue, flusher_app, unsynced_wait_max))?;
+            .spawn(move || flush_loop(index, store, queue, flusher_app))?;
         Ok(Committer {
             index,
             jobs: Some(jobs),
@@ -189,13 +185,7 @@ struct AuditLine<'a> {
     record: &'a AuditRecord,
 }
 
-fn flush_loop(
-    index: usize,
-    mut store: ShardStore,
-    queue: Receiver<FlushJob>,
-    app: Arc<App>,
-    unsynced_wait_max: Duration,
-) {
+fn flush_loop(index: usize, mut store: ShardStore, queue: Receiver<FlushJob>, app: Arc<App>) {
     let mut failed = false;
     let fatal = |what: &str, e: &StoreError, store: &ShardStore| {
         tracing::error!(shard = index, dir = %store.dir().display(), "FATAL: {what} failed: {e}; the shard stops acknowledging");
@@ -222,8 +212,6 @@ fn flush_loop(
         }
         publish(store);
     };
-    // When the oldest record written without its fsync was written.
-    let mut unsynced_since: Option<Instant> = None;
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
         match job {
@@ -301,29 +289,23 @@ fn flush_loop(
             },
             FlushJob::Checkpoint(_) | FlushJob::Sync => {}
         }
-        unsynced_since = match (failed || !store.has_unsynced(), unsynced_since) {
-            (true, _) => None,
-            (false, since) => Some(since.unwrap_or_else(Instant::now)),
-        };
-        // Due already: sync now. Groups that answer nothing, arriving faster than the
-        // wait below, would otherwise put it off for ever.
-        if unsynced_since.is_some_and(|since| since.elapsed() >= unsynced_wait_max) {
-            sync_now(&mut store, &mut failed);
-            unsynced_since = None;
-        }
+        // Records written without their fsync are synced when the log says they are
+        // due, also under a stream of jobs that never lets the queue time out.
         while next.is_none() {
-            let Some(since) = unsynced_since else {
+            let Some(due_in) = store.sync_due_in().filter(|_| !failed) else {
                 next = queue.recv().ok();
                 break;
             };
-            match queue.recv_timeout(unsynced_wait_max.saturating_sub(since.elapsed())) {
+            if due_in.is_zero() {
+                sync_now(&mut store, &mut failed);
+                continue;
+            }
+            match queue.recv_timeout(due_in) {
                 Ok(job) => next = Some(job),
-                Err(closed_or_due) => {
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
                     sync_now(&mut store, &mut failed);
-                    unsynced_since = None;
-                    if closed_or_due == RecvTimeoutError::Disconnected {
-                        break;
-                    }
+                    break;
                 }
             }
         }
@@ -395,6 +377,10 @@ mod tests {
         app: &Arc<App>,
         unsynced_wait_max: Duration,
     ) -> tokio::task::JoinHandle<()> {
+        let wal_options = WalOptions {
+            fsync_interval_ms: unsynced_wait_max.as_millis() as u64,
+            ..WalOptions::default()
+        };
         let empty = Shard::new(
             Policy::default(),
             ReceiptSigner::new(&[2; 32]),
@@ -403,7 +389,7 @@ mod tests {
         let recovered = ShardStore::recover(
             Arc::new(fs.clone()),
             Path::new("/shard-0"),
-            WalOptions::default(),
+            wal_options,
             empty,
         )
         .unwrap();
@@ -412,7 +398,6 @@ mod tests {
             checkpoint_records: 1_000_000,
             checkpoint_interval: Duration::from_secs(3600),
             interval_sync: false,
-            unsynced_wait_max,
         };
         let mut committer =
             Committer::start(0, recovered.store, app.clone(), committer_config).unwrap();

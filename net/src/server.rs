@@ -232,7 +232,6 @@ impl Server {
             checkpoint_records: config.checkpoint_records,
             checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
             interval_sync: config.durability == Durability::Batch,
-            unsynced_wait_max: Duration::from_millis(config.fsync_interval_ms),
         };
         let thread_app = app.clone();
         let threads = spawn_cores("shard", per_thread, move |index, listeners| {

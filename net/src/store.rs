@@ -274,9 +274,10 @@ impl ShardStore {
         Ok(())
     }
 
-    /// Whether written records still wait for their fsync.
-    pub fn has_unsynced(&self) -> bool {
-        self.wal.durable_lsn() < self.wal.written_lsn()
+    /// How long until written records are due for their fsync, if any wait for one
+    /// (see [`Wal::sync_due_in`]).
+    pub fn sync_due_in(&self) -> Option<Duration> {
+        self.wal.sync_due_in(Instant::now())
     }
 
     /// Fsyncs every written record now.

@@ -647,21 +647,26 @@ impl Wal {
     }
 
     /// Fsyncs if written records have waited long enough: `fsync_interval_ms` since the
-    /// last sync. With [`Durability::Batch`], call it every loop turn (and when idle at
-    /// least every `fsync_interval_ms`); with [`Durability::Fsync`], once that long after
-    /// a [`Wal::commit_unsynced`]. Returns whether it synced.
+    /// last sync (see [`Wal::sync_due_in`]). With [`Durability::Batch`], or after a
+    /// [`Wal::commit_unsynced`], call it every loop turn and when that comes due.
+    /// Returns whether it synced.
     pub fn sync_if_due(&mut self, now: Instant) -> Result<bool> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
-        let interval = Duration::from_millis(self.options.fsync_interval_ms);
-        if self.lsn_durable == self.lsn_written
-            || now.saturating_duration_since(self.synced_at) < interval
-        {
+        if self.sync_due_in(now) != Some(Duration::ZERO) {
             return Ok(false);
         }
         self.sync()?;
         Ok(true)
+    }
+
+    /// How long until written records are due for their fsync (`fsync_interval_ms`
+    /// after the last sync; zero once due), or `None` when every one is durable.
+    pub fn sync_due_in(&self, now: Instant) -> Option<Duration> {
+        let interval = Duration::from_millis(self.options.fsync_interval_ms);
+        (self.lsn_durable < self.lsn_written)
+            .then(|| interval.saturating_sub(now.saturating_duration_since(self.synced_at)))
     }
 
     /// Fsyncs everything committed so far (at shutdown in batch mode); returns the
